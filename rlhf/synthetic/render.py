@@ -1,0 +1,200 @@
+"""Numpy renderer of the moving-shapes world, with controllable defects.
+
+A clip shows one large anti-aliased shape crossing a neutral background in a straight line. The
+path is centred on the frame, so its start is fixed by the prompt's direction and speed (plus a small
+seeded offset): a small generator can learn where objects begin. Anti-aliasing is exact area
+coverage approximated by ``alpha = clip(0.5 - sdf, 0, 1)`` with ``sdf`` the signed distance in pixels.
+
+Defects, each with a strength in [0, 1] (0 = none):
+
+=================  =========  ======================================================================
+defect             harms      what it does at strength s
+=================  =========  ======================================================================
+noise              VQ         Gaussian pixel noise, sigma = 0.1 s
+blur               VQ         Gaussian blur, sigma = 0.06 s x frame size
+colour_drift       VQ         colour cast ramping over the clip up to 0.3 s (chroma, not brightness)
+flicker            MQ         brightness jumps of +-0.1..0.2 s between frames
+jitter             MQ         random position offsets, sigma = 0.04 s x frame size
+stutter            MQ         round(3.5 s) frames frozen (the object then jumps to catch up)
+wrong_colour       TA         object hue turned toward another colour's by s (saturation kept)
+wrong_shape        TA         signed distance blended toward another shape by s (a morph)
+wrong_direction    TA         motion direction rotated by s x 180 degrees
+wrong_speed        TA         path length moved toward a wrong one by s (slow -> 0.6, fast -> 0)
+=================  =========  ======================================================================
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .prompts import BACKGROUNDS, COLOURS, DIRECTIONS, SHAPES, SPEEDS, Prompt
+
+DEFECTS: dict[str, str] = {
+    "noise": "VQ",
+    "blur": "VQ",
+    "colour_drift": "VQ",
+    "flicker": "MQ",
+    "jitter": "MQ",
+    "stutter": "MQ",
+    "wrong_colour": "TA",
+    "wrong_shape": "TA",
+    "wrong_direction": "TA",
+    "wrong_speed": "TA",
+}
+
+OBJECT_RADIUS = 0.17  # circle radius as a fraction of the frame size; other shapes have equal area
+START_OFFSET = 0.05  # seeded offset of the path centre, fraction of the frame size
+WRONG_PATH = {"slowly": 0.6, "quickly": 0.0}
+
+
+@dataclass(frozen=True)
+class RenderSpec:
+    """Clip geometry. 8 x 32 x 32 suits the generator on CPU; the reward model resizes as VideoAlign does."""
+
+    frames: int = 8
+    height: int = 32
+    width: int = 32
+    fps: float = 8.0
+
+    def validate(self) -> None:
+        if self.frames < 2 or self.height < 16 or self.width < 16:
+            raise ValueError(f"clip must be at least 2 x 16 x 16, got {self.frames} x {self.height} x {self.width}")
+        if self.height % 2 or self.width % 2:
+            raise ValueError(f"height and width must be even (H.264), got {self.height} x {self.width}")
+        if self.fps <= 0:
+            raise ValueError(f"fps must be positive, got {self.fps}")
+
+
+def check_defects(defects: dict[str, float] | None) -> dict[str, float]:
+    out = {}
+    for name, s in (defects or {}).items():
+        if name not in DEFECTS:
+            raise ValueError(f"unknown defect '{name}'; valid: {', '.join(DEFECTS)}")
+        s = float(s)
+        if not 0.0 <= s <= 1.0:
+            raise ValueError(f"defect '{name}' strength must be in [0, 1], got {s}")
+        if s > 0:
+            out[name] = s
+    return out
+
+
+def _sdf(shape: str, px: np.ndarray, py: np.ndarray, r: float) -> np.ndarray:
+    """Signed distance (pixels, negative inside) of ``shape`` of circle-equivalent radius ``r`` at offsets px, py."""
+    if shape == "circle":
+        return np.sqrt(px * px + py * py) - r
+    if shape == "square":
+        b = 0.5 * np.sqrt(np.pi) * r  # half side of the square of area pi r^2
+        qx, qy = np.abs(px) - b, np.abs(py) - b
+        outside = np.sqrt(np.maximum(qx, 0) ** 2 + np.maximum(qy, 0) ** 2)
+        return outside + np.minimum(np.maximum(qx, qy), 0)
+    if shape == "triangle":
+        # Equilateral, apex up, centroid at the centre (Inigo Quilez's exact sdf), area pi r^2.
+        h = 0.5 * r * np.sqrt(4 * np.pi / np.sqrt(3))  # half side
+        k = np.sqrt(3.0)
+        x = np.abs(px) - h
+        y = -py + h / k  # image y points down
+        fold = x + k * y > 0
+        x, y = np.where(fold, (x - k * y) / 2, x), np.where(fold, (-k * x - y) / 2, y)
+        x = x - np.clip(x, -2 * h, 0)
+        return -np.sqrt(x * x + y * y) * np.sign(y)
+    raise ValueError(f"unknown shape '{shape}'")
+
+
+# Orthonormal basis of the chroma plane (RGB minus its grey level).
+CHROMA_BASIS = np.array([[1.0, -1.0, 0.0], [1.0, 1.0, -2.0]]) / np.array([[np.sqrt(2.0)], [np.sqrt(6.0)]])
+
+
+def hue_of(rgb: np.ndarray) -> tuple[float, float]:
+    """(hue angle in radians, chroma magnitude) of an RGB colour."""
+    u, v = CHROMA_BASIS @ (np.asarray(rgb, dtype=np.float64) - np.mean(rgb))
+    return float(np.arctan2(v, u)), float(np.hypot(u, v))
+
+
+def blend_hue(a: np.ndarray, b: np.ndarray, s: float) -> np.ndarray:
+    """Colour a fraction ``s`` of the way from ``a`` to ``b`` around the hue circle (shorter arc).
+    A straight RGB blend would pass through grey for opposite hues and make the object vanish."""
+    ha, ma = hue_of(a)
+    hb, mb = hue_of(b)
+    dh = (hb - ha + np.pi) % (2 * np.pi) - np.pi
+    h, m = ha + s * dh, (1 - s) * ma + s * mb
+    grey = (1 - s) * np.mean(a) + s * np.mean(b)
+    return np.clip(grey + m * (np.cos(h) * CHROMA_BASIS[0] + np.sin(h) * CHROMA_BASIS[1]), 0.0, 1.0)
+
+
+def _other(rng: np.random.Generator, options, current):
+    choices = [o for o in options if o != current]
+    return choices[rng.integers(len(choices))]
+
+
+def render(
+    prompt: Prompt | str,
+    defects: dict[str, float] | None = None,
+    seed: int = 0,
+    spec: RenderSpec = RenderSpec(),
+) -> np.ndarray:
+    """Render ``prompt`` with ``defects`` as ``uint8 (T, H, W, 3)``; deterministic in ``seed``."""
+    p = Prompt.parse(prompt) if isinstance(prompt, str) else prompt
+    spec.validate()
+    d = check_defects(defects)
+    rng = np.random.default_rng(seed)
+    T, H, W = spec.frames, spec.height, spec.width
+    S = float(min(H, W))
+    # Draw every random quantity in a fixed order so that a defect's strength changes only its own effect.
+    start = rng.uniform(-START_OFFSET, START_OFFSET, size=2) * S
+    wrong_colour = _other(rng, list(COLOURS), p.colour)
+    wrong_shape = _other(rng, SHAPES, p.shape)
+    turn = rng.choice([-1.0, 1.0])
+    jitter = rng.normal(size=(T, 2))
+    frozen_order = rng.permutation(np.arange(1, T - 1))
+    flicker = rng.uniform(0.5, 1.0, size=T) * np.where(np.arange(T) % 2 == rng.integers(2), 1.0, -1.0)
+    hue = rng.uniform(0, 2 * np.pi)
+    noise = rng.normal(size=(T, H, W, 3))
+
+    # Geometry: centred straight path, optionally turned, rescaled and jittered.
+    angle = turn * np.pi * d.get("wrong_direction", 0.0)
+    dx, dy = DIRECTIONS[p.direction]
+    ca, sa = np.cos(angle), np.sin(angle)
+    direction = np.array([ca * dx - sa * dy, sa * dx + ca * dy])
+    s_speed = d.get("wrong_speed", 0.0)
+    path = (1 - s_speed) * SPEEDS[p.speed] + s_speed * WRONG_PATH[p.speed]
+    frac = np.arange(T) / (T - 1) - 0.5
+    centres = np.array([W / 2, H / 2]) + start + frac[:, None] * path * S * direction[None, :]
+    centres = centres + jitter * 0.04 * d.get("jitter", 0.0) * S
+
+    ys, xs = np.mgrid[0:H, 0:W].astype(np.float64) + 0.5
+    px = xs[None] - centres[:, 0, None, None]
+    py = ys[None] - centres[:, 1, None, None]
+    r = OBJECT_RADIUS * S
+    sdf = _sdf(p.shape, px, py, r)
+    if "wrong_shape" in d:
+        s = d["wrong_shape"]
+        sdf = (1 - s) * sdf + s * _sdf(wrong_shape, px, py, r)
+    alpha = np.clip(0.5 - sdf, 0.0, 1.0)[..., None]
+
+    colour = np.array(COLOURS[p.colour])
+    if "wrong_colour" in d:
+        colour = blend_hue(colour, np.array(COLOURS[wrong_colour]), d["wrong_colour"])
+    bg = BACKGROUNDS[p.background]
+    video = bg * (1 - alpha) + colour[None, None, None, :] * alpha
+
+    if "blur" in d:
+        from scipy.ndimage import gaussian_filter
+
+        sigma = 0.06 * d["blur"] * S
+        video = gaussian_filter(video, sigma=(0, sigma, sigma, 0), mode="nearest")
+    if "stutter" in d:
+        k = int(round(3.5 * d["stutter"]))
+        for i in sorted(frozen_order[: min(k, T - 2)]):
+            video[i] = video[i - 1]
+    if "colour_drift" in d:
+        # A zero-mean chroma direction: shifts colour, leaves brightness (nearly) unchanged.
+        cast = np.array([np.cos(hue), np.cos(hue - 2 * np.pi / 3), np.cos(hue + 2 * np.pi / 3)])
+        ramp = np.arange(T) / (T - 1)
+        video = video + 0.3 * d["colour_drift"] * ramp[:, None, None, None] * cast[None, None, None, :] / np.sqrt(1.5)
+    if "flicker" in d:
+        video = video + 0.2 * d["flicker"] * flicker[:, None, None, None]
+    if "noise" in d:
+        video = video + 0.1 * d["noise"] * noise
+    return (np.clip(video, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Creates .venv and installs the project in the one order that works on a CPU machine:
+#   1. torch (the local CPU build; anything else pulls a multi-GB CUDA build),
+#   2. deepspeed, source-only, built against that torch (--no-build-isolation, no ops),
+#   3. the project and its pinned dependencies, editable.
+# A second run with unchanged pyproject.toml and setup script is a no-op.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PY=${PYTHON:-python3.11}
+VENV=.venv
+STAMP=$VENV/.installed
+want=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1)
+
+if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ]; then
+  exit 0
+fi
+
+step() { echo "[setup] $1"; }
+fail() { echo "[setup] FAILED at step: $1" >&2; echo "[setup] see the pip output above; rerun 'make test' after fixing" >&2; exit 1; }
+pipq() { "$VENV/bin/pip" install --disable-pip-version-check -q "$@" 2>&1 | grep -v "is ignored: it is neither" || true; return "${PIPESTATUS[0]}"; }
+
+if [ ! -x "$VENV/bin/python" ]; then
+  step "creating $VENV with $PY"
+  command -v "$PY" >/dev/null || fail "find $PY (set PYTHON=/path/to/python3.11)"
+  "$PY" -m venv "$VENV" || fail "create virtual environment"
+fi
+
+step "1/3 torch 2.13.0 (CPU build)"
+pipq "torch==2.13.0" || fail "1/3 torch"
+step "2/3 deepspeed 0.19.8 (no ops, no build isolation)"
+if ! "$VENV/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.version('deepspeed') != '0.19.8')" 2>/dev/null; then
+  pipq setuptools wheel || fail "2/3 build tools"
+  DS_BUILD_OPS=0 pipq --no-build-isolation "deepspeed==0.19.8" || fail "2/3 deepspeed"
+fi
+step "3/3 project and pinned dependencies"
+pipq -e ".[dev]" || fail "3/3 project"
+if "$VENV/bin/pip" list 2>/dev/null | grep -qiE '^(torchvision|nvidia-)'; then
+  fail "check: torchvision or nvidia-* got installed; they break this CPU environment"
+fi
+echo "$want" > "$STAMP"
+step "done"
