@@ -208,11 +208,18 @@ def save_config(cfg: Any, run_dir: str | Path) -> Path:
     return path
 
 
-def parse_cli(cls: type, argv: list[str] | None, description: str, flags: dict[str, tuple[str, type, str]] | None = None):
+def parse_cli(
+    cls: type,
+    argv: list[str] | None,
+    description: str,
+    flags: dict[str, tuple[str, type, str]] | None = None,
+    bool_flags: dict[str, tuple[str, str]] | None = None,
+):
     """Parse a job command line into ``cls``.
 
     ``--config FILE`` names a YAML file; ``flags`` maps convenience options (``--pairs``) to config keys
-    as ``{"--pairs": ("pairs", int, "help")}``; remaining ``key.sub=value`` arguments are overrides.
+    as ``{"--pairs": ("pairs", int, "help")}``, ``bool_flags`` maps switches (``--strict``) to boolean
+    keys as ``{"--strict": ("strict", "help")}``; remaining ``key.sub=value`` arguments are overrides.
     Exits with status 2 and the message on a config error, as argparse does for bad flags.
     """
     import argparse
@@ -224,10 +231,14 @@ def parse_cli(cls: type, argv: list[str] | None, description: str, flags: dict[s
     parser.add_argument("--config", default=None, help="YAML config file (jobs/configs/*.yaml)")
     for flag, (key, typ, help_text) in (flags or {}).items():
         parser.add_argument(flag, dest=key.replace(".", "__"), type=typ, default=None, help=f"{help_text} (= {key})")
+    for flag, (key, help_text) in (bool_flags or {}).items():
+        parser.add_argument(flag, dest=key.replace(".", "__"), action="store_const", const=True, default=None,
+                            help=f"{help_text} (= {key}=true)")
     parser.add_argument("overrides", nargs="*", help="key.sub=value overrides")
     args = parser.parse_args(argv)
     values = {}
-    for key, _t, _h in (flags or {}).values():
+    keys = [k for k, _t, _h in (flags or {}).values()] + [k for k, _h in (bool_flags or {}).values()]
+    for key in keys:
         v = getattr(args, key.replace(".", "__"))
         if v is not None:
             values[key] = v

@@ -10,7 +10,8 @@ Measurement (per frame, on pixels ``f`` in [0, 1], ``S`` = frame size):
   * object colour ``o_t``: median of the 4% of (3x3 median-filtered) pixels farthest from ``b_t``;
   * opacity ``alpha`` = <median3x3(f) - b_t, u_t> / |o_t - b_t| with u_t the unit vector toward
     ``o_t`` (a projection, so zero-mean noise stays zero-mean), kept on the largest connected blob of
-    alpha > 0.5 grown by one pixel, which rejects noise speckles;
+    alpha > 0.5 grown by one pixel, which rejects noise speckles; no object is found in frames of
+    contrast under 0.15 or when the noise level exceeds 0.2 (pure noise has no object);
   * centroid ``c_t`` and area ``A_t`` of the object, weighted by clip(2 alpha - 0.5, 0, 1) so that
     noise and halo below alpha 0.25 weigh nothing.
 
@@ -49,6 +50,7 @@ from .prompts import BACKGROUNDS, COLOURS, DIRECTIONS, SPEEDS, Prompt
 
 DIMENSIONS = ("VQ", "MQ", "TA")
 _LUMA = np.array([0.299, 0.587, 0.114])
+MAX_NOISE = 0.2  # above this noise level no object is detected at all
 CRISP_EDGE = 0.8  # edge width (px) the measurement reports for a crisp anti-aliased edge
 TA_WEIGHTS = {"colour": 0.25, "shape": 0.25, "direction": 0.25, "speed": 0.15, "background": 0.10}
 
@@ -124,7 +126,8 @@ def measure(frames: np.ndarray) -> Measurements:
     top = np.argpartition(-dist, k - 1, axis=1)[:, :k]
     obj = np.median(np.take_along_axis(diff.reshape(T, -1, 3), top[..., None], axis=1), axis=1)  # (T, 3)
     contrast_t = np.linalg.norm(obj, axis=1)
-    found = contrast_t > 0.15
+    # No object can be told apart from noise this strong (the noise defect stops at 0.1).
+    found = (contrast_t > 0.15) & (noise < MAX_NOISE)
     u = obj / np.maximum(contrast_t, 1e-6)[:, None]
     alpha = np.clip(np.einsum("thwc,tc->thw", diff, u) / np.maximum(contrast_t, 1e-6)[:, None, None], 0.0, 1.0)
     alpha *= _blobs(alpha > 0.5) & found[:, None, None]

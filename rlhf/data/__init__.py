@@ -1,0 +1,1 @@
+"""Preference data: the parquet record schema, VideoAlign CSV import and row validation."""

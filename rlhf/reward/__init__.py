@@ -1,0 +1,1 @@
+"""VideoReward: the multi-dimensional VLM reward model, its losses, metrics and checkpoints."""
