@@ -77,6 +77,8 @@ def read_video_fps(src: Source, name: str | None = None) -> tuple[np.ndarray, fl
         raise VideoError(label, "no data (0 bytes)")
     try:
         container = av.open(io.BytesIO(src) if isinstance(src, bytes) else str(src), mode="r")
+    except EOFError:
+        raise VideoError(label, "ends before its first frame (zero frames, or the file was cut short)") from None
     except (av.FFmpegError, OSError, ValueError, UnicodeDecodeError) as e:
         raise VideoError(label, f"not a readable video container ({type(e).__name__}: {e}); re-encode it as H.264 mp4") from None
     try:
@@ -123,7 +125,7 @@ def encode_video(frames: np.ndarray, fps: float = 8.0, crf: int = 12, name: str 
             stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1000))
             stream.height, stream.width = frames.shape[1], frames.shape[2]
             stream.pix_fmt = "yuv420p"
-            stream.options = {"crf": str(crf), "preset": "veryfast", "tune": "zerolatency"}
+            stream.options = {"crf": str(crf), "preset": "veryfast", "tune": "zerolatency", "threads": "1"}
             for arr in frames:
                 for packet in stream.encode(av.VideoFrame.from_ndarray(arr, format="rgb24")):
                     container.mux(packet)
@@ -137,7 +139,12 @@ def encode_video(frames: np.ndarray, fps: float = 8.0, crf: int = 12, name: str 
 def write_video(path: str | Path, frames: np.ndarray, fps: float = 8.0, crf: int = 12) -> Path:
     """Write ``frames`` to ``path`` as mp4; written to a temporary name first so a failure leaves nothing."""
     path = Path(path)
-    data = encode_video(frames, fps=fps, crf=crf, name=str(path))
+    return write_encoded(path, encode_video(frames, fps=fps, crf=crf, name=str(path)))
+
+
+def write_encoded(path: str | Path, data: bytes) -> Path:
+    """Write already-encoded video bytes atomically (temporary name, then rename)."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".part")
     tmp.write_bytes(data)

@@ -52,6 +52,7 @@ DIMENSIONS = ("VQ", "MQ", "TA")
 _LUMA = np.array([0.299, 0.587, 0.114])
 MAX_NOISE = 0.2  # above this noise level no object is detected at all
 CRISP_EDGE = 0.8  # edge width (px) the measurement reports for a crisp anti-aliased edge
+SOFT_OK = 1.5  # edge width (px at 32 px) judged sharp: H.264 4:2:0 chroma widens crisp edges to ~1.4
 TA_WEIGHTS = {"colour": 0.25, "shape": 0.25, "direction": 0.25, "speed": 0.15, "background": 0.10}
 
 
@@ -195,7 +196,7 @@ def ta_parts(m: Measurements, prompt: Prompt) -> dict[str, float]:
 
 def scores_from(m: Measurements, prompt: Prompt) -> dict[str, float]:
     presence = min(1.0, m.contrast / 0.3)
-    vq = presence * np.exp(-(m.noise / 0.035 + max(0.0, m.softness - 0.9) / 1.2 + m.cast / 0.1))
+    vq = presence * np.exp(-(m.noise / 0.035 + max(0.0, m.softness - SOFT_OK) / 1.0 + m.cast / 0.1))
     mq = m.found * np.exp(-(m.jerk / 0.06 + m.flicker / 0.3 + m.size_cv / 0.15))
     parts = ta_parts(m, prompt)
     ta = sum(TA_WEIGHTS[k] * v for k, v in parts.items())

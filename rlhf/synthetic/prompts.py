@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 # Saturated colours, far from each other and from the neutral backgrounds (RGB in [0, 1]).
 COLOURS: dict[str, tuple[float, float, float]] = {
@@ -112,4 +113,9 @@ def split_prompts(split: str) -> list[Prompt]:
     """Prompts of ``split`` ("train" or "heldout"), in a fixed order."""
     if split not in ("train", "heldout"):
         raise ValueError(f"split must be 'train' or 'heldout', got {split!r}")
-    return [p for p in all_prompts() if p.split == split]
+    return list(_split(split))
+
+
+@lru_cache(maxsize=2)
+def _split(split: str) -> tuple[Prompt, ...]:
+    return tuple(p for p in all_prompts() if p.split == split)

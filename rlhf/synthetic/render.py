@@ -11,7 +11,7 @@ Defects, each with a strength in [0, 1] (0 = none):
 defect             harms      what it does at strength s
 =================  =========  ======================================================================
 noise              VQ         Gaussian pixel noise, sigma = 0.1 s
-blur               VQ         Gaussian blur, sigma = 0.06 s x frame size
+blur               VQ         Gaussian blur, sigma = (0.015 + 0.05 s) x frame size
 colour_drift       VQ         colour cast ramping over the clip up to 0.3 s (chroma, not brightness)
 flicker            MQ         brightness jumps of +-0.1..0.2 s between frames
 jitter             MQ         random position offsets, sigma = 0.04 s x frame size
@@ -182,7 +182,7 @@ def render(
     if "blur" in d:
         from scipy.ndimage import gaussian_filter
 
-        sigma = 0.06 * d["blur"] * S
+        sigma = (0.015 + 0.05 * d["blur"]) * S
         video = gaussian_filter(video, sigma=(0, sigma, sigma, 0), mode="nearest")
     if "stutter" in d:
         k = int(round(3.5 * d["stutter"]))
