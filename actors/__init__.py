@@ -1,0 +1,1 @@
+"""Ray actors for the online loop (issue 6)."""

@@ -1,0 +1,1 @@
+"""Ray Serve reward deployment (issue 6)."""
