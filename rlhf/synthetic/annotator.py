@@ -27,7 +27,7 @@ LABEL_DIMS = ("VQ", "MQ", "TA", "Overall")
 class AnnotatorConfig:
     """Simulated raters. Defaults give a 20-35% tie rate on make_dataset's pairs (world_report prints it)."""
 
-    tie_k: float = 4.0  # Rao-Kupper tie parameter k > 1
+    tie_k: float = 4.5  # Rao-Kupper tie parameter k > 1
     temperature: float = 0.03  # score difference that moves the log-odds by 1
 
     def validate(self) -> None:
