@@ -1,0 +1,89 @@
+"""Turn (video, prompt) pairs into Qwen2-VL reward-model inputs, without torchvision.
+
+Videos go through VideoAlign frame sampling (``rlhf.video.sample_for_reward``), then the Qwen2-VL
+patchify: scale to [0, 1], normalise with the CLIP mean / std, cut into 2 x 14 x 14 patches ordered
+so that each 2 x 2 group of neighbouring patches is contiguous (the vision tower merges them into one
+token). A video of T x H x W frames gives grid (T/2, H/14, W/14) and T*H*W / (2*14*14*4) tokens.
+Texts are left-padded; ``mm_token_type_ids`` marks video tokens with 2 (M-RoPE needs it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .tokens import REWARD_TOKENS, SHARED_TOKEN, VIDEO_PAD, render_prompt
+
+CLIP_MEAN = np.array([0.48145466, 0.4578275, 0.40821073], dtype=np.float32)
+CLIP_STD = np.array([0.26862954, 0.26130258, 0.27577711], dtype=np.float32)
+PATCH, TEMPORAL, MERGE = 14, 2, 2
+
+
+@dataclass(frozen=True)
+class FrameSampling:
+    """VideoAlign frame sampling for the reward model (defaults fit the 8 x 32 x 32 world at 8 fps)."""
+
+    fps: float = 8.0  # VideoAlign samples real videos at 2.0
+    min_pixels: int = 56 * 56
+    max_pixels: int = 56 * 56  # VideoAlign: 448 * 448
+    max_frames: int = 64
+
+    def validate(self) -> None:
+        if self.fps <= 0:
+            raise ValueError(f"fps must be positive, got {self.fps}")
+        if not 28 * 28 <= self.min_pixels <= self.max_pixels:
+            raise ValueError(f"need 784 <= min_pixels <= max_pixels, got {self.min_pixels}, {self.max_pixels}")
+
+
+def patchify(frames: np.ndarray) -> tuple[torch.Tensor, tuple[int, int, int]]:
+    """``uint8 (T, H, W, 3)`` with T even and H, W multiples of 28 -> (patches (N, 1176), grid (t, h, w))."""
+    T, H, W, C = frames.shape
+    if T % TEMPORAL or H % (PATCH * MERGE) or W % (PATCH * MERGE):
+        raise ValueError(f"frames must have T even and H, W multiples of 28, got {T} x {H} x {W}")
+    x = (frames.astype(np.float32) / 255.0 - CLIP_MEAN) / CLIP_STD
+    x = torch.from_numpy(x).permute(0, 3, 1, 2)  # (T, C, H, W)
+    gt, gh, gw = T // TEMPORAL, H // PATCH, W // PATCH
+    x = x.reshape(gt, TEMPORAL, C, gh // MERGE, MERGE, PATCH, gw // MERGE, MERGE, PATCH)
+    x = x.permute(0, 3, 6, 4, 7, 2, 1, 5, 8)
+    return x.reshape(gt * gh * gw, C * TEMPORAL * PATCH * PATCH).contiguous(), (gt, gh, gw)
+
+
+class RewardProcessor:
+    """Batches (video, prompt) pairs for :class:`VideoRewardModel`; deterministic and padded."""
+
+    def __init__(self, tokenizer, sampling: FrameSampling = FrameSampling(), separate_tokens: bool = True):
+        self.tokenizer = tokenizer
+        self.sampling = sampling
+        self.separate_tokens = separate_tokens
+        self.video_token_id = tokenizer.convert_tokens_to_ids(VIDEO_PAD)
+        names = list(REWARD_TOKENS.values()) if separate_tokens else [SHARED_TOKEN]
+        self.reward_token_ids = [tokenizer.convert_tokens_to_ids(t) for t in names]
+
+    def video_inputs(self, frames: np.ndarray, fps: float, name: str = "<video>"):
+        from rlhf.video import sample_for_reward
+
+        s = self.sampling
+        sampled = sample_for_reward(frames, fps, s.fps, s.min_pixels, s.max_pixels, s.max_frames, name=name)
+        return patchify(sampled)
+
+    def __call__(self, videos: list[np.ndarray], prompts: list[str], fps: float | list[float] = 8.0) -> dict:
+        if len(videos) != len(prompts):
+            raise ValueError(f"{len(videos)} videos but {len(prompts)} prompts")
+        fpss = fps if isinstance(fps, (list, tuple)) else [fps] * len(videos)
+        patches, grids, texts = [], [], []
+        for i, (v, p, f) in enumerate(zip(videos, prompts, fpss)):
+            px, grid = self.video_inputs(v, f, name=f"video {i}")
+            patches.append(px)
+            grids.append(grid)
+            texts.append(render_prompt(p, grid[0] * grid[1] * grid[2] // (MERGE * MERGE), self.separate_tokens))
+        enc = self.tokenizer(texts, padding=True, return_tensors="pt")
+        ids = enc["input_ids"]
+        return {
+            "input_ids": ids,
+            "attention_mask": enc["attention_mask"],
+            "pixel_values_videos": torch.cat(patches),
+            "video_grid_thw": torch.tensor(grids, dtype=torch.long),
+            "mm_token_type_ids": (ids == self.video_token_id).to(torch.int32) * 2,
+        }
