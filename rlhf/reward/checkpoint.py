@@ -1,0 +1,235 @@
+"""VideoReward checkpoints in the VideoAlign layout, and the inference API.
+
+Layout (as VideoAlign's released ``KwaiVGI/VideoReward`` directory)::
+
+    DIR/
+      model_config.json        {"model_config", "peft_lora_config", "data_config", "inference_config"}
+      backbone/                Qwen2-VL config + weights + tokenizer, when the base is not a hub id
+      checkpoint-{step}/
+        adapter_model.safetensors   LoRA weights (peft state dict), absent without LoRA
+        adapter_config.json
+        non_lora_state_dict.pth     everything trainable that is not LoRA: reward head, vision tower,
+                                    special-token embeddings (or the full language model without LoRA)
+
+``model_config.model_name_or_path`` names the base Qwen2-VL: ``"backbone"`` (the folder above, for
+models built from a config) or a local directory / hub id of a pretrained Qwen2-VL.
+``inference_config`` holds the normalisation constants ``{VQ,MQ,TA}_{mean,std}``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .model import DIMS, TrainableParts, VideoRewardModel, apply_trainable_parts, build_model
+from .processor import FrameSampling, RewardProcessor
+
+# VideoReward's own normalisation constants (VideoAlign inference config).
+VIDEOREWARD_NORM = {"VQ_mean": 3.6757, "VQ_std": 2.2476, "MQ_mean": 1.1646, "MQ_std": 1.3811,
+                    "TA_mean": 2.8105, "TA_std": 2.5121}
+
+
+class CheckpointError(ValueError):
+    """A checkpoint directory that is missing parts or does not match; the message names them."""
+
+
+@dataclass
+class RewardCheckpointInfo:
+    model_name_or_path: str = "backbone"
+    separate_tokens: bool = True
+    parts: TrainableParts = field(default_factory=TrainableParts)
+    sampling: FrameSampling = field(default_factory=FrameSampling)
+    norm: dict = field(default_factory=lambda: {f"{d}_{s}": (0.0 if s == "mean" else 1.0)
+                                                for d in DIMS for s in ("mean", "std")})
+
+
+def _non_lora_state(model: VideoRewardModel) -> dict[str, torch.Tensor]:
+    """Trainable parameters that the peft adapter file does not hold."""
+    return {k: v.detach().cpu() for k, v in model.named_parameters()
+            if v.requires_grad and "lora_" not in k and "trainable_tokens_" not in k}
+
+
+def save_backbone(vlm, tokenizer, out_dir: str | Path) -> Path:
+    """Write the base Qwen2-VL and tokenizer to ``out_dir/backbone``; call it *before* adding LoRA."""
+    if hasattr(vlm, "peft_config"):
+        raise CheckpointError("save_backbone needs the plain Qwen2-VL, before LoRA is applied")
+    dest = Path(out_dir) / "backbone"
+    if not dest.exists():
+        tmp = Path(out_dir) / "backbone.part"
+        vlm.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        tmp.rename(dest)
+    return dest
+
+
+def save_checkpoint(model: VideoRewardModel, out_dir: str | Path, step: int, info: RewardCheckpointInfo) -> Path:
+    """Write ``model`` in the VideoAlign layout; returns the ``checkpoint-{step}`` folder.
+
+    The base model must already be in place: ``save_backbone`` (models built from a config) or
+    ``info.model_name_or_path`` naming a pretrained directory."""
+    import shutil
+
+    from peft import get_peft_model_state_dict
+    from safetensors.torch import save_file
+
+    out = Path(out_dir)
+    if info.model_name_or_path == "backbone" and not (out / "backbone" / "config.json").exists():
+        raise CheckpointError(f"{out}/backbone is missing: call save_backbone before adding LoRA")
+    cfg = {
+        "model_config": {"model_name_or_path": info.model_name_or_path, "output_dim": 3,
+                         "use_special_tokens": info.separate_tokens,
+                         "special_tokens": ["<|VQ_reward|>", "<|MQ_reward|>", "<|TA_reward|>"]
+                         if info.separate_tokens else ["<|reward|>"]},
+        "peft_lora_config": {"lora_enable": info.parts.lora_rank > 0, "lora_r": info.parts.lora_rank,
+                             "lora_alpha": info.parts.lora_alpha, "lora_dropout": info.parts.lora_dropout,
+                             "vision": info.parts.vision,
+                             "special_token_embeddings": info.parts.special_token_embeddings},
+        "data_config": {"fps": info.sampling.fps, "min_frame_pixels": info.sampling.min_pixels,
+                        "max_frame_pixels": info.sampling.max_pixels, "max_frames": info.sampling.max_frames},
+        "inference_config": dict(info.norm),
+    }
+    tmp_cfg = out / "model_config.json.part"
+    tmp_cfg.write_text(json.dumps(cfg, indent=2))
+    tmp_cfg.replace(out / "model_config.json")
+    ck = out / f"checkpoint-{step}"
+    tmp = out / f"checkpoint-{step}.part"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    if hasattr(model.vlm, "peft_config"):
+        adapter = {k: v.detach().cpu().contiguous() for k, v in get_peft_model_state_dict(model.vlm).items()}
+        save_file(adapter, str(tmp / "adapter_model.safetensors"))
+        model.vlm.peft_config["default"].save_pretrained(str(tmp))
+    torch.save(_non_lora_state(model), tmp / "non_lora_state_dict.pth")
+    if ck.exists():
+        shutil.rmtree(ck)
+    tmp.rename(ck)
+    return ck
+
+
+def _latest_step(root: Path) -> int:
+    steps = [int(m.group(1)) for p in root.glob("checkpoint-*") if (m := re.fullmatch(r"checkpoint-(\d+)", p.name))]
+    if not steps:
+        raise CheckpointError(f"checkpoint directory {root} has no checkpoint-<step> folder")
+    return max(steps)
+
+
+def read_info(root: Path) -> RewardCheckpointInfo:
+    path = root / "model_config.json"
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint directory {root} lacks model_config.json")
+    try:
+        cfg = json.loads(path.read_text())
+        mc, lc, dc, ic = cfg["model_config"], cfg["peft_lora_config"], cfg.get("data_config", {}), cfg.get(
+            "inference_config") or {}
+    except (json.JSONDecodeError, KeyError) as e:
+        raise CheckpointError(f"{path} is not a VideoAlign model config ({e}); it needs model_config and "
+                              "peft_lora_config") from None
+    return RewardCheckpointInfo(
+        model_name_or_path=mc.get("model_name_or_path", "backbone"),
+        separate_tokens=bool(mc.get("use_special_tokens", True)),
+        parts=TrainableParts(lora_rank=int(lc.get("lora_r", 0)) if lc.get("lora_enable", True) else 0,
+                             lora_alpha=int(lc.get("lora_alpha", 32)), lora_dropout=float(lc.get("lora_dropout", 0.0)),
+                             vision=bool(lc.get("vision", True)),
+                             special_token_embeddings=bool(lc.get("special_token_embeddings", True))),
+        sampling=FrameSampling(fps=float(dc.get("fps", 2.0)), min_pixels=int(dc.get("min_frame_pixels", 56 * 56)),
+                               max_pixels=int(dc.get("max_frame_pixels", 448 * 448)),
+                               max_frames=int(dc.get("max_frames", 64))),
+        norm={k: float(ic[k]) if k in ic else (0.0 if k.endswith("mean") else 1.0)
+              for k in (f"{d}_{s}" for d in DIMS for s in ("mean", "std"))},
+    )
+
+
+def load_checkpoint(path: str | Path, step: int = -1):
+    """Load a VideoAlign-layout directory -> (model, tokenizer, info, step). ``step=-1``: the latest."""
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+    from transformers import Qwen2VLForConditionalGeneration
+
+    from .tokens import load_tokenizer
+
+    root = Path(path)
+    if not root.is_dir():
+        raise CheckpointError(f"checkpoint directory {root} does not exist")
+    info = read_info(root)
+    step = _latest_step(root) if step == -1 else step
+    ck = root / f"checkpoint-{step}"
+    base = root / info.model_name_or_path if (root / info.model_name_or_path).exists() else Path(info.model_name_or_path)
+    needed = [base / "config.json", ck / "non_lora_state_dict.pth"]
+    if info.parts.lora_rank > 0:
+        needed.append(ck / "adapter_model.safetensors")
+    missing = [str(p.relative_to(root) if p.is_relative_to(root) else p) for p in needed if not p.exists()]
+    if missing:
+        raise CheckpointError(f"checkpoint directory {root} is missing: {', '.join(missing)}")
+    tokenizer = load_tokenizer(base)
+    vlm = Qwen2VLForConditionalGeneration.from_pretrained(str(base))
+    model = apply_trainable_parts(build_model(tokenizer, separate_tokens=info.separate_tokens, vlm=vlm), info.parts)
+    if info.parts.lora_rank > 0:
+        try:
+            result = set_peft_model_state_dict(model.vlm, load_file(str(ck / "adapter_model.safetensors")))
+        except KeyError as e:
+            raise CheckpointError(f"{ck}/adapter_model.safetensors lacks adapter weight {e}") from None
+        if getattr(result, "unexpected_keys", None):
+            raise CheckpointError(f"{ck}/adapter_model.safetensors has unexpected keys {result.unexpected_keys[:3]}")
+    state = torch.load(ck / "non_lora_state_dict.pth", map_location="cpu", weights_only=True)
+    own = dict(model.named_parameters())
+    unknown = [k for k in state if k not in own]
+    if unknown:
+        raise CheckpointError(f"{ck}/non_lora_state_dict.pth has parameters this model lacks: {unknown[:3]}")
+    if not any(k.startswith("rm_head") for k in state):
+        raise CheckpointError(f"{ck}/non_lora_state_dict.pth lacks the reward head (rm_head.weight)")
+    with torch.no_grad():
+        for k, v in state.items():
+            own[k].copy_(v)
+    model.eval()
+    return model, tokenizer, info, step
+
+
+class VideoReward:
+    """Inference: ``reward(videos, prompts)`` -> one ``{"VQ", "MQ", "TA", "Overall"}`` per video.
+
+    Videos are file paths or ``uint8 (T, H, W, 3)`` arrays (with ``fps``). Normalised values are
+    ``(raw - mean) / std`` per dimension; Overall is the sum of the three (VideoAlign semantics).
+    """
+
+    def __init__(self, model: VideoRewardModel, tokenizer, info: RewardCheckpointInfo, device: str = "cpu"):
+        self.model = model.to(device).eval()
+        self.processor = RewardProcessor(tokenizer, info.sampling, info.separate_tokens)
+        self.info = info
+        self.device = device
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, step: int = -1, device: str = "cpu") -> "VideoReward":
+        model, tok, info, _ = load_checkpoint(path, step)
+        return cls(model, tok, info, device)
+
+    @torch.no_grad()
+    def raw(self, videos: list, prompts: list[str], fps: float | list[float] = 8.0) -> np.ndarray:
+        from rlhf.video import read_video_fps
+
+        frames, rates = [], []
+        for i, v in enumerate(videos):
+            if isinstance(v, (str, Path)):
+                arr, r = read_video_fps(v)
+            else:
+                arr, r = v, (fps[i] if isinstance(fps, (list, tuple)) else fps)
+            frames.append(arr)
+            rates.append(r)
+        batch = {k: t.to(self.device) for k, t in self.processor(frames, prompts, rates).items()}
+        return self.model(**batch).float().cpu().numpy()
+
+    def reward(self, videos: list, prompts: list[str], fps: float | list[float] = 8.0, use_norm: bool = True) -> list[dict]:
+        raw = self.raw(videos, prompts, fps)
+        out = []
+        for row in raw:
+            r = {d: float(v) for d, v in zip(DIMS, row)}
+            if use_norm:
+                r = {d: (r[d] - self.info.norm[f"{d}_mean"]) / self.info.norm[f"{d}_std"] for d in DIMS}
+            r["Overall"] = r["VQ"] + r["MQ"] + r["TA"]
+            out.append(r)
+        return out

@@ -1,0 +1,169 @@
+"""VideoReward model: patchify, template, token positions, causal reading, checkpoints."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from rlhf.reward.checkpoint import CheckpointError, RewardCheckpointInfo, VideoReward, load_checkpoint
+from rlhf.reward.model import TrainableParts, apply_trainable_parts, build_model
+from rlhf.reward.processor import CLIP_MEAN, CLIP_STD, RewardProcessor, patchify
+from rlhf.reward.tokens import REWARD_TOKENS, VIDEO_PAD, world_tokenizer
+from rlhf.synthetic.render import render
+
+P1 = "a red circle moving left slowly on a black background"
+P2 = "a blue triangle moving up quickly on a gray background"
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return world_tokenizer()
+
+
+@pytest.fixture(scope="module")
+def videos():
+    return [render(P1, seed=1), render(P1, {"blur": 0.8}, seed=2), render(P2, seed=3)]
+
+
+def test_patchify_matches_explicit_patch_extraction():
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 256, (4, 56, 84, 3), dtype=np.uint8)
+    patches, grid = patchify(frames)
+    assert grid == (2, 4, 6) and patches.shape == (2 * 4 * 6, 3 * 2 * 14 * 14)
+    norm = (frames / 255.0 - CLIP_MEAN) / CLIP_STD
+    # Patches are listed per frame pair, then per 2x2 block of patches (row-major), then inside the block.
+    j = 0
+    for t in range(2):
+        for bh in range(2):
+            for bw in range(3):
+                for mh in range(2):
+                    for mw in range(2):
+                        h, w = (2 * bh + mh) * 14, (2 * bw + mw) * 14
+                        block = norm[2 * t: 2 * t + 2, h: h + 14, w: w + 14, :]  # (2, 14, 14, C)
+                        expected = block.transpose(3, 0, 1, 2).reshape(-1)  # channel, time, row, col
+                        assert np.allclose(patches[j].numpy(), expected, atol=1e-5), j
+                        j += 1
+
+
+def test_processor_template_and_padding(tok, videos):
+    proc = RewardProcessor(tok)
+    batch = proc(videos[:2], [P1, "a red circle"])
+    ids = batch["input_ids"]
+    grid = batch["video_grid_thw"]
+    assert grid.tolist() == [[4, 4, 4], [4, 4, 4]]  # 8 x 56 x 56 after sampling
+    video_id = tok.convert_tokens_to_ids(VIDEO_PAD)
+    assert ((ids == video_id).sum(dim=1) == 16).all()  # 4*4*4 patches / 4 merged
+    assert torch.equal(batch["mm_token_type_ids"] == 2, ids == video_id)
+    assert batch["attention_mask"][1, 0] == 0 and batch["attention_mask"][0].all()  # left padding
+    text = tok.decode(ids[0])
+    assert text.index(REWARD_TOKENS["VQ"]) < text.index(REWARD_TOKENS["MQ"]) < text.index(P1) < text.index(REWARD_TOKENS["TA"])
+
+
+def test_vq_and_mq_never_see_the_prompt(tok, videos):
+    model = build_model(tok, seed=0).eval()
+    proc = RewardProcessor(tok)
+    with torch.no_grad():
+        a = model(**proc(videos[:1], [P1]))
+        b = model(**proc(videos[:1], [P2]))
+    assert torch.allclose(a[0, :2], b[0, :2], atol=1e-6)  # causal: tokens before the prompt
+    assert not torch.allclose(a[0, 2], b[0, 2], atol=1e-4)  # TA reads the prompt
+
+
+def test_scores_do_not_depend_on_batch_padding(tok, videos):
+    model = build_model(tok, seed=0).eval()
+    proc = RewardProcessor(tok)
+    with torch.no_grad():
+        alone = torch.cat([model(**proc([v], [p])) for v, p in zip(videos, [P1, P1, "a cyan square"])])
+        batched = model(**proc(videos, [P1, P1, "a cyan square"]))
+    assert torch.allclose(alone, batched, atol=1e-4)
+
+
+def test_shared_token_variant(tok, videos):
+    model = build_model(tok, separate_tokens=False, seed=0).eval()
+    proc = RewardProcessor(tok, separate_tokens=False)
+    with torch.no_grad():
+        a, b = model(**proc(videos[:1], [P1])), model(**proc(videos[:1], [P2]))
+    assert a.shape == (1, 3)
+    assert not torch.allclose(a, b, atol=1e-4)  # one token at the end sees the prompt for every output
+
+
+def test_trainable_parts_follow_the_recipe(tok):
+    model = apply_trainable_parts(build_model(tok), TrainableParts())
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert any("lora_A" in n for n in trainable) and "rm_head.weight" in trainable
+    assert any(".visual." in n for n in trainable)
+    assert any("trainable_tokens_delta" in n for n in trainable)
+    frozen_lm = [n for n, p in model.named_parameters() if "language_model" in n and "lora_" not in n
+                 and "trainable_tokens" not in n]
+    assert frozen_lm and not any(dict(model.named_parameters())[n].requires_grad for n in frozen_lm)
+    no_vision = apply_trainable_parts(build_model(tok), TrainableParts(vision=False, special_token_embeddings=False))
+    assert not any(".visual." in n for n, p in no_vision.named_parameters() if p.requires_grad)
+
+
+def write_videoalign_dir(root, model, vlm_plain, tok, step):
+    """Write a checkpoint the way VideoAlign lays it out, with peft / safetensors / torch directly."""
+    from peft import get_peft_model_state_dict
+    from safetensors.torch import save_file
+
+    vlm_plain.save_pretrained(root / "backbone")
+    tok.save_pretrained(root / "backbone")
+    (root / "model_config.json").write_text(json.dumps({
+        "model_config": {"model_name_or_path": "backbone", "output_dim": 3, "use_special_tokens": True},
+        "peft_lora_config": {"lora_enable": True, "lora_r": 4, "lora_alpha": 8},
+        "data_config": {"fps": 8.0, "max_frame_pixels": 3136, "min_frame_pixels": 3136},
+        "inference_config": {"VQ_mean": 0.5, "VQ_std": 2.0, "MQ_mean": -1.0, "MQ_std": 0.5, "TA_mean": 0.0,
+                             "TA_std": 1.0},
+    }))
+    ck = root / f"checkpoint-{step}"
+    ck.mkdir()
+    save_file({k: v.contiguous() for k, v in get_peft_model_state_dict(model.vlm).items()},
+              str(ck / "adapter_model.safetensors"))
+    torch.save({k: v.detach() for k, v in model.named_parameters()
+                if v.requires_grad and "lora_" not in k and "trainable_tokens" not in k},
+               ck / "non_lora_state_dict.pth")
+    return ck
+
+
+def test_videoalign_layout_loads_with_identical_outputs(tok, videos, tmp_path):
+    from transformers import Qwen2VLForConditionalGeneration
+
+    model = build_model(tok, seed=3)
+    plain = Qwen2VLForConditionalGeneration(model.vlm.config)
+    plain.load_state_dict(model.vlm.state_dict())
+    model = apply_trainable_parts(model, TrainableParts(lora_rank=4, lora_alpha=8))
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(0.05 * torch.randn_like(p))
+    ck = write_videoalign_dir(tmp_path, model, plain, tok, step=120)
+    proc = RewardProcessor(tok)
+    with torch.no_grad():
+        expected = model.eval()(**proc(videos, [P1, P1, P2]))
+    loaded, _, info, step = load_checkpoint(tmp_path)
+    assert step == 120 and info.norm["MQ_mean"] == -1.0 and info.sampling.max_pixels == 3136
+    with torch.no_grad():
+        got = loaded(**proc(videos, [P1, P1, P2]))
+    assert torch.allclose(expected, got, atol=1e-5)
+    # the inference API normalises with the stored constants; Overall is the sum
+    r = VideoReward(loaded, tok, info).reward(videos, [P1, P1, P2])
+    assert r[0]["VQ"] == pytest.approx((expected[0, 0].item() - 0.5) / 2.0, abs=1e-4)
+    assert r[0]["MQ"] == pytest.approx((expected[0, 1].item() + 1.0) / 0.5, abs=1e-4)
+    assert r[0]["Overall"] == pytest.approx(r[0]["VQ"] + r[0]["MQ"] + r[0]["TA"])
+    # a missing part is named
+    os.remove(ck / "adapter_model.safetensors")
+    with pytest.raises(CheckpointError, match="missing: checkpoint-120/adapter_model.safetensors"):
+        load_checkpoint(tmp_path)
+    (tmp_path / "model_config.json").unlink()
+    with pytest.raises(CheckpointError, match="lacks model_config.json"):
+        load_checkpoint(tmp_path)
+
+
+def test_checkpoint_without_steps(tmp_path):
+    (tmp_path / "model_config.json").write_text(json.dumps({"model_config": {}, "peft_lora_config": {}}))
+    with pytest.raises(CheckpointError, match="no checkpoint-<step> folder"):
+        load_checkpoint(tmp_path)
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_checkpoint(tmp_path / "nope")
+    assert RewardCheckpointInfo().norm["VQ_std"] == 1.0
