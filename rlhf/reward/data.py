@@ -1,0 +1,95 @@
+"""Preference pairs as reward-model training batches.
+
+Records come from the preference parquet (``rlhf.data.schema``). Videos are decoded when a batch is
+built; a missing or corrupt video is reported with its row and id and the pair is skipped, so one bad
+file never stops training. Labels per dimension: 1 (A), -1 (B), 0 (tie), ``MASK`` (not annotated).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from rlhf.data.schema import LABEL_VALUE
+
+from .model import DIMS
+
+MASK = 9  # any value other than 1, -1, 0 is "not annotated" for the losses
+log = logging.getLogger(__name__)
+
+
+def label_tensor(records: list[dict], dims=DIMS) -> torch.Tensor:
+    return torch.tensor([[LABEL_VALUE.get(r.get(d), MASK) if r.get(d) is not None else MASK for d in dims]
+                         for r in records], dtype=torch.long)
+
+
+def score_tensor(records: list[dict], side: str, dims=DIMS) -> torch.Tensor:
+    nan = float("nan")
+    return torch.tensor([[(r.get(f"score_{side}") or {}).get(d, nan) if r.get(f"score_{side}") else nan
+                          for d in dims] for r in records], dtype=torch.float32)
+
+
+@dataclass
+class SkippedPair:
+    row: int
+    id: str
+    reason: str
+
+
+@dataclass
+class PairBatch:
+    inputs: dict  # 2B videos: the A side of every pair, then the B side (one forward pass)
+    labels: torch.Tensor  # (B, 3)
+    overall: torch.Tensor  # (B,)
+    score_a: torch.Tensor  # (B, 3)
+    score_b: torch.Tensor
+    records: list[dict]
+    skipped: list[SkippedPair] = field(default_factory=list)
+
+
+def build_batch(records: list[dict], root: str | Path, processor, rows: list[int] | None = None) -> PairBatch | None:
+    """Decode and process a list of records; bad videos are skipped (reported in ``skipped``).
+    Returns None when every pair of the batch was bad."""
+    from rlhf.video import VideoError, read_video_fps
+
+    root = Path(root)
+    rows = rows if rows is not None else list(range(1, len(records) + 1))
+    good, va, vb, fa, fb, skipped = [], [], [], [], [], []
+    for row, r in zip(rows, records):
+        try:
+            a, ra = read_video_fps(root / r["video_a"])
+            b, rb = read_video_fps(root / r["video_b"])
+            processor.video_inputs(a, ra, name=r["video_a"])  # sampling errors surface here, per pair
+            processor.video_inputs(b, rb, name=r["video_b"])
+        except VideoError as e:
+            skipped.append(SkippedPair(row, str(r.get("id")), str(e)))
+            log.warning("skipping pair at row %d (id %s): %s", row, r.get("id"), e)
+            continue
+        good.append(r)
+        va.append(a), vb.append(b), fa.append(ra), fb.append(rb)
+    if not good:
+        return None
+    prompts = [r["prompt"] for r in good]
+    return PairBatch(
+        inputs=processor(va + vb, prompts + prompts, fa + fb),
+        labels=label_tensor(good),
+        overall=label_tensor(good, ("Overall",))[:, 0],
+        score_a=score_tensor(good, "a"),
+        score_b=score_tensor(good, "b"),
+        records=good,
+        skipped=skipped,
+    )
+
+
+def batches(records: list[dict], root, processor, batch_size: int, seed: int, epoch: int = 0, start: int = 0):
+    """Shuffled batches of one epoch (order fixed by seed and epoch), starting at batch ``start``."""
+    order = np.random.default_rng([seed, epoch]).permutation(len(records))
+    for bi in range(start, (len(order) + batch_size - 1) // batch_size):
+        idx = order[bi * batch_size:(bi + 1) * batch_size]
+        batch = build_batch([records[i] for i in idx], root, processor, rows=[int(i) + 1 for i in idx])
+        if batch is not None:
+            yield bi, batch

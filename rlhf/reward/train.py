@@ -1,0 +1,155 @@
+"""Reward-model training and evaluation, independent of Ray (the job wraps it in Ray Train).
+
+One step: both videos of B pairs go through the model in one forward pass (2B sequences), the loss
+compares ``r_a`` and ``r_b`` per dimension (BTT by default, BT or regression for the ablation), and
+the optimiser (plain torch or a DeepSpeed engine) steps. Evaluation reports, per dimension and
+overall, pairwise accuracy with and without ties (``rlhf.reward.metrics``); Overall compares the sum of
+normalised rewards with the Overall label, as VideoAlign does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import torch
+
+from .data import PairBatch, build_batch
+from .losses import bt_loss, btt_loss, regression_loss
+from .metrics import accuracy_with_ties, accuracy_without_ties
+from .model import DIMS, BackboneConfig, TrainableParts
+from .processor import FrameSampling
+
+
+@dataclass
+class RewardTrainConfig:
+    """Training of VideoReward (see jobs/train_reward.py for the Ray side)."""
+
+    data: str = "runs/dataset"  # dataset directory with prefs.parquet, or a parquet file
+    root: str = ""  # video root (default: the parquet file's folder)
+    out: str = "runs/reward"  # run directory: checkpoints (VideoAlign layout), metrics, tables
+    loss: Literal["btt", "bt", "regression"] = "btt"
+    tie_k: float = 5.0  # Rao-Kupper k of the BTT loss (VideoAlign: 5)
+    separate_tokens: bool = True  # False: one shared token at the end (ablation)
+    batch_size: int = 8  # pairs per step per worker
+    lr: float = 5e-4
+    weight_decay: float = 0.0
+    epochs: int = 3
+    max_steps: int = 0  # > 0 caps the run
+    eval_every: int = 0  # steps between held-out evaluations (0: only at the end)
+    checkpoint_every: int = 100  # steps between checkpoints
+    eval_pairs: int = 0  # > 0 evaluates on that many held-out pairs only
+    seed: int = 0
+    train_split: str = "train"
+    eval_split: str = "heldout"
+    num_workers: int = 2  # Ray Train workers
+    use_gpu: bool = False
+    zero_stage: int = 0  # DeepSpeed ZeRO stage 0-3
+    bf16: bool = False  # bf16 (GPU)
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    parts: TrainableParts = field(default_factory=TrainableParts)
+    sampling: FrameSampling = field(default_factory=FrameSampling)
+
+    def validate(self) -> None:
+        if self.tie_k <= 1:
+            raise ValueError(f"tie_k must be > 1, got {self.tie_k}")
+        if self.batch_size < 1 or self.num_workers < 1:
+            raise ValueError("batch_size and num_workers must be >= 1")
+        if self.zero_stage not in (0, 1, 2, 3):
+            raise ValueError(f"zero_stage must be 0..3, got {self.zero_stage}")
+
+
+def pair_rewards(model, batch: PairBatch) -> tuple[torch.Tensor, torch.Tensor]:
+    out = model(**batch.inputs)
+    n = len(batch.records)
+    return out[:n], out[n:]
+
+
+def pair_loss(model, batch: PairBatch, loss: str, tie_k: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(scalar loss, detached margins (B, 3))."""
+    r_a, r_b = pair_rewards(model, batch)
+    labels = batch.labels.to(r_a.device)
+    if loss == "btt":
+        value = btt_loss(r_a, r_b, labels, k=tie_k)
+    elif loss == "bt":
+        value = bt_loss(r_a, r_b, labels)
+    elif loss == "regression":
+        value = regression_loss(r_a, r_b, batch.score_a.to(r_a.device), batch.score_b.to(r_a.device))
+    else:
+        raise ValueError(f"unknown loss {loss!r}; use btt, bt or regression")
+    return value, (r_a - r_b).detach()
+
+
+@torch.no_grad()
+def score_pairs(model, records: list[dict], root, processor, batch_size: int = 16):
+    """Raw rewards of both videos of every usable pair -> (records, r_a (N, 3), r_b (N, 3), skipped)."""
+    was_training = model.training
+    model.eval()
+    kept, ra, rb, skipped = [], [], [], []
+    for s in range(0, len(records), batch_size):
+        chunk = records[s:s + batch_size]
+        batch = build_batch(chunk, root, processor, rows=list(range(s + 1, s + 1 + len(chunk))))
+        if batch is None:
+            continue
+        a, b = pair_rewards(model, batch)
+        kept += batch.records
+        ra.append(a.float().cpu())
+        rb.append(b.float().cpu())
+        skipped += batch.skipped
+    model.train(was_training)
+    if not kept:
+        return [], torch.zeros(0, 3), torch.zeros(0, 3), skipped
+    return kept, torch.cat(ra), torch.cat(rb), skipped
+
+
+def norm_constants(r_a: torch.Tensor, r_b: torch.Tensor) -> dict[str, float]:
+    """Mean and std per dimension of raw rewards over the videos of a set of pairs."""
+    r = torch.cat([r_a, r_b]).double()
+    out = {}
+    for i, d in enumerate(DIMS):
+        out[f"{d}_mean"] = float(r[:, i].mean())
+        out[f"{d}_std"] = float(r[:, i].std().clamp(min=1e-6))
+    return out
+
+
+def accuracy_table(records: list[dict], r_a: torch.Tensor, r_b: torch.Tensor, norm: dict) -> dict:
+    """Per dimension and Overall: accuracy with ties (and its threshold) and without ties."""
+    from .data import label_tensor
+
+    table = {}
+    labels = label_tensor(records).numpy()
+    margins = (r_a - r_b).numpy()
+    for i, d in enumerate(DIMS):
+        keep = np.isin(labels[:, i], (-1, 0, 1))
+        table[d] = _accuracies(labels[keep, i], margins[keep, i])
+    mean = np.array([norm[f"{d}_mean"] for d in DIMS])
+    std = np.array([norm[f"{d}_std"] for d in DIMS])
+    overall_margin = (((r_a.numpy() - mean) / std).sum(1) - ((r_b.numpy() - mean) / std).sum(1))
+    overall = label_tensor(records, ("Overall",)).numpy()[:, 0]
+    keep = np.isin(overall, (-1, 0, 1))
+    table["Overall"] = _accuracies(overall[keep], overall_margin[keep])
+    return table
+
+
+def _accuracies(human: np.ndarray, margin: np.ndarray) -> dict:
+    if human.size == 0:
+        return {"pairs": 0}
+    with_t, e = accuracy_with_ties(human, margin)
+    without = accuracy_without_ties(human, margin) if np.any(human != 0) else float("nan")
+    return {"pairs": int(human.size), "with_ties": with_t, "threshold": e, "without_ties": without}
+
+
+def format_table(table: dict, ceiling: dict | None = None) -> str:
+    rows = ["| dim | pairs | acc w/ ties | acc w/o ties |" + (" ceiling w/ | ceiling w/o |" if ceiling else ""),
+            "|---|---|---|---|" + ("---|---|" if ceiling else "")]
+    for d in ("Overall", *DIMS):
+        t = table.get(d, {})
+        if not t.get("pairs"):
+            continue
+        line = f"| {d} | {t['pairs']} | {t['with_ties']:.1%} | {t['without_ties']:.1%} |"
+        if ceiling:
+            c = ceiling[d]
+            line += f" {c['ceiling_with_ties']:.1%} | {c['ceiling_without_ties']:.1%} |"
+        rows.append(line)
+    return "\n".join(rows)
