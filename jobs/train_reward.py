@@ -109,6 +109,9 @@ def train_loop(config: dict) -> None:
         it = shard.iter_batches(batch_size=cfg.batch_size, batch_format="pyarrow",
                                 local_shuffle_buffer_size=4 * cfg.batch_size, local_shuffle_seed=cfg.seed + epoch)
         for bi, table in enumerate(it):
+            if cfg.max_steps and state["step"] >= cfg.max_steps:
+                done = True
+                break
             if epoch == state["epoch"] and bi < state["batch"]:
                 continue  # data position of a resumed run
             batch = build_batch(table.to_pylist(), root, processor)
@@ -129,9 +132,6 @@ def train_loop(config: dict) -> None:
             position = (epoch, bi + 1)
             if cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
                 checkpoint(step, *position)
-            if cfg.max_steps and step >= cfg.max_steps:
-                done = True
-                break
         if done:
             break
         position = (epoch + 1, 0)
