@@ -14,6 +14,7 @@ pairs, evaluates the held-out pairs and writes ``eval.json`` and ``eval.md``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -31,21 +32,61 @@ from rlhf.reward.train import RewardTrainConfig  # noqa: E402
 class TrainRewardJob(RewardTrainConfig):
     resume: bool = False  # continue from the latest checkpoint in out
     ray_address: str = ""  # "" starts a local Ray instance; "auto" joins a running cluster
+    eval_data: str = ""  # dataset dir or parquet for the held-out evaluation (default: data)
 
 
-def parquet_path(cfg) -> Path:
-    p = Path(cfg.data)
+SYNTHETIC = "synthetic"  # data=synthetic: fresh moving-shapes pairs (train prompts only) every step
+
+
+def parquet_path(data: str) -> Path:
+    p = Path(data)
     return p / "prefs.parquet" if p.is_dir() else p
 
 
-def video_root(cfg) -> Path:
-    return Path(cfg.root) if cfg.root else parquet_path(cfg).parent
+def video_root(cfg, data: str) -> Path:
+    return Path(cfg.root) if cfg.root and data == cfg.data else parquet_path(data).parent
 
 
-def _records(cfg, split: str) -> list[dict]:
+def _records(data: str, split: str) -> list[dict]:
     from rlhf.data.schema import read_preferences
 
-    return [r for r in read_preferences(parquet_path(cfg)).to_pylist() if r["split"] == split]
+    return [r for r in read_preferences(parquet_path(data)).to_pylist() if r["split"] == split]
+
+
+def file_batches(cfg, shard, processor, start_epoch: int, start_batch: int):
+    """(next data position, batch) over the worker's Ray Data shard of the training pairs."""
+    from rlhf.reward.data import build_batch
+
+    root = video_root(cfg, cfg.data)
+    for epoch in range(start_epoch, cfg.epochs):
+        it = shard.iter_batches(batch_size=cfg.batch_size, batch_format="pyarrow",
+                                local_shuffle_buffer_size=4 * cfg.batch_size, local_shuffle_seed=cfg.seed + epoch)
+        for bi, table in enumerate(it):
+            if epoch == start_epoch and bi < start_batch:
+                continue  # data position of a resumed run
+            yield (epoch, bi + 1), build_batch(table.to_pylist(), root, processor)
+
+
+def synthetic_batches(cfg, processor, rank: int, world: int, start_step: int):
+    """(next data position, batch) of fresh pairs; pair indices follow the step, so a resumed run
+    continues the same stream."""
+    from rlhf.reward.data import batch_from_frames
+    from rlhf.synthetic.annotator import AnnotatorConfig
+    from rlhf.synthetic.dataset import PairSampling, labelled_pair, pair_spec
+    from rlhf.synthetic.render import RenderSpec
+
+    sampling, spec, annotator = PairSampling(heldout_fraction=0.0), RenderSpec(), AnnotatorConfig()
+    step = start_step
+    while True:
+        recs, fa, fb = [], [], []
+        for j in range(cfg.batch_size):
+            index = (step * world + rank) * cfg.batch_size + j
+            rec, _, frames = labelled_pair(pair_spec(cfg.seed, index, sampling), cfg.seed, spec, annotator, 12)
+            recs.append(rec)
+            fa.append(frames["a"])
+            fb.append(frames["b"])
+        step += 1
+        yield (0, step), batch_from_frames(recs, fa, fb, [spec.fps] * len(recs), [spec.fps] * len(recs), processor)
 
 
 def train_loop(config: dict) -> None:
@@ -54,12 +95,11 @@ def train_loop(config: dict) -> None:
     import torch
 
     from rlhf.reward.checkpoint import RewardCheckpointInfo, save_backbone, save_checkpoint
-    from rlhf.reward.data import build_batch
     from rlhf.reward.distributed import deepspeed_config, init_deepspeed
     from rlhf.reward.model import apply_trainable_parts, build_model
     from rlhf.reward.processor import RewardProcessor
     from rlhf.reward.tokens import world_tokenizer
-    from rlhf.reward.train import accuracy_table, format_table, norm_constants, pair_loss, score_pairs
+    from rlhf.reward.train import pair_loss
 
     cfg = _cfg_from(config)
     torch.set_num_threads(max(1, (os.cpu_count() or 2) // cfg.num_workers))
@@ -90,70 +130,95 @@ def train_loop(config: dict) -> None:
         if rank == 0:
             print(f"resumed at step {state['step']} (epoch {state['epoch']}, batch {state['batch']})", flush=True)
 
-    shard = rt.get_dataset_shard("train")
-    root = video_root(cfg)
+    if cfg.data == SYNTHETIC:
+        stream = synthetic_batches(cfg, processor, rank, world, state["batch"])
+    else:
+        stream = file_batches(cfg, rt.get_dataset_shard("train"), processor, state["epoch"], state["batch"])
     t0, seen, skipped = time.time(), 0, 0
 
-    def checkpoint(step: int, epoch: int, next_batch: int) -> None:
+    def checkpoint(step: int, position: tuple[int, int]) -> None:
         engine.save_checkpoint(str(out / "deepspeed"), tag=f"step{step}")
         if rank == 0:
             save_checkpoint(engine.module, out, step, info)
             tmp = state_file.with_suffix(".part")
-            tmp.write_text(json.dumps({"step": step, "epoch": epoch, "batch": next_batch}))
+            tmp.write_text(json.dumps({"step": step, "epoch": position[0], "batch": position[1]}))
             tmp.replace(state_file)
         torch.distributed.barrier()
 
-    done = False
-    position = (state["epoch"], state["batch"])  # where the next step's data starts
-    for epoch in range(state["epoch"], cfg.epochs):
-        it = shard.iter_batches(batch_size=cfg.batch_size, batch_format="pyarrow",
-                                local_shuffle_buffer_size=4 * cfg.batch_size, local_shuffle_seed=cfg.seed + epoch)
-        for bi, table in enumerate(it):
-            if cfg.max_steps and state["step"] >= cfg.max_steps:
-                done = True
-                break
-            if epoch == state["epoch"] and bi < state["batch"]:
-                continue  # data position of a resumed run
-            batch = build_batch(table.to_pylist(), root, processor)
-            skipped += 0 if batch is None else len(batch.skipped)
-            if batch is None:
-                continue
-            loss, margins = pair_loss(engine, batch, cfg.loss, cfg.tie_k)
+    position = (state["epoch"], state["batch"])  # where the data of the next step starts
+    finished = True
+    for next_position, batch in stream:
+        if cfg.max_steps and state["step"] >= cfg.max_steps:
+            finished = False
+            break
+        if batch is not None:
+            skipped += len(batch.skipped)
+            loss, _ = pair_loss(engine, batch, cfg.loss, cfg.tie_k)
             engine.backward(loss)
             engine.step()
             state["step"] += 1
             seen += len(batch.records)
-            step = state["step"]
-            if rank == 0 and (step % 10 == 0 or step == 1):
-                el = time.time() - t0
-                print(f"step {step} epoch {epoch} loss {loss.item():.4f} pairs/s {seen * world / el:.1f} "
-                      f"skipped {skipped}", flush=True)
-            rt.report({"step": step, "epoch": epoch, "loss": float(loss.item()), "skipped": skipped})
-            position = (epoch, bi + 1)
-            if cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
-                checkpoint(step, *position)
-        if done:
-            break
-        position = (epoch + 1, 0)
-    checkpoint(state["step"], *position)
+        position = next_position
+        if batch is None:
+            continue
+        step = state["step"]
+        if rank == 0 and (step % 10 == 0 or step == 1):
+            print(f"step {step} data {position} loss {loss.item():.4f} "
+                  f"pairs/s {seen * world / (time.time() - t0):.1f} skipped {skipped}", flush=True)
+        rt.report({"step": step, "loss": float(loss.item()), "skipped": skipped})
+        if cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
+            checkpoint(step, position)
+        if cfg.eval_every and step % cfg.eval_every == 0 and rank == 0:
+            evaluate(cfg, engine.module, processor, info, step, final=False)
+    if finished:
+        position = (cfg.epochs, 0)
+    checkpoint(state["step"], position)
 
     if rank == 0:
-        model = engine.module
-        train_recs = _records(cfg, cfg.train_split)[:256]
-        _, ta, tb, _ = score_pairs(model, train_recs, root, processor)
-        info.norm = norm_constants(ta, tb)
-        save_checkpoint(model, out, state["step"], info)
-        eval_recs = _records(cfg, cfg.eval_split)
-        if cfg.eval_pairs:
-            eval_recs = eval_recs[:cfg.eval_pairs]
-        kept, ea, eb, bad = score_pairs(model, eval_recs, root, processor)
-        table = accuracy_table(kept, ea, eb, info.norm) if kept else {}
-        (out / "eval.json").write_text(json.dumps({"step": state["step"], "split": cfg.eval_split, "table": table,
-                                                   "skipped": [asdict(s) for s in bad]}, indent=2))
-        md = format_table(table)
-        (out / "eval.md").write_text(md + "\n")
-        print(md, flush=True)
+        evaluate(cfg, engine.module, processor, info, state["step"], final=True)
     torch.distributed.barrier()
+
+
+def evaluate(cfg, model, processor, info, step: int, final: bool) -> dict:
+    """Normalisation constants from training pairs, then the accuracy table on the held-out pairs."""
+    from rlhf.reward.checkpoint import save_checkpoint
+    import itertools
+
+    import torch
+
+    from rlhf.reward.train import accuracy_table, format_table, norm_constants, pair_rewards, score_pairs
+
+    eval_data = cfg.eval_data or cfg.data
+    if eval_data == SYNTHETIC:
+        raise ValueError("data=synthetic needs eval_data=DIR (a make_dataset output with held-out pairs)")
+    if cfg.data == SYNTHETIC:  # 256 training pairs from far along the stream
+        was_training = model.training
+        model.eval()
+        with torch.no_grad():
+            outs = [pair_rewards(model, b) for _, b in itertools.islice(
+                synthetic_batches(cfg, processor, 0, 1, 10**6), max(1, 256 // cfg.batch_size))]
+        model.train(was_training)
+        ta, tb = torch.cat([a for a, _ in outs]).float(), torch.cat([b for _, b in outs]).float()
+    else:
+        norm_recs = _records(cfg.data, cfg.train_split)[:256]
+        _, ta, tb, _ = score_pairs(model, norm_recs, video_root(cfg, cfg.data), processor)
+    if len(ta):
+        info.norm = norm_constants(ta, tb)
+    eval_recs = _records(eval_data, cfg.eval_split)
+    if cfg.eval_pairs:
+        eval_recs = eval_recs[:cfg.eval_pairs]
+    kept, ea, eb, bad = score_pairs(model, eval_recs, video_root(cfg, eval_data), processor)
+    table = accuracy_table(kept, ea, eb, info.norm) if kept else {}
+    result = {"step": step, "split": cfg.eval_split, "table": table, "skipped": [asdict(s) for s in bad]}
+    out = Path(cfg.out)
+    with open(out / "eval_history.jsonl", "a") as fh:
+        fh.write(json.dumps(result) + "\n")
+    if final:
+        save_checkpoint(model, out, step, info)
+        (out / "eval.json").write_text(json.dumps(result, indent=2))
+        (out / "eval.md").write_text(format_table(table) + "\n")
+    print(f"eval at step {step}:\n{format_table(table)}", flush=True)
+    return result
 
 
 def _cfg_from(config: dict) -> TrainRewardJob:
@@ -170,11 +235,17 @@ def run(cfg: TrainRewardJob) -> dict:
 
     from rlhf.data.schema import read_preferences
 
+    # Workers run in other directories: every path they read is made absolute here.
+    absolute = {k: str(Path(getattr(cfg, k)).resolve()) for k in ("data", "eval_data", "root", "out")
+                if getattr(cfg, k) and getattr(cfg, k) != SYNTHETIC}
+    cfg = dataclasses.replace(cfg, **absolute)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     cfg_file = save_config(cfg, out)
-    parquet = parquet_path(cfg)
-    read_preferences(parquet)  # clear error before any worker starts
+    for data in {cfg.data, cfg.eval_data or cfg.data} - {SYNTHETIC}:
+        read_preferences(parquet_path(data))  # a clear error before any worker starts
+    if cfg.data == SYNTHETIC and (not cfg.max_steps or not cfg.eval_data):
+        raise SystemExit("error: data=synthetic needs max_steps=N and eval_data=DIR")
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     started = False
     if not ray.is_initialized():
@@ -185,7 +256,10 @@ def run(cfg: TrainRewardJob) -> dict:
                      log_to_driver=True)
         started = True
     try:
-        ds = ray.data.read_parquet(str(parquet)).filter(expr=f"split == '{cfg.train_split}'")
+        datasets = {}
+        if cfg.data != SYNTHETIC:
+            datasets["train"] = ray.data.read_parquet(str(parquet_path(cfg.data))).filter(
+                expr=f"split == '{cfg.train_split}'")
         trainer = TorchTrainer(
             train_loop,
             train_loop_config={"config_file": str(cfg_file.resolve())},
@@ -193,7 +267,7 @@ def run(cfg: TrainRewardJob) -> dict:
             scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu,
                                          resources_per_worker={"CPU": 1}),
             run_config=RunConfig(name="train_reward", storage_path=str((out / "ray").resolve())),
-            datasets={"train": ds},
+            datasets=datasets,
         )
         result = trainer.fit()
         if result.error:

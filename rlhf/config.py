@@ -235,7 +235,7 @@ def parse_cli(
         parser.add_argument(flag, dest=key.replace(".", "__"), action="store_const", const=True, default=None,
                             help=f"{help_text} (= {key}=true)")
     parser.add_argument("overrides", nargs="*", help="key.sub=value overrides")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
     values = {}
     keys = [k for k, _t, _h in (flags or {}).values()] + [k for k, _h in (bool_flags or {}).values()]
     for key in keys:

@@ -58,7 +58,7 @@ def build_batch(records: list[dict], root: str | Path, processor, rows: list[int
 
     root = Path(root)
     rows = rows if rows is not None else list(range(1, len(records) + 1))
-    good, va, vb, fa, fb, skipped = [], [], [], [], [], []
+    good, frames_a, frames_b, fps_a, fps_b, skipped = [], [], [], [], [], []
     for row, r in zip(rows, records):
         try:
             a, ra = read_video_fps(root / r["video_a"])
@@ -70,18 +70,25 @@ def build_batch(records: list[dict], root: str | Path, processor, rows: list[int
             log.warning("skipping pair at row %d (id %s): %s", row, r.get("id"), e)
             continue
         good.append(r)
-        va.append(a), vb.append(b), fa.append(ra), fb.append(rb)
+        frames_a.append(a), frames_b.append(b), fps_a.append(ra), fps_b.append(rb)
     if not good:
         return None
-    prompts = [r["prompt"] for r in good]
+    batch = batch_from_frames(good, frames_a, frames_b, fps_a, fps_b, processor)
+    batch.skipped = skipped
+    return batch
+
+
+def batch_from_frames(records: list[dict], frames_a: list, frames_b: list, fps_a: list, fps_b: list,
+                      processor) -> PairBatch:
+    """A batch from decoded frames (used for pairs generated in memory)."""
+    prompts = [r["prompt"] for r in records]
     return PairBatch(
-        inputs=processor(va + vb, prompts + prompts, fa + fb),
-        labels=label_tensor(good),
-        overall=label_tensor(good, ("Overall",))[:, 0],
-        score_a=score_tensor(good, "a"),
-        score_b=score_tensor(good, "b"),
-        records=good,
-        skipped=skipped,
+        inputs=processor(frames_a + frames_b, prompts + prompts, list(fps_a) + list(fps_b)),
+        labels=label_tensor(records),
+        overall=label_tensor(records, ("Overall",))[:, 0],
+        score_a=score_tensor(records, "a"),
+        score_b=score_tensor(records, "b"),
+        records=records,
     )
 
 

@@ -87,34 +87,26 @@ def score_pair(spec: PairSpec, render_spec: RenderSpec = RenderSpec()) -> tuple[
     return va, vb, score(va, spec.prompt), score(vb, spec.prompt)
 
 
-def make_record(
-    spec: PairSpec,
-    out_dir: Path,
-    seed: int,
-    render_spec: RenderSpec,
-    annotator: AnnotatorConfig,
-    crf: int,
-) -> dict:
-    """Render, encode, score, label and write one pair; returns its preference record.
+def labelled_pair(spec: PairSpec, seed: int, render_spec: RenderSpec, annotator: AnnotatorConfig,
+                  crf: int) -> tuple[dict, dict[str, bytes], dict[str, np.ndarray]]:
+    """Render, encode and score one pair in memory -> (record, mp4 bytes per side, decoded frames per side).
 
-    The oracle scores the *decoded* mp4, so labels describe exactly the file that a reward model
-    will read (H.264 4:2:0 softens colour edges and moves VQ/MQ by about 0.05 on average).
+    The oracle scores the *decoded* mp4, so labels describe exactly what a reward model will read
+    (H.264 4:2:0 softens colour edges and moves VQ/MQ by about 0.05 on average).
     """
-    from rlhf.video import encode_video, read_video, write_encoded
+    from rlhf.video import encode_video, read_video
 
-    files, scores = {}, {}
+    data, frames, scores = {}, {}, {}
     for side, defects, vseed in (("a", spec.defects_a, spec.seed_a), ("b", spec.defects_b, spec.seed_b)):
-        data = encode_video(render(spec.prompt, defects, vseed, render_spec), fps=render_spec.fps, crf=crf)
-        scores[side] = score(read_video(data), spec.prompt)
-        files[side] = (f"videos/{spec.index:07d}_{side}.mp4", data)
+        data[side] = encode_video(render(spec.prompt, defects, vseed, render_spec), fps=render_spec.fps, crf=crf)
+        frames[side] = read_video(data[side])
+        scores[side] = score(frames[side], spec.prompt)
     labels = annotate(scores["a"], scores["b"], np.random.default_rng([seed, spec.index, 1]), annotator)
-    for rel, data in files.values():
-        write_encoded(out_dir / rel, data)
-    return {
+    record = {
         "id": f"{seed}-{spec.index:07d}",
         "prompt": spec.prompt.text,
-        "video_a": files["a"][0],
-        "video_b": files["b"][0],
+        "video_a": f"videos/{spec.index:07d}_a.mp4",
+        "video_b": f"videos/{spec.index:07d}_b.mp4",
         **labels,
         "score_a": scores["a"],
         "score_b": scores["b"],
@@ -124,6 +116,18 @@ def make_record(
         "seed_a": spec.seed_a,
         "seed_b": spec.seed_b,
     }
+    return record, data, frames
+
+
+def make_record(spec: PairSpec, out_dir: Path, seed: int, render_spec: RenderSpec, annotator: AnnotatorConfig,
+                crf: int) -> dict:
+    """Label one pair and write its two mp4s under ``out_dir``; returns its preference record."""
+    from rlhf.video import write_encoded
+
+    record, data, _ = labelled_pair(spec, seed, render_spec, annotator, crf)
+    write_encoded(out_dir / record["video_a"], data["a"])
+    write_encoded(out_dir / record["video_b"], data["b"])
+    return record
 
 
 def _worker(args) -> list[dict]:
