@@ -91,6 +91,11 @@ def _coerce(value: Any, hint: Any, key: str, root: type) -> Any:
     if hint is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads "5e-4" (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
         raise bad("a number")
     if hint is str:
         if isinstance(value, str):

@@ -42,6 +42,9 @@ def test_defaults_file_then_overrides_in_that_order(tmp_path):
 
 def test_int_is_accepted_for_float_but_not_the_reverse():
     assert load_config(Job, None, ["inner.lr=1"]).inner.lr == 1.0
+    assert load_config(Job, None, ["inner.lr=5e-4"]).inner.lr == 0.0005  # YAML 1.1 reads this as a string
+    with pytest.raises(ConfigError, match="inner.lr.*a number"):
+        load_config(Job, None, ["inner.lr=fast"])
     with pytest.raises(ConfigError, match="inner.steps.*integer"):
         load_config(Job, None, ["inner.steps=2.5"])
 

@@ -54,6 +54,15 @@ def _non_lora_state(model: VideoRewardModel) -> dict[str, torch.Tensor]:
             if v.requires_grad and "lora_" not in k and "trainable_tokens_" not in k}
 
 
+def _lora_settings(model: VideoRewardModel) -> dict:
+    """LoRA settings as the model has them (not as a config claims)."""
+    peft_cfg = getattr(model.vlm, "peft_config", {}).get("default")
+    if peft_cfg is None:
+        return {"lora_enable": False, "lora_r": 0, "lora_alpha": 0, "lora_dropout": 0.0}
+    return {"lora_enable": True, "lora_r": int(peft_cfg.r), "lora_alpha": int(peft_cfg.lora_alpha),
+            "lora_dropout": float(peft_cfg.lora_dropout)}
+
+
 def save_backbone(vlm, tokenizer, out_dir: str | Path) -> Path:
     """Write the base Qwen2-VL and tokenizer to ``out_dir/backbone``; call it *before* adding LoRA."""
     if hasattr(vlm, "peft_config"):
@@ -85,9 +94,7 @@ def save_checkpoint(model: VideoRewardModel, out_dir: str | Path, step: int, inf
                          "use_special_tokens": info.separate_tokens,
                          "special_tokens": ["<|VQ_reward|>", "<|MQ_reward|>", "<|TA_reward|>"]
                          if info.separate_tokens else ["<|reward|>"]},
-        "peft_lora_config": {"lora_enable": info.parts.lora_rank > 0, "lora_r": info.parts.lora_rank,
-                             "lora_alpha": info.parts.lora_alpha, "lora_dropout": info.parts.lora_dropout,
-                             "vision": info.parts.vision,
+        "peft_lora_config": {**_lora_settings(model), "vision": info.parts.vision,
                              "special_token_embeddings": info.parts.special_token_embeddings},
         "data_config": {"fps": info.sampling.fps, "min_frame_pixels": info.sampling.min_pixels,
                         "max_frame_pixels": info.sampling.max_pixels, "max_frames": info.sampling.max_frames},
