@@ -252,8 +252,10 @@ def run(cfg: TrainRewardJob) -> dict:
         if cfg.ray_address:
             ray.init(address=cfg.ray_address)
         else:
-            ray.init(address="local", num_cpus=max(2, cfg.num_workers + 1), include_dashboard=False,
-                     log_to_driver=True)
+            # The dashboard (127.0.0.1 only) serves Ray Train's state API; without it the
+            # placement-group cleaner warns every few seconds.
+            ray.init(address="local", num_cpus=max(2, cfg.num_workers + 1), include_dashboard=True,
+                     dashboard_host="127.0.0.1", log_to_driver=True)
         started = True
     try:
         datasets = {}
