@@ -35,6 +35,7 @@ class TrainRewardJob(RewardTrainConfig):
     eval_data: str = ""  # dataset dir or parquet for the held-out evaluation (default: data)
 
 
+REPORT_EVERY = 10  # ray.train.report synchronises every worker with the controller: not every step
 SYNTHETIC = "synthetic"  # data=synthetic: fresh moving-shapes pairs (train prompts only) every step
 
 
@@ -165,7 +166,8 @@ def train_loop(config: dict) -> None:
         if rank == 0 and (step % 10 == 0 or step == 1):
             print(f"step {step} data {position} loss {loss.item():.4f} "
                   f"pairs/s {seen * world / (time.time() - t0):.1f} skipped {skipped}", flush=True)
-        rt.report({"step": step, "loss": float(loss.item()), "skipped": skipped})
+        if step % REPORT_EVERY == 0:
+            rt.report({"step": step, "loss": float(loss.item()), "skipped": skipped})
         if cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
             checkpoint(step, position)
         if cfg.eval_every and step % cfg.eval_every == 0 and rank == 0:
