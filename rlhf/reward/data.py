@@ -11,7 +11,6 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from rlhf.data.schema import LABEL_VALUE
@@ -90,13 +89,3 @@ def batch_from_frames(records: list[dict], frames_a: list, frames_b: list, fps_a
         score_b=score_tensor(records, "b"),
         records=records,
     )
-
-
-def batches(records: list[dict], root, processor, batch_size: int, seed: int, epoch: int = 0, start: int = 0):
-    """Shuffled batches of one epoch (order fixed by seed and epoch), starting at batch ``start``."""
-    order = np.random.default_rng([seed, epoch]).permutation(len(records))
-    for bi in range(start, (len(order) + batch_size - 1) // batch_size):
-        idx = order[bi * batch_size:(bi + 1) * batch_size]
-        batch = build_batch([records[i] for i in idx], root, processor, rows=[int(i) + 1 for i in idx])
-        if batch is not None:
-            yield bi, batch
