@@ -57,35 +57,38 @@ def build_batch(records: list[dict], root: str | Path, processor, rows: list[int
 
     root = Path(root)
     rows = rows if rows is not None else list(range(1, len(records) + 1))
-    good, frames_a, frames_b, fps_a, fps_b, skipped = [], [], [], [], [], []
+    good, inputs_a, inputs_b, skipped = [], [], [], []
     for row, r in zip(rows, records):
-        try:
-            a, ra = read_video_fps(root / r["video_a"])
-            b, rb = read_video_fps(root / r["video_b"])
-            processor.video_inputs(a, ra, name=r["video_a"])  # sampling errors surface here, per pair
-            processor.video_inputs(b, rb, name=r["video_b"])
+        try:  # decode and patchify once; a bad file fails here, for its own pair only
+            a = processor.video_inputs(*read_video_fps(root / r["video_a"]), name=r["video_a"])
+            b = processor.video_inputs(*read_video_fps(root / r["video_b"]), name=r["video_b"])
         except VideoError as e:
             skipped.append(SkippedPair(row, str(r.get("id")), str(e)))
             log.warning("skipping pair at row %d (id %s): %s", row, r.get("id"), e)
             continue
         good.append(r)
-        frames_a.append(a), frames_b.append(b), fps_a.append(ra), fps_b.append(rb)
+        inputs_a.append(a)
+        inputs_b.append(b)
     if not good:
         return None
-    batch = batch_from_frames(good, frames_a, frames_b, fps_a, fps_b, processor)
-    batch.skipped = skipped
-    return batch
+    prompts = [r["prompt"] for r in good]
+    return _batch(good, processor.encode(inputs_a + inputs_b, prompts + prompts), skipped)
+
+
+def _batch(records: list[dict], inputs: dict, skipped: list[SkippedPair] | None = None) -> PairBatch:
+    return PairBatch(
+        inputs=inputs,
+        labels=label_tensor(records),
+        overall=label_tensor(records, ("Overall",))[:, 0],
+        score_a=score_tensor(records, "a"),
+        score_b=score_tensor(records, "b"),
+        records=records,
+        skipped=skipped or [],
+    )
 
 
 def batch_from_frames(records: list[dict], frames_a: list, frames_b: list, fps_a: list, fps_b: list,
                       processor) -> PairBatch:
     """A batch from decoded frames (used for pairs generated in memory)."""
     prompts = [r["prompt"] for r in records]
-    return PairBatch(
-        inputs=processor(frames_a + frames_b, prompts + prompts, list(fps_a) + list(fps_b)),
-        labels=label_tensor(records),
-        overall=label_tensor(records, ("Overall",))[:, 0],
-        score_a=score_tensor(records, "a"),
-        score_b=score_tensor(records, "b"),
-        records=records,
-    )
+    return _batch(records, processor(frames_a + frames_b, prompts + prompts, list(fps_a) + list(fps_b)))

@@ -72,18 +72,19 @@ class RewardProcessor:
         if len(videos) != len(prompts):
             raise ValueError(f"{len(videos)} videos but {len(prompts)} prompts")
         fpss = fps if isinstance(fps, (list, tuple)) else [fps] * len(videos)
-        patches, grids, texts = [], [], []
-        for i, (v, p, f) in enumerate(zip(videos, prompts, fpss)):
-            px, grid = self.video_inputs(v, f, name=f"video {i}")
-            patches.append(px)
-            grids.append(grid)
-            texts.append(render_prompt(p, grid[0] * grid[1] * grid[2] // (MERGE * MERGE), self.separate_tokens))
+        return self.encode([self.video_inputs(v, f, name=f"video {i}") for i, (v, f) in enumerate(zip(videos, fpss))],
+                           prompts)
+
+    def encode(self, video_inputs: list[tuple[torch.Tensor, tuple[int, int, int]]], prompts: list[str]) -> dict:
+        """A padded batch from already patchified videos (``video_inputs`` results) and their prompts."""
+        texts = [render_prompt(p, g[0] * g[1] * g[2] // (MERGE * MERGE), self.separate_tokens)
+                 for (_, g), p in zip(video_inputs, prompts)]
         enc = self.tokenizer(texts, padding=True, return_tensors="pt")
         ids = enc["input_ids"]
         return {
             "input_ids": ids,
             "attention_mask": enc["attention_mask"],
-            "pixel_values_videos": torch.cat(patches),
-            "video_grid_thw": torch.tensor(grids, dtype=torch.long),
+            "pixel_values_videos": torch.cat([px for px, _ in video_inputs]),
+            "video_grid_thw": torch.tensor([g for _, g in video_inputs], dtype=torch.long),
             "mm_token_type_ids": (ids == self.video_token_id).to(torch.int32) * 2,
         }
