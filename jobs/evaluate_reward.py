@@ -36,19 +36,20 @@ class EvaluateRewardConfig:
     split: str = "heldout"
     checkpoints: list[str] = field(default_factory=list)  # run directories to evaluate (name = folder)
     ablation: bool = False  # train the four ablation variants into out/<variant> (skipped when done)
-    steps: int = 600  # ablation: training steps per variant (same for every row)
-    train_overrides: list[str] = field(default_factory=lambda: [
+    steps: int = 400  # ablation: training steps per variant (same for every row)
+    train_overrides: list[str] = field(default_factory=lambda: [  # the shipped recipe, shared by every row
         "data=synthetic", "batch_size=8", "parts.lora_rank=0", "sampling.min_pixels=12544",
-        "sampling.max_pixels=12544", "lr=5e-4", "checkpoint_every=200"])  # shared by every variant
+        "sampling.max_pixels=12544", "lr=5e-4", "lr_schedule=cosine", "warmup_steps=50", "caption_weight=1.0",
+        "checkpoint_every=200"])
 
 
 def evaluate_checkpoint(path: Path, records: list[dict], root: Path) -> dict:
     from rlhf.reward.checkpoint import load_checkpoint
-    from rlhf.reward.processor import RewardProcessor
+    from rlhf.reward.processor import RewardProcessor, VisionGeometry
     from rlhf.reward.train import accuracy_table, score_pairs
 
     model, tok, info, step = load_checkpoint(path)
-    proc = RewardProcessor(tok, info.sampling, info.separate_tokens)
+    proc = RewardProcessor(tok, info.sampling, info.separate_tokens, geometry=VisionGeometry.of(model.base_model()))
     kept, ra, rb, skipped = score_pairs(model, records, root, proc)
     return {"step": step, "skipped": len(skipped), "table": accuracy_table(kept, ra, rb, info.norm)}
 

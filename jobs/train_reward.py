@@ -98,9 +98,9 @@ def train_loop(config: dict) -> None:
     from rlhf.reward.checkpoint import RewardCheckpointInfo, save_backbone, save_checkpoint
     from rlhf.reward.distributed import deepspeed_config, init_deepspeed
     from rlhf.reward.model import apply_trainable_parts, build_model
-    from rlhf.reward.processor import RewardProcessor
+    from rlhf.reward.processor import RewardProcessor, VisionGeometry
     from rlhf.reward.tokens import world_tokenizer
-    from rlhf.reward.train import pair_loss
+    from rlhf.reward.train import lr_multiplier, pair_loss
 
     cfg = _cfg_from(config)
     torch.set_num_threads(max(1, (os.cpu_count() or 2) // cfg.num_workers))
@@ -114,14 +114,17 @@ def train_loop(config: dict) -> None:
     model = build_model(tokenizer, cfg.backbone, cfg.separate_tokens, seed=cfg.seed)
     if rank == 0:
         save_backbone(model.vlm, tokenizer, out)
-    model = apply_trainable_parts(model, cfg.parts)
+    parts = dataclasses.replace(cfg.parts, lm_head=cfg.parts.lm_head or cfg.caption_weight > 0)
+    model = apply_trainable_parts(model, parts)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    engine, optimizer, _, _ = deepspeed.initialize(
-        model=model, optimizer=optimizer, model_parameters=params,
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_multiplier(cfg, step))
+    engine, optimizer, _, _ = deepspeed.initialize(  # the engine steps the schedule and checkpoints it
+        model=model, optimizer=optimizer, model_parameters=params, lr_scheduler=schedule,
         config=deepspeed_config(cfg.batch_size, cfg.zero_stage, cfg.bf16))
-    processor = RewardProcessor(tokenizer, cfg.sampling, cfg.separate_tokens)
-    info = RewardCheckpointInfo(separate_tokens=cfg.separate_tokens, parts=cfg.parts, sampling=cfg.sampling)
+    processor = RewardProcessor(tokenizer, cfg.sampling, cfg.separate_tokens, caption_mask=cfg.caption_weight > 0,
+                                geometry=VisionGeometry.of(model.vlm))
+    info = RewardCheckpointInfo(separate_tokens=cfg.separate_tokens, parts=parts, sampling=cfg.sampling)
 
     state = {"step": 0, "epoch": 0, "batch": 0}
     state_file = out / "train_state.json"
@@ -154,7 +157,9 @@ def train_loop(config: dict) -> None:
             break
         if batch is not None:
             skipped += len(batch.skipped)
-            loss, _ = pair_loss(engine, batch, cfg.loss, cfg.tie_k)
+            warm = state["step"] < cfg.caption_warmup_steps
+            loss, _ = pair_loss(engine, batch, cfg.loss, cfg.tie_k, cfg.caption_weight, cfg.caption_min_ta,
+                                reward_weight=0.0 if warm else 1.0)
             engine.backward(loss)
             engine.step()
             state["step"] += 1
@@ -164,7 +169,7 @@ def train_loop(config: dict) -> None:
             continue
         step = state["step"]
         if rank == 0 and (step % 10 == 0 or step == 1):
-            print(f"step {step} data {position} loss {loss.item():.4f} "
+            print(f"step {step} data {position} loss {loss.item():.4f} lr {engine.get_lr()[0]:.2e} "
                   f"pairs/s {seen * world / (time.time() - t0):.1f} skipped {skipped}", flush=True)
         if step % REPORT_EVERY == 0:
             rt.report({"step": step, "loss": float(loss.item()), "skipped": skipped})
@@ -237,6 +242,7 @@ def run(cfg: TrainRewardJob) -> dict:
 
     from rlhf.data.schema import read_preferences
 
+    started_at = time.time()  # run_time.json: wall time of the whole job, Ray start-up included
     # Workers run in other directories: every path they read is made absolute here.
     absolute = {k: str(Path(getattr(cfg, k)).resolve()) for k in ("data", "eval_data", "root", "out")
                 if getattr(cfg, k) and getattr(cfg, k) != SYNTHETIC}
@@ -276,6 +282,9 @@ def run(cfg: TrainRewardJob) -> dict:
         result = trainer.fit()
         if result.error:
             raise result.error
+        (out / "run_time.json").write_text(json.dumps(
+            {"wall_s": round(time.time() - started_at, 1), "num_workers": cfg.num_workers, "steps": cfg.max_steps,
+             "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}) + "\n")
     finally:
         if started:
             ray.shutdown()

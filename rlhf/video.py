@@ -195,14 +195,16 @@ def smart_resize(
     return h, w
 
 
-def sample_indices(num_frames: int, src_fps: float, fps: float = 2.0, max_frames: int = 768) -> np.ndarray:
-    """Indices of the frames VideoAlign keeps: ``round(T / src_fps * fps)`` evenly spaced, even, >= 2."""
-    if num_frames < FRAME_FACTOR:
-        raise ValueError(f"need at least {FRAME_FACTOR} frames to sample, got {num_frames}")
+def sample_indices(num_frames: int, src_fps: float, fps: float = 2.0, max_frames: int = 768,
+                   frame_factor: int = FRAME_FACTOR) -> np.ndarray:
+    """Indices of the frames VideoAlign keeps: ``round(T / src_fps * fps)`` evenly spaced, a multiple
+    of ``frame_factor`` (Qwen2-VL: 2), at least ``frame_factor``."""
+    if num_frames < frame_factor:
+        raise ValueError(f"need at least {frame_factor} frames to sample, got {num_frames}")
     if src_fps <= 0 or fps <= 0:
         raise ValueError(f"frame rates must be positive, got src_fps={src_fps}, fps={fps}")
-    n = _round_by(num_frames / src_fps * fps, FRAME_FACTOR)
-    n = min(max(n, FRAME_FACTOR), _floor_by(max_frames, FRAME_FACTOR), _floor_by(num_frames, FRAME_FACTOR))
+    n = _round_by(num_frames / src_fps * fps, frame_factor)
+    n = min(max(n, frame_factor), _floor_by(max_frames, frame_factor), _floor_by(num_frames, frame_factor))
     return np.linspace(0, num_frames - 1, n).round().astype(np.int64)
 
 
@@ -226,12 +228,15 @@ def sample_for_reward(
     max_pixels: int = VIDEO_MAX_PIXELS,
     max_frames: int = 768,
     name: str = "<array>",
+    factor: int = PATCH_FACTOR,
+    frame_factor: int = FRAME_FACTOR,
 ) -> np.ndarray:
-    """VideoAlign frame sampling: pick frames at ``fps``, resize to multiples of 28 within the pixel range."""
+    """VideoAlign frame sampling: pick frames at ``fps``, resize to multiples of ``factor`` (Qwen2-VL:
+    28) within the pixel range."""
     frames = check_frames(frames, name, require_even=False)
     try:
-        idx = sample_indices(frames.shape[0], src_fps, fps, max_frames)
-        h, w = smart_resize(frames.shape[1], frames.shape[2], PATCH_FACTOR, min_pixels, max_pixels)
+        idx = sample_indices(frames.shape[0], src_fps, fps, max_frames, frame_factor)
+        h, w = smart_resize(frames.shape[1], frames.shape[2], factor, min_pixels, max_pixels)
     except ValueError as e:
         raise VideoError(name, str(e)) from None
     return resize_frames(frames[idx], h, w)

@@ -9,7 +9,7 @@ import torch
 
 from rlhf.reward.checkpoint import CheckpointError, RewardCheckpointInfo, VideoReward, load_checkpoint
 from rlhf.reward.model import TrainableParts, apply_trainable_parts, build_model
-from rlhf.reward.processor import CLIP_MEAN, CLIP_STD, RewardProcessor, patchify
+from rlhf.reward.processor import CLIP_MEAN, CLIP_STD, RewardProcessor, VisionGeometry, patchify
 from rlhf.reward.tokens import REWARD_TOKENS, VIDEO_PAD, world_tokenizer
 from rlhf.synthetic.render import render
 
@@ -27,21 +27,24 @@ def videos():
     return [render(P1, seed=1), render(P1, {"blur": 0.8}, seed=2), render(P2, seed=3)]
 
 
-def test_patchify_matches_explicit_patch_extraction():
+@pytest.mark.parametrize("geometry,shape", [(VisionGeometry(), (4, 56, 84)), (VisionGeometry(4, 1, 2), (3, 16, 24))])
+def test_patchify_matches_explicit_patch_extraction(geometry, shape):
+    P, TP, M = geometry.patch, geometry.temporal, geometry.merge
     rng = np.random.default_rng(0)
-    frames = rng.integers(0, 256, (4, 56, 84, 3), dtype=np.uint8)
-    patches, grid = patchify(frames)
-    assert grid == (2, 4, 6) and patches.shape == (2 * 4 * 6, 3 * 2 * 14 * 14)
+    frames = rng.integers(0, 256, (*shape, 3), dtype=np.uint8)
+    patches, grid = patchify(frames, geometry)
+    gt, gh, gw = shape[0] // TP, shape[1] // P, shape[2] // P
+    assert grid == (gt, gh, gw) and patches.shape == (gt * gh * gw, 3 * TP * P * P)
     norm = (frames / 255.0 - CLIP_MEAN) / CLIP_STD
-    # Patches are listed per frame pair, then per 2x2 block of patches (row-major), then inside the block.
+    # Patches are listed per frame group, then per M x M block of patches (row-major), then inside the block.
     j = 0
-    for t in range(2):
-        for bh in range(2):
-            for bw in range(3):
-                for mh in range(2):
-                    for mw in range(2):
-                        h, w = (2 * bh + mh) * 14, (2 * bw + mw) * 14
-                        block = norm[2 * t: 2 * t + 2, h: h + 14, w: w + 14, :]  # (2, 14, 14, C)
+    for t in range(gt):
+        for bh in range(gh // M):
+            for bw in range(gw // M):
+                for mh in range(M):
+                    for mw in range(M):
+                        h, w = (M * bh + mh) * P, (M * bw + mw) * P
+                        block = norm[TP * t: TP * t + TP, h: h + P, w: w + P, :]  # (TP, P, P, C)
                         expected = block.transpose(3, 0, 1, 2).reshape(-1)  # channel, time, row, col
                         assert np.allclose(patches[j].numpy(), expected, atol=1e-5), j
                         j += 1
@@ -167,3 +170,59 @@ def test_checkpoint_without_steps(tmp_path):
     with pytest.raises(CheckpointError, match="does not exist"):
         load_checkpoint(tmp_path / "nope")
     assert RewardCheckpointInfo().norm["VQ_std"] == 1.0
+
+
+def test_caption_mask_marks_exactly_the_prompt(tok, videos):
+    proc = RewardProcessor(tok, caption_mask=True)
+    prompts = [P1, "a red circle"]
+    batch = proc(videos[:2], prompts)
+    for i, p in enumerate(prompts):
+        picked = batch["input_ids"][i][batch["caption_mask"][i]]
+        assert tok.decode(picked).strip() == p
+    assert "caption_mask" not in RewardProcessor(tok)(videos[:1], [P1])
+
+
+def test_caption_nll_matches_the_language_model_loss(tok, videos):
+    """Per-sequence NLL of the prompt tokens == transformers' own causal-LM loss with every other
+    label set to -100 (an independent implementation of the shift and the cross-entropy)."""
+    model = build_model(tok, seed=0).eval()
+    proc = RewardProcessor(tok, caption_mask=True)
+    batch = proc(videos[:2], [P1, "a red circle"])
+    with torch.no_grad():
+        rewards, nll = model(**batch)
+        assert torch.allclose(rewards, model(**{k: v for k, v in batch.items() if k != "caption_mask"}))
+        for i in range(2):
+            one = proc(videos[i:i + 1], [[P1, "a red circle"][i]])
+            labels = torch.where(one["caption_mask"], one["input_ids"], torch.full_like(one["input_ids"], -100))
+            inputs = {k: v for k, v in one.items() if k != "caption_mask"}
+            ref = model.vlm(**inputs, labels=labels, use_cache=False).loss
+            assert abs(float(nll[i]) - float(ref)) < 1e-4, (float(nll[i]), float(ref))
+
+
+def test_export_drops_backbone_weights_of_a_full_finetune_and_scores_identically(tok, videos, tmp_path):
+    from rlhf.reward.checkpoint import export_checkpoint, save_backbone, save_checkpoint, verify_manifest
+
+    model = build_model(tok, seed=3)
+    save_backbone(model.vlm, tok, tmp_path / "run")
+    parts = TrainableParts(lora_rank=0, lm_head=True)  # every parameter trained (as the shipped model)
+    model = apply_trainable_parts(model, parts)
+    with torch.no_grad():  # move every weight away from the saved backbone
+        for p in model.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    save_checkpoint(model, tmp_path / "run", 5, RewardCheckpointInfo(parts=parts))
+    manifest = export_checkpoint(tmp_path / "run", tmp_path / "art", meta={"command": "x"})
+    assert not manifest["backbone_weights_included"] and manifest["command"] == "x"
+    assert not any(n.endswith(".safetensors") and n.startswith("backbone/") for n in manifest["files"])
+    assert verify_manifest(tmp_path / "art")["step"] == 5
+    prompts = [P1, P1, P2]
+    with torch.no_grad():
+        ref = model.eval()(**RewardProcessor(tok)(videos, prompts))
+    got = VideoReward.from_checkpoint(tmp_path / "art").raw(videos, prompts)
+    assert np.allclose(got, ref.numpy(), atol=1e-5)
+    ck = tmp_path / "art" / "checkpoint-5" / "non_lora_state_dict.pth"
+    state = torch.load(ck, weights_only=True)
+    torch.save({k: v for k, v in state.items() if "visual" not in k}, ck)  # a partial state without weights
+    with pytest.raises(CheckpointError, match="changed since export"):
+        verify_manifest(tmp_path / "art")
+    with pytest.raises(CheckpointError, match="restore the backbone weights"):
+        load_checkpoint(tmp_path / "art")

@@ -14,7 +14,7 @@ from rlhf.reward.data import build_batch
 from rlhf.reward.model import TrainableParts, apply_trainable_parts, build_model
 from rlhf.reward.processor import RewardProcessor
 from rlhf.reward.tokens import world_tokenizer
-from rlhf.reward.train import pair_loss, score_pairs
+from rlhf.reward.train import caption_targets, pair_loss, score_pairs
 from rlhf.synthetic.dataset import build_dataset
 from rlhf.synthetic.render import render
 from rlhf.video import write_video
@@ -102,3 +102,31 @@ def test_two_worker_ray_train_deepspeed_run_checkpoints_and_resumes(tmp_path):
 
     _, _, info, step = load_checkpoint(out)
     assert step == 4 and info.norm["VQ_std"] > 0
+
+
+def test_caption_targets_pick_faithful_videos():
+    from rlhf.reward.data import _batch
+
+    recs = [  # TA scores decide where present; without scores the TA winner (both on a tie)
+        {"prompt": "p", "VQ": "A", "MQ": "A", "TA": "B", "Overall": "A",
+         "score_a": {"VQ": 1.0, "MQ": 1.0, "TA": 0.95, "Overall": 1.0},
+         "score_b": {"VQ": 1.0, "MQ": 1.0, "TA": 0.5, "Overall": 1.0}},
+        {"prompt": "p", "VQ": "A", "MQ": "A", "TA": "B", "Overall": "A", "score_a": None, "score_b": None},
+        {"prompt": "p", "VQ": "A", "MQ": "A", "TA": "same", "Overall": "A", "score_a": None, "score_b": None},
+    ]
+    batch = _batch(recs, {})
+    assert caption_targets(batch, 0.9).tolist() == [1.0, 0.0, 1.0, 0.0, 1.0, 1.0]
+
+
+def test_lr_multiplier_warmup_and_cosine_by_hand():
+    from rlhf.reward.train import RewardTrainConfig, lr_multiplier
+
+    cfg = RewardTrainConfig(lr_schedule="cosine", warmup_steps=10, max_steps=110, lr_floor=0.1)
+    assert lr_multiplier(cfg, 0) == pytest.approx(0.1)  # 1/10 of the way through warm-up
+    assert lr_multiplier(cfg, 9) == pytest.approx(1.0)
+    assert lr_multiplier(cfg, 60) == pytest.approx(0.55)  # half-way: 0.1 + 0.9 * 0.5
+    assert lr_multiplier(cfg, 110) == pytest.approx(0.1) and lr_multiplier(cfg, 500) == pytest.approx(0.1)
+    flat = RewardTrainConfig(warmup_steps=4)
+    assert [lr_multiplier(flat, s) for s in (0, 3, 1000)] == pytest.approx([0.25, 1.0, 1.0])
+    with pytest.raises(ValueError, match="max_steps"):
+        RewardTrainConfig(lr_schedule="cosine").validate()

@@ -27,11 +27,15 @@ import numpy as np
 import torch
 
 from .model import DIMS, TrainableParts, VideoRewardModel, apply_trainable_parts, build_model
-from .processor import FrameSampling, RewardProcessor
+from .processor import FrameSampling, RewardProcessor, VisionGeometry
 
 # VideoReward's own normalisation constants (VideoAlign inference config).
 VIDEOREWARD_NORM = {"VQ_mean": 3.6757, "VQ_std": 2.2476, "MQ_mean": 1.1646, "MQ_std": 1.3811,
                     "TA_mean": 2.8105, "TA_std": 2.5121}
+
+
+# The shipped default reward model (jobs/configs/train_reward.yaml; see its MANIFEST.json).
+DEFAULT_REWARD = Path(__file__).resolve().parents[2] / "artefacts" / "reward_default"
 
 
 class CheckpointError(ValueError):
@@ -95,7 +99,8 @@ def save_checkpoint(model: VideoRewardModel, out_dir: str | Path, step: int, inf
                          "special_tokens": ["<|VQ_reward|>", "<|MQ_reward|>", "<|TA_reward|>"]
                          if info.separate_tokens else ["<|reward|>"]},
         "peft_lora_config": {**_lora_settings(model), "vision": info.parts.vision,
-                             "special_token_embeddings": info.parts.special_token_embeddings},
+                             "special_token_embeddings": info.parts.special_token_embeddings,
+                             "lm_head": info.parts.lm_head},
         "data_config": {"fps": info.sampling.fps, "min_frame_pixels": info.sampling.min_pixels,
                         "max_frame_pixels": info.sampling.max_pixels, "max_frames": info.sampling.max_frames},
         "inference_config": dict(info.norm),
@@ -143,7 +148,8 @@ def read_info(root: Path) -> RewardCheckpointInfo:
         parts=TrainableParts(lora_rank=int(lc.get("lora_r", 0)) if lc.get("lora_enable", True) else 0,
                              lora_alpha=int(lc.get("lora_alpha", 32)), lora_dropout=float(lc.get("lora_dropout", 0.0)),
                              vision=bool(lc.get("vision", True)),
-                             special_token_embeddings=bool(lc.get("special_token_embeddings", True))),
+                             special_token_embeddings=bool(lc.get("special_token_embeddings", True)),
+                             lm_head=bool(lc.get("lm_head", False))),
         sampling=FrameSampling(fps=float(dc.get("fps", 2.0)), min_pixels=int(dc.get("min_frame_pixels", 56 * 56)),
                                max_pixels=int(dc.get("max_frame_pixels", 448 * 448)),
                                max_frames=int(dc.get("max_frames", 64))),
@@ -174,7 +180,13 @@ def load_checkpoint(path: str | Path, step: int = -1):
     if missing:
         raise CheckpointError(f"checkpoint directory {root} is missing: {', '.join(missing)}")
     tokenizer = load_tokenizer(base)
-    vlm = Qwen2VLForConditionalGeneration.from_pretrained(str(base))
+    weightless = base.is_dir() and not _weight_files(base)
+    if weightless:  # an exported full fine-tune: the checkpoint holds every parameter
+        from transformers import Qwen2VLConfig
+
+        vlm = Qwen2VLForConditionalGeneration(Qwen2VLConfig.from_pretrained(str(base)))
+    else:
+        vlm = Qwen2VLForConditionalGeneration.from_pretrained(str(base))
     model = apply_trainable_parts(build_model(tokenizer, separate_tokens=info.separate_tokens, vlm=vlm), info.parts)
     if info.parts.lora_rank > 0:
         try:
@@ -190,11 +202,75 @@ def load_checkpoint(path: str | Path, step: int = -1):
         raise CheckpointError(f"{ck}/non_lora_state_dict.pth has parameters this model lacks: {unknown[:3]}")
     if not any(k.startswith("rm_head") for k in state):
         raise CheckpointError(f"{ck}/non_lora_state_dict.pth lacks the reward head (rm_head.weight)")
+    if weightless:
+        uncovered = [k for k in own if k not in state and "lora_" not in k and "trainable_tokens_" not in k]
+        if uncovered:
+            raise CheckpointError(f"{base} has no weights and {ck}/non_lora_state_dict.pth lacks {len(uncovered)} "
+                                  f"parameter(s) such as {uncovered[:2]}: restore the backbone weights")
     with torch.no_grad():
         for k, v in state.items():
             own[k].copy_(v)
     model.eval()
     return model, tokenizer, info, step
+
+
+def _weight_files(folder: Path) -> list[Path]:
+    return [p for p in folder.iterdir() if p.suffix in (".safetensors", ".bin") or p.name.endswith(".index.json")]
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def export_checkpoint(run_dir: str | Path, dest: str | Path, step: int = -1, meta: dict | None = None) -> dict:
+    """Copy one checkpoint of a run into ``dest`` (same layout, loadable by ``load_checkpoint``) with a
+    ``MANIFEST.json`` of every file's size and sha256 plus ``meta``. Backbone weights are left out when
+    the checkpoint holds every parameter (a full fine-tune), which halves the size."""
+    import shutil
+
+    root = Path(run_dir)
+    model, _, info, step = load_checkpoint(root, step)
+    state = torch.load(root / f"checkpoint-{step}" / "non_lora_state_dict.pth", map_location="cpu", weights_only=True)
+    full = all(k in state for k, _ in model.named_parameters() if "lora_" not in k and "trainable_tokens_" not in k)
+    dest = Path(dest)
+    tmp = dest.with_name(dest.name + ".part")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    shutil.copy2(root / "model_config.json", tmp / "model_config.json")
+    shutil.copytree(root / f"checkpoint-{step}", tmp / f"checkpoint-{step}")
+    if info.model_name_or_path == "backbone":
+        skip = {p.name for p in _weight_files(root / "backbone")} if full else set()
+        shutil.copytree(root / "backbone", tmp / "backbone", ignore=lambda _d, names: [n for n in names if n in skip])
+    files = {str(p.relative_to(tmp)): {"bytes": p.stat().st_size, "sha256": _sha256(p)}
+             for p in sorted(tmp.rglob("*")) if p.is_file()}
+    manifest = {"step": step, "source": str(root), "backbone_weights_included": not full, **(meta or {}),
+                "files": files}
+    (tmp / "MANIFEST.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    if dest.exists():
+        shutil.rmtree(dest)
+    tmp.rename(dest)
+    return manifest
+
+
+def verify_manifest(path: str | Path) -> dict:
+    """Check every file listed in ``path/MANIFEST.json`` (size and sha256); raises CheckpointError."""
+    root = Path(path)
+    try:
+        manifest = json.loads((root / "MANIFEST.json").read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{root}/MANIFEST.json is missing or unreadable ({e})") from None
+    bad = [name for name, meta in manifest["files"].items()
+           if not (root / name).is_file() or _sha256(root / name) != meta["sha256"]]
+    if bad:
+        raise CheckpointError(f"{root}: file(s) missing or changed since export: {', '.join(bad)}")
+    return manifest
 
 
 class VideoReward:
@@ -206,9 +282,16 @@ class VideoReward:
 
     def __init__(self, model: VideoRewardModel, tokenizer, info: RewardCheckpointInfo, device: str = "cpu"):
         self.model = model.to(device).eval()
-        self.processor = RewardProcessor(tokenizer, info.sampling, info.separate_tokens)
+        self.processor = RewardProcessor(tokenizer, info.sampling, info.separate_tokens,
+                                         geometry=VisionGeometry.of(self.model.base_model()))
         self.info = info
         self.device = device
+
+    @classmethod
+    def default(cls, device: str = "cpu") -> "VideoReward":
+        """The shipped moving-shapes reward model (``artefacts/reward_default``), checked against its manifest."""
+        verify_manifest(DEFAULT_REWARD)
+        return cls.from_checkpoint(DEFAULT_REWARD, device=device)
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, step: int = -1, device: str = "cpu") -> "VideoReward":

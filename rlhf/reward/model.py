@@ -32,6 +32,8 @@ class BackboneConfig:
     vision_depth: int = 2
     vision_embed: int = 64
     vision_heads: int = 2
+    patch_size: int = 14  # pixels per patch side (Qwen2-VL: 14)
+    temporal_patch_size: int = 2  # frames per patch (Qwen2-VL: 2)
     vocab_size: int = 512  # of the locally trained tokenizer
 
     def validate(self) -> None:
@@ -53,6 +55,7 @@ class TrainableParts:
     lora_dropout: float = 0.0
     vision: bool = True  # the vision tower (and its merger)
     special_token_embeddings: bool = True  # only the rows of the added special tokens
+    lm_head: bool = False  # the language-model head (the caption auxiliary loss trains it)
 
 
 def qwen2vl_config(tokenizer, bc: BackboneConfig = BackboneConfig()):
@@ -76,7 +79,8 @@ def qwen2vl_config(tokenizer, bc: BackboneConfig = BackboneConfig()):
             pad_token_id=tokenizer.pad_token_id, bos_token_id=None, eos_token_id=tokenizer.eos_token_id,
         ),
         vision_config=dict(depth=bc.vision_depth, embed_dim=bc.vision_embed, hidden_size=bc.text_hidden,
-                           num_heads=bc.vision_heads, mlp_ratio=2),
+                           num_heads=bc.vision_heads, mlp_ratio=2, patch_size=bc.patch_size,
+                           temporal_patch_size=bc.temporal_patch_size),
         image_token_id=ids(IMAGE_PAD), video_token_id=ids(VIDEO_PAD),
         vision_start_token_id=ids(VISION_START), vision_end_token_id=ids(VISION_END),
     )
@@ -104,11 +108,28 @@ class VideoRewardModel(nn.Module):
             m = m.model
         return m
 
-    def forward(self, input_ids, attention_mask, pixel_values_videos, video_grid_thw, mm_token_type_ids) -> torch.Tensor:
+    def forward(self, input_ids, attention_mask, pixel_values_videos, video_grid_thw, mm_token_type_ids,
+                caption_mask=None):
+        """Raw rewards (B, 3); with ``caption_mask`` (B, L) also the per-sequence mean negative
+        log-likelihood of the masked (prompt) tokens given everything before them (B,)."""
         out = self.base_model()(input_ids=input_ids, attention_mask=attention_mask,
                                 pixel_values_videos=pixel_values_videos, video_grid_thw=video_grid_thw,
                                 mm_token_type_ids=mm_token_type_ids, use_cache=False)
         hidden = out.last_hidden_state  # (B, L, H)
+        rewards = self._read_rewards(input_ids, hidden)
+        if caption_mask is None:
+            return rewards
+        return rewards, self._caption_nll(input_ids, hidden, caption_mask)
+
+    def _caption_nll(self, input_ids, hidden, caption_mask) -> torch.Tensor:
+        target = caption_mask[:, 1:].bool()  # token j is predicted from position j - 1
+        rows = target.nonzero(as_tuple=True)[0]
+        logits = self.vlm.get_output_embeddings()(hidden[:, :-1][target])
+        nll = nn.functional.cross_entropy(logits.float(), input_ids[:, 1:][target], reduction="none")
+        total = torch.zeros(len(input_ids), dtype=nll.dtype, device=nll.device).index_add(0, rows, nll)
+        return total / target.sum(1).clamp(min=1)
+
+    def _read_rewards(self, input_ids, hidden) -> torch.Tensor:
         match = input_ids[:, :, None] == self.reward_token_ids[None, None, :]  # (B, L, n_tokens)
         counts = match.sum(dim=1)
         if not torch.all(counts == 1):
@@ -155,6 +176,9 @@ def apply_trainable_parts(model: VideoRewardModel, parts: TrainableParts) -> Vid
             p.requires_grad_(True)
     if parts.vision:
         for p in model.base_model().visual.parameters():
+            p.requires_grad_(True)
+    if parts.lm_head:
+        for p in model.vlm.get_output_embeddings().parameters():
             p.requires_grad_(True)
     for p in model.rm_head.parameters():
         p.requires_grad_(True)

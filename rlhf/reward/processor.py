@@ -14,11 +14,27 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .tokens import REWARD_TOKENS, SHARED_TOKEN, VIDEO_PAD, render_prompt
+from .tokens import CAPTION_PREFIX, REWARD_TOKENS, SHARED_TOKEN, VIDEO_PAD, render_prompt
 
 CLIP_MEAN = np.array([0.48145466, 0.4578275, 0.40821073], dtype=np.float32)
 CLIP_STD = np.array([0.26862954, 0.26130258, 0.27577711], dtype=np.float32)
-PATCH, TEMPORAL, MERGE = 14, 2, 2
+PATCH, TEMPORAL, MERGE = 14, 2, 2  # Qwen2-VL's; a backbone built from config may choose others
+
+
+@dataclass(frozen=True)
+class VisionGeometry:
+    """How the vision tower cuts a video: ``patch`` x ``patch`` pixels over ``temporal`` frames per
+    patch, ``merge`` x ``merge`` patches per language-model token. Read it off the model's config."""
+
+    patch: int = PATCH
+    temporal: int = TEMPORAL
+    merge: int = MERGE
+
+    @classmethod
+    def of(cls, vlm_or_config) -> "VisionGeometry":
+        cfg = getattr(vlm_or_config, "config", vlm_or_config)
+        v = getattr(cfg, "vision_config", cfg)
+        return cls(int(v.patch_size), int(v.temporal_patch_size), int(v.spatial_merge_size))
 
 
 @dataclass(frozen=True)
@@ -37,26 +53,31 @@ class FrameSampling:
             raise ValueError(f"need 784 <= min_pixels <= max_pixels, got {self.min_pixels}, {self.max_pixels}")
 
 
-def patchify(frames: np.ndarray) -> tuple[torch.Tensor, tuple[int, int, int]]:
-    """``uint8 (T, H, W, 3)`` with T even and H, W multiples of 28 -> (patches (N, 1176), grid (t, h, w))."""
+def patchify(frames: np.ndarray, geometry: VisionGeometry = VisionGeometry()) -> tuple[torch.Tensor, tuple[int, int, int]]:
+    """``uint8 (T, H, W, 3)`` -> (patches (N, 3 * temporal * patch^2), grid (t, h, w)); Qwen2-VL's
+    geometry needs T even and H, W multiples of 28 and gives patches of 1176 values."""
+    P, TP, M = geometry.patch, geometry.temporal, geometry.merge
     T, H, W, C = frames.shape
-    if T % TEMPORAL or H % (PATCH * MERGE) or W % (PATCH * MERGE):
-        raise ValueError(f"frames must have T even and H, W multiples of 28, got {T} x {H} x {W}")
+    if T % TP or H % (P * M) or W % (P * M):
+        raise ValueError(f"frames must have T a multiple of {TP} and H, W multiples of {P * M}, got {T} x {H} x {W}")
     x = (frames.astype(np.float32) / 255.0 - CLIP_MEAN) / CLIP_STD
     x = torch.from_numpy(x).permute(0, 3, 1, 2)  # (T, C, H, W)
-    gt, gh, gw = T // TEMPORAL, H // PATCH, W // PATCH
-    x = x.reshape(gt, TEMPORAL, C, gh // MERGE, MERGE, PATCH, gw // MERGE, MERGE, PATCH)
+    gt, gh, gw = T // TP, H // P, W // P
+    x = x.reshape(gt, TP, C, gh // M, M, P, gw // M, M, P)
     x = x.permute(0, 3, 6, 4, 7, 2, 1, 5, 8)
-    return x.reshape(gt * gh * gw, C * TEMPORAL * PATCH * PATCH).contiguous(), (gt, gh, gw)
+    return x.reshape(gt * gh * gw, C * TP * P * P).contiguous(), (gt, gh, gw)
 
 
 class RewardProcessor:
     """Batches (video, prompt) pairs for :class:`VideoRewardModel`; deterministic and padded."""
 
-    def __init__(self, tokenizer, sampling: FrameSampling = FrameSampling(), separate_tokens: bool = True):
+    def __init__(self, tokenizer, sampling: FrameSampling = FrameSampling(), separate_tokens: bool = True,
+                 caption_mask: bool = False, geometry: VisionGeometry = VisionGeometry()):
         self.tokenizer = tokenizer
+        self.geometry = geometry
         self.sampling = sampling
         self.separate_tokens = separate_tokens
+        self.caption_mask = caption_mask  # also return ``caption_mask``: the prompt's tokens (caption loss)
         self.video_token_id = tokenizer.convert_tokens_to_ids(VIDEO_PAD)
         names = list(REWARD_TOKENS.values()) if separate_tokens else [SHARED_TOKEN]
         self.reward_token_ids = [tokenizer.convert_tokens_to_ids(t) for t in names]
@@ -65,8 +86,10 @@ class RewardProcessor:
         from rlhf.video import sample_for_reward
 
         s = self.sampling
-        sampled = sample_for_reward(frames, fps, s.fps, s.min_pixels, s.max_pixels, s.max_frames, name=name)
-        return patchify(sampled)
+        g = self.geometry
+        sampled = sample_for_reward(frames, fps, s.fps, s.min_pixels, s.max_pixels, s.max_frames, name=name,
+                                    factor=g.patch * g.merge, frame_factor=g.temporal)
+        return patchify(sampled, g)
 
     def __call__(self, videos: list[np.ndarray], prompts: list[str], fps: float | list[float] = 8.0) -> dict:
         if len(videos) != len(prompts):
@@ -77,14 +100,29 @@ class RewardProcessor:
 
     def encode(self, video_inputs: list[tuple[torch.Tensor, tuple[int, int, int]]], prompts: list[str]) -> dict:
         """A padded batch from already patchified videos (``video_inputs`` results) and their prompts."""
-        texts = [render_prompt(p, g[0] * g[1] * g[2] // (MERGE * MERGE), self.separate_tokens)
+        merge = self.geometry.merge
+        texts = [render_prompt(p, g[0] * g[1] * g[2] // (merge * merge), self.separate_tokens)
                  for (_, g), p in zip(video_inputs, prompts)]
-        enc = self.tokenizer(texts, padding=True, return_tensors="pt")
+        enc = self.tokenizer(texts, padding=True, return_tensors="pt", return_offsets_mapping=self.caption_mask)
         ids = enc["input_ids"]
-        return {
+        out = {
             "input_ids": ids,
             "attention_mask": enc["attention_mask"],
             "pixel_values_videos": torch.cat([px for px, _ in video_inputs]),
             "video_grid_thw": torch.tensor([g for _, g in video_inputs], dtype=torch.long),
             "mm_token_type_ids": (ids == self.video_token_id).to(torch.int32) * 2,
         }
+        if self.caption_mask:
+            out["caption_mask"] = prompt_token_mask(texts, prompts, enc["offset_mapping"], enc["attention_mask"])
+        return out
+
+
+def prompt_token_mask(texts: list[str], prompts: list[str], offsets: torch.Tensor, attention: torch.Tensor) -> torch.Tensor:
+    """(B, L) bool: tokens whose characters overlap the prompt inside its rendered text."""
+    mask = torch.zeros(attention.shape, dtype=torch.bool)
+    for i, (text, prompt) in enumerate(zip(texts, prompts)):
+        start = text.index(CAPTION_PREFIX) + len(CAPTION_PREFIX)
+        end = start + len(prompt)
+        s, e = offsets[i, :, 0], offsets[i, :, 1]
+        mask[i] = (e > start) & (s < end) & (e > s) & attention[i].bool()
+    return mask

@@ -18,6 +18,7 @@ VISION_START, VISION_END, VIDEO_PAD, IMAGE_PAD = "<|vision_start|>", "<|vision_e
 IM_START, IM_END, PAD = "<|im_start|>", "<|im_end|>", "<|endoftext|>"
 REWARD_TOKENS = {"VQ": "<|VQ_reward|>", "MQ": "<|MQ_reward|>", "TA": "<|TA_reward|>"}
 SHARED_TOKEN = "<|reward|>"
+CAPTION_PREFIX = "Caption: "  # the prompt text follows it in both templates
 SPECIAL_TOKENS = [PAD, IM_START, IM_END, VISION_START, VISION_END, VIDEO_PAD, IMAGE_PAD,
                   *REWARD_TOKENS.values(), SHARED_TOKEN]
 
@@ -27,9 +28,9 @@ def render_prompt(prompt: str, n_video_tokens: int, separate_tokens: bool = True
     video = VISION_START + VIDEO_PAD * n_video_tokens + VISION_END
     if separate_tokens:
         body = (f"Visual quality: {REWARD_TOKENS['VQ']} Motion quality: {REWARD_TOKENS['MQ']} "
-                f"Caption: {prompt} Text alignment: {REWARD_TOKENS['TA']}")
+                f"{CAPTION_PREFIX}{prompt} Text alignment: {REWARD_TOKENS['TA']}")
     else:
-        body = f"Caption: {prompt} Rating: {SHARED_TOKEN}"
+        body = f"{CAPTION_PREFIX}{prompt} Rating: {SHARED_TOKEN}"
     return f"{IM_START}user\n{video}{body}{IM_END}"
 
 

@@ -9,6 +9,7 @@ normalised rewards with the Overall label, as VideoAlign does.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -32,8 +33,14 @@ class RewardTrainConfig:
     loss: Literal["btt", "bt", "regression"] = "btt"
     tie_k: float = 5.0  # Rao-Kupper k of the BTT loss (VideoAlign: 5)
     separate_tokens: bool = True  # False: one shared token at the end (ablation)
+    caption_weight: float = 0.0  # > 0 adds the caption auxiliary loss (prompt NLL given the video)
+    caption_min_ta: float = 0.9  # videos captioned: per-video TA score >= this (without scores: the TA winner)
+    caption_warmup_steps: int = 0  # first steps train the caption loss alone (video-to-text pretraining)
     batch_size: int = 8  # pairs per step per worker
     lr: float = 5e-4
+    lr_schedule: Literal["constant", "cosine"] = "constant"  # cosine: to lr_floor x lr at max_steps
+    warmup_steps: int = 0  # linear warm-up of the learning rate
+    lr_floor: float = 0.1
     weight_decay: float = 0.0
     epochs: int = 3
     max_steps: int = 0  # > 0 caps the run
@@ -56,19 +63,57 @@ class RewardTrainConfig:
             raise ValueError(f"tie_k must be > 1, got {self.tie_k}")
         if self.batch_size < 1 or self.num_workers < 1:
             raise ValueError("batch_size and num_workers must be >= 1")
+        if self.lr_schedule == "cosine" and self.max_steps <= 0:
+            raise ValueError("lr_schedule=cosine needs max_steps=N (the schedule ends there)")
+        if self.caption_warmup_steps and self.caption_weight <= 0:
+            raise ValueError("caption_warmup_steps needs caption_weight > 0")
         if self.zero_stage not in (0, 1, 2, 3):
             raise ValueError(f"zero_stage must be 0..3, got {self.zero_stage}")
 
 
+def lr_multiplier(cfg: RewardTrainConfig, step: int) -> float:
+    """Factor on ``cfg.lr`` at optimiser step ``step`` (0-based): linear warm-up over ``warmup_steps``,
+    then constant or a cosine from 1 down to ``lr_floor`` at ``max_steps``."""
+    warm = min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps > 0 else 1.0
+    if cfg.lr_schedule == "constant":
+        return warm
+    span = max(1, cfg.max_steps - cfg.warmup_steps)
+    progress = min(1.0, max(0, step - cfg.warmup_steps) / span)
+    return warm * (cfg.lr_floor + (1.0 - cfg.lr_floor) * 0.5 * (1.0 + math.cos(math.pi * progress)))
+
+
 def pair_rewards(model, batch: PairBatch) -> tuple[torch.Tensor, torch.Tensor]:
-    out = model(**batch.inputs)
+    inputs = {k: v for k, v in batch.inputs.items() if k != "caption_mask"}
+    out = model(**inputs)
     n = len(batch.records)
     return out[:n], out[n:]
 
 
-def pair_loss(model, batch: PairBatch, loss: str, tie_k: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """(scalar loss, detached margins (B, 3))."""
-    r_a, r_b = pair_rewards(model, batch)
+def caption_targets(batch: PairBatch, min_ta: float) -> torch.Tensor:
+    """(2B,) 1.0 for the videos whose prompt is a faithful caption: per-video TA score >= ``min_ta``;
+    a pair without scores captions its TA winner (both videos on a tie)."""
+    label = batch.labels[:, DIMS.index("TA")]
+    win_a, win_b = (label == 1) | (label == 0), (label == -1) | (label == 0)
+    out = []
+    for scores, winner in ((batch.score_a, win_a), (batch.score_b, win_b)):
+        ta = scores[:, DIMS.index("TA")]
+        out.append(torch.where(torch.isnan(ta), winner.float(), (ta >= min_ta).float()))
+    return torch.cat(out)
+
+
+def pair_loss(model, batch: PairBatch, loss: str, tie_k: float, caption_weight: float = 0.0,
+              caption_min_ta: float = 0.9, reward_weight: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(scalar loss, detached margins (B, 3)). ``caption_weight`` > 0 adds that times the mean prompt
+    NLL of the videos ``caption_targets`` picks (the batch needs ``caption_mask``); ``reward_weight``
+    scales the preference loss (0 during a caption warm-up)."""
+    n = len(batch.records)
+    if caption_weight > 0:
+        if "caption_mask" not in batch.inputs:
+            raise ValueError("caption_weight > 0 needs a RewardProcessor(caption_mask=True)")
+        rewards, nll = model(**batch.inputs)
+        r_a, r_b = rewards[:n], rewards[n:]
+    else:
+        r_a, r_b = pair_rewards(model, batch)
     labels = batch.labels.to(r_a.device)
     if loss == "btt":
         value = btt_loss(r_a, r_b, labels, k=tie_k)
@@ -78,6 +123,10 @@ def pair_loss(model, batch: PairBatch, loss: str, tie_k: float) -> tuple[torch.T
         value = regression_loss(r_a, r_b, batch.score_a.to(r_a.device), batch.score_b.to(r_a.device))
     else:
         raise ValueError(f"unknown loss {loss!r}; use btt, bt or regression")
+    value = reward_weight * value
+    if caption_weight > 0:
+        w = caption_targets(batch, caption_min_ta).to(nll.device)
+        value = value + caption_weight * (w * nll).sum() / w.sum().clamp(min=1)
     return value, (r_a - r_b).detach()
 
 
