@@ -2,6 +2,7 @@
 
     python jobs/evaluate_reward.py --checkpoint runs/reward_default --data runs/eval_heldout
     python jobs/evaluate_reward.py --ablation --out runs/ablation      # trains the four variants first
+    python jobs/evaluate_reward.py --checkpoint artefacts/reward_default --probe   # + caption probe
 
 Rows: each checkpoint (or, with ``--ablation``, regression / BT / BTT with one shared token, and BTT
 with separate tokens, all trained with the same data stream, seed and step budget), plus a ceiling
@@ -36,6 +37,7 @@ class EvaluateRewardConfig:
     split: str = "heldout"
     checkpoints: list[str] = field(default_factory=list)  # run directories to evaluate (name = folder)
     ablation: bool = False  # train the four ablation variants into out/<variant> (skipped when done)
+    probe: bool = False  # also run the caption probe on every checkpoint trained with the caption loss
     steps: int = 400  # ablation: training steps per variant (same for every row)
     train_overrides: list[str] = field(default_factory=lambda: [  # the shipped recipe, shared by every row
         "data=synthetic", "batch_size=8", "parts.lora_rank=0", "sampling.min_pixels=12544",
@@ -52,6 +54,41 @@ def evaluate_checkpoint(path: Path, records: list[dict], root: Path) -> dict:
     proc = RewardProcessor(tok, info.sampling, info.separate_tokens, geometry=VisionGeometry.of(model.base_model()))
     kept, ra, rb, skipped = score_pairs(model, records, root, proc)
     return {"step": step, "skipped": len(skipped), "table": accuracy_table(kept, ra, rb, info.norm)}
+
+
+def caption_probe(path: Path, prompts: int = 40, seed: int = 1000) -> dict[str, float]:
+    """How well the caption head of a checkpoint names each attribute of clean held-out videos: for
+    every attribute, the prompt variant (one value swapped) of lowest NLL given the video must be the
+    true prompt. Needs a model trained with the caption loss (``parts.lm_head``)."""
+    import dataclasses
+
+    import torch
+
+    from rlhf.reward.checkpoint import load_checkpoint
+    from rlhf.reward.processor import RewardProcessor, VisionGeometry
+    from rlhf.synthetic.prompts import BACKGROUNDS, COLOURS, DIRECTIONS, SHAPES, SPEEDS, split_prompts
+    from rlhf.synthetic.render import render
+    from rlhf.video import encode_video, read_video
+
+    model, tok, info, _ = load_checkpoint(path)
+    if not info.parts.lm_head:
+        return {}
+    proc = RewardProcessor(tok, info.sampling, info.separate_tokens, caption_mask=True,
+                           geometry=VisionGeometry.of(model.base_model()))
+    values = {"colour": list(COLOURS), "shape": list(SHAPES), "direction": list(DIRECTIONS),
+              "speed": list(SPEEDS), "background": list(BACKGROUNDS)}
+    held = split_prompts("heldout")
+    chosen = [held[i * len(held) // prompts] for i in range(min(prompts, len(held)))]
+    hits = dict.fromkeys(values, 0)
+    with torch.no_grad():
+        for i, p in enumerate(chosen):
+            video = read_video(encode_video(render(p, None, seed=seed + i), fps=8.0, crf=12))
+            for attr, options in values.items():
+                batch = proc([video] * len(options), [dataclasses.replace(p, **{attr: v}).text for v in options])
+                _, nll = model(**batch)
+                total = nll * batch["caption_mask"][:, 1:].sum(1)  # NLL of the whole prompt
+                hits[attr] += options[int(total.argmin())] == getattr(p, attr)
+    return {attr: hits[attr] / len(chosen) for attr in values}
 
 
 def ceiling_row(records: list[dict]) -> dict:
@@ -94,7 +131,8 @@ def main(argv: list[str] | None = None) -> int:
     cfg = parse_cli(EvaluateRewardConfig, argv, __doc__.splitlines()[0],
                     {"--data": ("data", str, "evaluation dataset dir"), "--out": ("out", str, "output dir"),
                      "--checkpoint": ("checkpoints", lambda s: [s], "one run directory")},
-                    bool_flags={"--ablation": ("ablation", "train and evaluate the four ablation variants")})
+                    bool_flags={"--ablation": ("ablation", "train and evaluate the four ablation variants"),
+                                "--probe": ("probe", "caption probe: attribute accuracy of the caption head")})
     data = Path(cfg.data)
     records = [r for r in read_preferences(data / "prefs.parquet").to_pylist() if r["split"] == cfg.split]
     if not records:
@@ -110,8 +148,16 @@ def main(argv: list[str] | None = None) -> int:
         res = evaluate_checkpoint(path, records, data)
         rows[name] = res["table"]
         details[name] = {"path": str(path), "step": res["step"], "skipped": res["skipped"]}
+        if cfg.probe:
+            details[name]["caption_probe"] = caption_probe(path)
     rows["ceiling (oracle scores)"] = ceiling_row(records)
     md = markdown(rows)
+    probes = {n: d["caption_probe"] for n, d in details.items() if d.get("caption_probe")}
+    if probes:
+        attrs = list(next(iter(probes.values())))
+        md += ("\n\nCaption probe (clean held-out videos; chance: colour 17%, shape 33%, direction 25%, speed 50%, "
+               "background 50%)\n\n| model | " + " | ".join(attrs) + " |\n|---|" + "---|" * len(attrs) + "\n"
+               + "\n".join(f"| {n} | " + " | ".join(f"{p[a]:.0%}" for a in attrs) + " |" for n, p in probes.items()))
     out = Path(cfg.out)
     (out / "table.md").write_text(f"{len(records)} {cfg.split} pairs of {data}\n\n{md}\n")
     (out / "table.json").write_text(json.dumps({"rows": rows, "runs": details, "pairs": len(records)}, indent=2))
