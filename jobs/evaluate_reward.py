@@ -45,18 +45,18 @@ class EvaluateRewardConfig:
         "checkpoint_every=200"])
 
 
-def evaluate_checkpoint(path: Path, records: list[dict], root: Path) -> dict:
-    from rlhf.reward.checkpoint import load_checkpoint
+def evaluate_checkpoint(loaded: tuple, records: list[dict], root: Path) -> dict:
+    """Accuracy table of a ``load_checkpoint`` result on ``records``."""
     from rlhf.reward.processor import RewardProcessor, VisionGeometry
     from rlhf.reward.train import accuracy_table, score_pairs
 
-    model, tok, info, step = load_checkpoint(path)
+    model, tok, info, step = loaded
     proc = RewardProcessor(tok, info.sampling, info.separate_tokens, geometry=VisionGeometry.of(model.base_model()))
     kept, ra, rb, skipped = score_pairs(model, records, root, proc)
     return {"step": step, "skipped": len(skipped), "table": accuracy_table(kept, ra, rb, info.norm)}
 
 
-def caption_probe(path: Path, prompts: int = 40, seed: int = 1000) -> dict[str, float]:
+def caption_probe(loaded: tuple, prompts: int = 40, seed: int = 1000) -> dict[str, float]:
     """How well the caption head of a checkpoint names each attribute of clean held-out videos: for
     every attribute, the prompt variant (one value swapped) of lowest NLL given the video must be the
     true prompt. Needs a model trained with the caption loss (``parts.lm_head``)."""
@@ -64,13 +64,12 @@ def caption_probe(path: Path, prompts: int = 40, seed: int = 1000) -> dict[str, 
 
     import torch
 
-    from rlhf.reward.checkpoint import load_checkpoint
     from rlhf.reward.processor import RewardProcessor, VisionGeometry
     from rlhf.synthetic.prompts import BACKGROUNDS, COLOURS, DIRECTIONS, SHAPES, SPEEDS, split_prompts
     from rlhf.synthetic.render import render
     from rlhf.video import encode_video, read_video
 
-    model, tok, info, _ = load_checkpoint(path)
+    model, tok, info, _ = loaded
     if not info.parts.lm_head:
         return {}
     proc = RewardProcessor(tok, info.sampling, info.separate_tokens, caption_mask=True,
@@ -127,6 +126,7 @@ def markdown(rows: dict[str, dict]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     from rlhf.data.schema import read_preferences
+    from rlhf.reward.checkpoint import load_checkpoint
 
     cfg = parse_cli(EvaluateRewardConfig, argv, __doc__.splitlines()[0],
                     {"--data": ("data", str, "evaluation dataset dir"), "--out": ("out", str, "output dir"),
@@ -145,11 +145,12 @@ def main(argv: list[str] | None = None) -> int:
             runs[name] = train_variant(cfg, name, overrides)
     rows, details = {}, {}
     for name, path in runs.items():
-        res = evaluate_checkpoint(path, records, data)
+        loaded = load_checkpoint(path)  # once per row: the table and the probe share it
+        res = evaluate_checkpoint(loaded, records, data)
         rows[name] = res["table"]
         details[name] = {"path": str(path), "step": res["step"], "skipped": res["skipped"]}
         if cfg.probe:
-            details[name]["caption_probe"] = caption_probe(path)
+            details[name]["caption_probe"] = caption_probe(loaded)
     rows["ceiling (oracle scores)"] = ceiling_row(records)
     md = markdown(rows)
     probes = {n: d["caption_probe"] for n, d in details.items() if d.get("caption_probe")}

@@ -52,10 +52,14 @@ class RewardCheckpointInfo:
                                                 for d in DIMS for s in ("mean", "std")})
 
 
+def _in_adapter(name: str) -> bool:
+    """Parameters the peft adapter file holds (LoRA, trainable-token deltas), not non_lora_state_dict."""
+    return "lora_" in name or "trainable_tokens_" in name
+
+
 def _non_lora_state(model: VideoRewardModel) -> dict[str, torch.Tensor]:
     """Trainable parameters that the peft adapter file does not hold."""
-    return {k: v.detach().cpu() for k, v in model.named_parameters()
-            if v.requires_grad and "lora_" not in k and "trainable_tokens_" not in k}
+    return {k: v.detach().cpu() for k, v in model.named_parameters() if v.requires_grad and not _in_adapter(k)}
 
 
 def _lora_settings(model: VideoRewardModel) -> dict:
@@ -203,7 +207,7 @@ def load_checkpoint(path: str | Path, step: int = -1):
     if not any(k.startswith("rm_head") for k in state):
         raise CheckpointError(f"{ck}/non_lora_state_dict.pth lacks the reward head (rm_head.weight)")
     if weightless:
-        uncovered = [k for k in own if k not in state and "lora_" not in k and "trainable_tokens_" not in k]
+        uncovered = [k for k in own if k not in state and not _in_adapter(k)]
         if uncovered:
             raise CheckpointError(f"{base} has no weights and {ck}/non_lora_state_dict.pth lacks {len(uncovered)} "
                                   f"parameter(s) such as {uncovered[:2]}: restore the backbone weights")
@@ -237,7 +241,7 @@ def export_checkpoint(run_dir: str | Path, dest: str | Path, step: int = -1, met
     root = Path(run_dir)
     model, _, info, step = load_checkpoint(root, step)
     state = torch.load(root / f"checkpoint-{step}" / "non_lora_state_dict.pth", map_location="cpu", weights_only=True)
-    full = all(k in state for k, _ in model.named_parameters() if "lora_" not in k and "trainable_tokens_" not in k)
+    full = all(k in state for k, _ in model.named_parameters() if not _in_adapter(k))
     dest = Path(dest)
     tmp = dest.with_name(dest.name + ".part")
     if tmp.exists():
