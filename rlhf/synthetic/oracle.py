@@ -20,7 +20,9 @@ VQ (visual quality: how each frame looks) = presence x exp(-(noise/0.035 + soft/
   * soft: edge width in pixels beyond 0.9 px (at S = 32): pixels with 0.15 < alpha < 0.85 per unit of
     perimeter sqrt(4 pi A) (a crisp anti-aliased edge measures about 0.8);
   * cast: mean |b_t - grey(b_t)| (backgrounds are neutral, so any chroma there is a colour cast);
-  * presence: min(1, contrast / 0.3), contrast = median |o_t - b_t|: no visible object, no quality.
+  * presence: min(1, contrast / 0.3) x wholeness, contrast = median |o_t - b_t|: no visible object, no
+    quality; wholeness = min(1, area / (0.8 x the world's object area))^2: drawing less of the object
+    (a fragment, a shrunken shape) is not a way to look cleaner (a measured reward-hacking pattern).
 MQ (motion quality: how the clip moves) = found x exp(-(jerk/0.06 + flicker/0.3 + size_cv/0.15))
   * jerk: mean |c_{t+1} - 2 c_t + c_{t-1}| / S (constant velocity gives 0): jitter, stutter;
   * flicker: mean |second difference of the median frame luminance| (a smooth drift gives 0);
@@ -36,7 +38,9 @@ TA (text alignment: does the clip show the prompt), weighted mean of matches in 
   * direction 0.25: (1 + cos) / 2 of the fitted displacement and the prompt direction, faded toward
     0.5 when the object moves less than 0.1 S;
   * speed 0.15: fitted path length L against the prompt's L*, exp(-ln((L+0.05)/(L*+0.05))^2 / 0.18);
-  * background 0.10: median background luminance against the prompt's, Gaussian with width 0.12.
+  * background 0.10: median background luminance against the prompt's, Gaussian with width 0.12;
+  the object parts (colour, shape, direction, speed) are scaled by found x wholeness: an object seen in
+  few frames, or only a fragment of it, shows less of the prompt.
 Overall = (VQ + MQ + TA) / 3.
 """
 
@@ -53,6 +57,7 @@ _LUMA = np.array([0.299, 0.587, 0.114])
 MAX_NOISE = 0.2  # above this noise level no object is detected at all
 CRISP_EDGE = 0.8  # edge width (px) the measurement reports for a crisp anti-aliased edge
 SOFT_OK = 1.5  # edge width (px at 32 px) judged sharp: H.264 4:2:0 chroma widens crisp edges to ~1.4
+WHOLE_FRACTION = 0.8  # objects covering less than this share of the world's object area lose VQ and TA
 TA_WEIGHTS = {"colour": 0.25, "shape": 0.25, "direction": 0.25, "speed": 0.15, "background": 0.10}
 
 
@@ -73,6 +78,7 @@ class Measurements:
     shape_err: dict  # shape -> mean normalised L1 distance to its template
     displacement: np.ndarray  # fitted (dx, dy) over the clip, fraction of frame size
     background: float
+    area: float = 0.0  # mean object coverage of the found frames, fraction of the frame
 
 
 def _median3(f: np.ndarray) -> np.ndarray:
@@ -170,7 +176,7 @@ def measure(frames: np.ndarray) -> Measurements:
         tmpl = np.clip(0.5 - _sdf(shape, px, py, r) / ramp, 0.0, 1.0)
         shape_err[shape] = np.abs(a - tmpl).sum(axis=(1, 2)) / A
     return Measurements(noise, softness, cast, contrast, float(found.mean()), jerk, flicker, size_cv,
-                        hue, chroma, shape_err, displacement, background)
+                        hue, chroma, shape_err, displacement, background, float(np.mean(size)) / (H * W))
 
 
 def ta_parts(m: Measurements, prompt: Prompt) -> dict[str, float]:
@@ -190,12 +196,23 @@ def ta_parts(m: Measurements, prompt: Prompt) -> dict[str, float]:
         parts["direction"] = 0.5 + 0.5 * cos * min(1.0, norm / 0.1)
         target = SPEEDS[prompt.speed]
         parts["speed"] = float(np.exp(-np.log((norm + 0.05) / (target + 0.05)) ** 2 / (2 * 0.3**2)))
+        # Present and whole: an object seen in few frames, or only a fragment of it, shows less of the prompt.
+        seen = m.found * wholeness(m)
+        for k in ("colour", "shape", "direction", "speed"):
+            parts[k] *= seen
     parts["background"] = float(np.exp(-((m.background - BACKGROUNDS[prompt.background]) / 0.12) ** 2))
     return parts
 
 
+def wholeness(m: Measurements) -> float:
+    """1 for an object of the world's size, falling as (area / (0.8 x full area))^2 below 80% of it."""
+    from .render import OBJECT_AREA
+
+    return float(min(1.0, m.area / (WHOLE_FRACTION * OBJECT_AREA)) ** 2)
+
+
 def scores_from(m: Measurements, prompt: Prompt) -> dict[str, float]:
-    presence = min(1.0, m.contrast / 0.3)
+    presence = min(1.0, m.contrast / 0.3) * wholeness(m)
     vq = presence * np.exp(-(m.noise / 0.035 + max(0.0, m.softness - SOFT_OK) / 1.0 + m.cast / 0.1))
     mq = m.found * np.exp(-(m.jerk / 0.06 + m.flicker / 0.3 + m.size_cv / 0.15))
     parts = ta_parts(m, prompt)

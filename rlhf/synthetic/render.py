@@ -45,6 +45,7 @@ DEFECTS: dict[str, str] = {
 }
 
 OBJECT_RADIUS = 0.17  # circle radius as a fraction of the frame size; other shapes have equal area
+OBJECT_AREA = float(np.pi * OBJECT_RADIUS**2)  # object coverage as a fraction of a square frame
 START_OFFSET = 0.05  # seeded offset of the path centre, fraction of the frame size
 WRONG_PATH = {"slowly": 0.6, "quickly": 0.0}
 

@@ -1,0 +1,1 @@
+"""Evaluation: attribute accuracy of generators, win rates, tables."""

@@ -1,0 +1,261 @@
+"""The video flow generator: a diffusers ``WanTransformer3DModel``, a UMT5 text encoder and a codec.
+
+Convention (everywhere in ``rlhf``): ``x_t = (1 - t) x0 + t noise``, ``t`` in [0, 1], ``t = 1`` is
+pure noise, and the network predicts the velocity ``v = noise - x0``. Wan takes ``1000 t`` as its
+timestep.
+
+Position channels: Wan's 3-D RoPE is relative, so a small model cannot tell where in the frame it
+is, and the moving-shapes world starts each object at an edge given by the prompt. The world's
+generator therefore concatenates ``position_channels`` learned absolute-position maps to its input
+(measured: without them direction accuracy stayed near chance). Real Wan checkpoints have none.
+
+Layouts on disk:
+* our own: ``generator.json`` (this module's config), ``transformer/`` and ``text_encoder/``
+  (``save_pretrained``), ``tokenizer/``, ``position.safetensors``;
+* Wan2.1 diffusers layout (``model_index.json``, ``transformer/``, ``text_encoder/``, ``tokenizer/``,
+  ``vae/``): loaded with the real ``AutoencoderKLWan`` as codec.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import torch
+
+from .codec import SpaceToDepthCodec, WanVAECodec
+from .text import TextEncoder, world_text_encoder
+
+LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
+
+
+class GeneratorError(ValueError):
+    """A generator checkpoint or adapter that cannot be loaded as asked."""
+
+
+@dataclass
+class GeneratorConfig:
+    """A Wan-class generator for the moving-shapes world (defaults: ~1 M parameters, 32x32x8 videos)."""
+
+    layers: int = 3  # transformer blocks
+    heads: int = 4  # attention heads
+    head_dim: int = 32  # width per head (model width = heads x head_dim)
+    ffn_dim: int = 256  # feed-forward width
+    freq_dim: int = 64  # sinusoidal timestep embedding width
+    position_channels: int = 16  # learned absolute-position input maps (0 = none, as real Wan)
+    text_dim: int = 64  # UMT5 width
+    text_layers: int = 2  # UMT5 blocks
+    text_heads: int = 2
+    text_ffn: int = 128
+    max_text_tokens: int = 16  # prompt length after padding / truncation
+    codec_factor: int = 4  # space-to-depth block size: 32x32 RGB -> 8x8x48 latents
+    frames: int = 8
+    height: int = 32
+    width: int = 32
+    seed: int = 0  # initial weights
+
+    def validate(self) -> None:
+        for f in ("layers", "heads", "head_dim", "ffn_dim", "freq_dim", "text_dim", "text_layers", "text_heads",
+                  "text_ffn", "max_text_tokens", "codec_factor", "frames", "height", "width"):
+            if getattr(self, f) < 1:
+                raise ValueError(f"generator.{f} must be >= 1, got {getattr(self, f)}")
+        if self.position_channels < 0:
+            raise ValueError(f"generator.position_channels must be >= 0, got {self.position_channels}")
+        if self.height % self.codec_factor or self.width % self.codec_factor:
+            raise ValueError(f"generator.height/width ({self.height}x{self.width}) must be divisible by "
+                             f"codec_factor {self.codec_factor}")
+
+
+class FlowGenerator(torch.nn.Module):
+    """Velocity model ``v(x_t, t, text)`` plus what turns prompts and latents into it and back."""
+
+    def __init__(self, transformer, text: TextEncoder, codec, video_shape: tuple[int, int, int],
+                 position: torch.Tensor | None = None, config: GeneratorConfig | None = None):
+        super().__init__()
+        self.transformer = transformer
+        self.text = text
+        self.codec = codec
+        self.video_shape = tuple(video_shape)  # (frames, height, width)
+        self.position = torch.nn.Parameter(position) if position is not None else None
+        self.config = config
+
+    # ---------------------------------------------------------------- construction
+    @classmethod
+    def from_config(cls, cfg: GeneratorConfig) -> "FlowGenerator":
+        from diffusers import WanTransformer3DModel
+
+        cfg.validate()
+        codec = SpaceToDepthCodec(cfg.codec_factor)
+        C, F, h, w = codec.latent_shape(cfg.frames, cfg.height, cfg.width)
+        text = world_text_encoder(cfg.text_dim, cfg.text_layers, cfg.text_heads, cfg.text_ffn,
+                                  cfg.max_text_tokens, cfg.seed)
+        torch.manual_seed(cfg.seed)
+        transformer = WanTransformer3DModel(
+            patch_size=(1, 1, 1), num_attention_heads=cfg.heads, attention_head_dim=cfg.head_dim,
+            in_channels=C + cfg.position_channels, out_channels=C, text_dim=cfg.text_dim, freq_dim=cfg.freq_dim,
+            ffn_dim=cfg.ffn_dim, num_layers=cfg.layers, rope_max_seq_len=64)
+        position = torch.randn(cfg.position_channels, F, h, w) * 0.5 if cfg.position_channels else None
+        return cls(transformer, text, codec, (cfg.frames, cfg.height, cfg.width), position, cfg)
+
+    @property
+    def latent_shape(self) -> tuple[int, int, int, int]:
+        return self.codec.latent_shape(*self.video_shape)
+
+    # ---------------------------------------------------------------- the model
+    def encode_prompts(self, prompts: list[str]) -> torch.Tensor:
+        return self.text(list(prompts))
+
+    def velocity(self, x_t: torch.Tensor, t: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        """Predicted ``v = noise - x0`` at ``x_t``; ``t`` in [0, 1], shape ``(B,)``."""
+        if x_t.shape[1:] != torch.Size(self.latent_shape):
+            raise GeneratorError(f"latents must be (B, {', '.join(map(str, self.latent_shape))}), "
+                                 f"got {tuple(x_t.shape)}")
+        inp = x_t
+        if self.position is not None:
+            inp = torch.cat([x_t, self.position.to(x_t.dtype).expand(x_t.shape[0], -1, -1, -1, -1)], dim=1)
+        t = torch.as_tensor(t, dtype=torch.float32, device=x_t.device).reshape(-1).expand(x_t.shape[0])
+        return self.transformer(inp, timestep=t * 1000.0, encoder_hidden_states=text.to(x_t.dtype),
+                                return_dict=False)[0]
+
+    # ---------------------------------------------------------------- LoRA
+    @property
+    def has_lora(self) -> bool:
+        return bool(getattr(self.transformer, "_hf_peft_config_loaded", False))
+
+    def add_lora(self, rank: int = 8, alpha: float | None = None, targets=LORA_TARGETS) -> None:
+        """Attach a LoRA adapter (B = 0: the policy starts equal to the base) and freeze everything else."""
+        from peft import LoraConfig
+
+        if rank < 1:
+            raise GeneratorError(f"LoRA rank must be >= 1, got {rank}")
+        self.requires_grad_(False)
+        self.transformer.add_adapter(LoraConfig(r=rank, lora_alpha=alpha or rank, target_modules=list(targets),
+                                                init_lora_weights=True))
+
+    def lora_parameters(self) -> list[torch.nn.Parameter]:
+        return [p for n, p in self.transformer.named_parameters() if "lora_" in n]
+
+    @contextlib.contextmanager
+    def reference(self):
+        """The frozen base policy: the same module with the adapter disabled."""
+        if not self.has_lora:
+            yield self
+            return
+        self.transformer.disable_adapters()
+        try:
+            yield self
+        finally:
+            self.transformer.enable_adapters()
+
+    def lora_state(self) -> dict[str, torch.Tensor]:
+        from peft import get_peft_model_state_dict
+
+        return {k: v.detach().clone() for k, v in get_peft_model_state_dict(self.transformer).items()}
+
+    def lora_config(self) -> dict:
+        cfg = self.transformer.peft_config["default"]
+        return {"rank": cfg.r, "alpha": cfg.lora_alpha, "targets": sorted(cfg.target_modules)}
+
+    def load_lora_state(self, state: dict[str, torch.Tensor], source: str = "adapter") -> None:
+        """Load adapter weights; refuses (naming what differs) an adapter of another shape or model."""
+        from peft import set_peft_model_state_dict
+
+        mine = {k: v.shape for k, v in get_lora_shapes(self).items()}
+        theirs = {k: tuple(v.shape) for k, v in state.items()}
+        missing, extra = sorted(set(mine) - set(theirs)), sorted(set(theirs) - set(mine))
+        wrong = sorted(k for k in set(mine) & set(theirs) if tuple(mine[k]) != theirs[k])
+        if missing or extra or wrong:
+            detail = []
+            if missing:
+                detail.append(f"missing {len(missing)} tensors (e.g. {missing[0]})")
+            if extra:
+                detail.append(f"{len(extra)} unexpected tensors (e.g. {extra[0]})")
+            if wrong:
+                k = wrong[0]
+                detail.append(f"{len(wrong)} shape mismatches (e.g. {k}: {theirs[k]} vs {tuple(mine[k])})")
+            raise GeneratorError(f"{source} does not match this generator's LoRA ({self.lora_config()}): "
+                                 + "; ".join(detail) + ". Load it into the generator and rank it was trained with.")
+        set_peft_model_state_dict(self.transformer, state)
+
+    def save_lora(self, path: str | Path) -> Path:
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.contiguous() for k, v in self.lora_state().items()}, path / "adapter.safetensors")
+        (path / "adapter.json").write_text(json.dumps(self.lora_config(), indent=2))
+        return path
+
+    def load_lora(self, path: str | Path) -> None:
+        """Load an adapter saved by :meth:`save_lora`, attaching one of the saved rank if none is attached."""
+        from safetensors.torch import load_file
+
+        path = Path(path)
+        if not (path / "adapter.safetensors").is_file() or not (path / "adapter.json").is_file():
+            raise GeneratorError(f"{path} is not a LoRA adapter directory (needs adapter.safetensors and "
+                                 "adapter.json, as written by save_lora / align_offline)")
+        meta = json.loads((path / "adapter.json").read_text())
+        if not self.has_lora:
+            self.add_lora(meta["rank"], meta["alpha"], meta["targets"])
+        self.load_lora_state(load_file(path / "adapter.safetensors"), str(path))
+
+    # ---------------------------------------------------------------- persistence
+    def save(self, path: str | Path) -> Path:
+        from safetensors.torch import save_file
+
+        if self.config is None:
+            raise GeneratorError("only generators built from a GeneratorConfig can be saved in the world layout")
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        self.transformer.save_pretrained(path / "transformer", safe_serialization=True)
+        self.text.encoder.save_pretrained(path / "text_encoder", safe_serialization=True)
+        self.text.tokenizer.save_pretrained(path / "tokenizer")
+        if self.position is not None:
+            save_file({"position": self.position.detach().contiguous()}, path / "position.safetensors")
+        (path / "generator.json").write_text(json.dumps(asdict(self.config), indent=2))
+        return path
+
+
+def get_lora_shapes(gen: FlowGenerator) -> dict[str, torch.Size]:
+    from peft import get_peft_model_state_dict
+
+    return {k: v.shape for k, v in get_peft_model_state_dict(gen.transformer).items()}
+
+
+def load_generator(path: str | Path, dtype: torch.dtype = torch.float32) -> FlowGenerator:
+    """Load our world layout (``generator.json``) or a Wan2.1 diffusers checkpoint (``model_index.json``)."""
+    from diffusers import WanTransformer3DModel
+    from transformers import AutoTokenizer, UMT5EncoderModel
+
+    path = Path(path)
+    if not path.is_dir():
+        raise GeneratorError(f"generator checkpoint {path} is not a directory")
+    for part in ("transformer", "text_encoder", "tokenizer"):
+        if not (path / part).is_dir():
+            raise GeneratorError(f"generator checkpoint {path} lacks {part}/ (expected the world layout with "
+                                 "generator.json or a Wan2.1 diffusers layout with model_index.json)")
+    transformer = WanTransformer3DModel.from_pretrained(path / "transformer", torch_dtype=dtype)
+    encoder = UMT5EncoderModel.from_pretrained(path / "text_encoder", torch_dtype=dtype)
+    tokenizer = AutoTokenizer.from_pretrained(path / "tokenizer")
+    if (path / "generator.json").is_file():
+        from safetensors.torch import load_file
+
+        known = {f.name for f in fields(GeneratorConfig)}
+        cfg = GeneratorConfig(**{k: v for k, v in json.loads((path / "generator.json").read_text()).items()
+                                 if k in known})
+        position = load_file(path / "position.safetensors")["position"] if cfg.position_channels else None
+        text = TextEncoder(encoder, tokenizer, cfg.max_text_tokens)
+        return FlowGenerator(transformer, text, SpaceToDepthCodec(cfg.codec_factor),
+                             (cfg.frames, cfg.height, cfg.width), position, cfg)
+    if (path / "model_index.json").is_file():
+        from diffusers import AutoencoderKLWan
+
+        if not (path / "vae").is_dir():
+            raise GeneratorError(f"Wan checkpoint {path} lacks vae/")
+        codec = WanVAECodec(AutoencoderKLWan.from_pretrained(path / "vae", torch_dtype=dtype))
+        text = TextEncoder(encoder, tokenizer, 512)
+        # Wan2.1's default: 81 frames at 480x832.
+        return FlowGenerator(transformer, text, codec, (81, 480, 832))
+    raise GeneratorError(f"{path} has neither generator.json nor model_index.json")
