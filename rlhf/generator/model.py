@@ -162,7 +162,7 @@ class FlowGenerator(torch.nn.Module):
         """Load adapter weights; refuses (naming what differs) an adapter of another shape or model."""
         from peft import set_peft_model_state_dict
 
-        mine = {k: v.shape for k, v in get_lora_shapes(self).items()}
+        mine = get_lora_shapes(self)
         theirs = {k: tuple(v.shape) for k, v in state.items()}
         missing, extra = sorted(set(mine) - set(theirs)), sorted(set(theirs) - set(mine))
         wrong = sorted(k for k in set(mine) & set(theirs) if tuple(mine[k]) != theirs[k])
@@ -224,8 +224,13 @@ def get_lora_shapes(gen: FlowGenerator) -> dict[str, torch.Size]:
     return {k: v.shape for k, v in get_peft_model_state_dict(gen.transformer).items()}
 
 
-def load_generator(path: str | Path, dtype: torch.dtype = torch.float32) -> FlowGenerator:
-    """Load our world layout (``generator.json``) or a Wan2.1 diffusers checkpoint (``model_index.json``)."""
+def load_generator(path: str | Path, dtype: torch.dtype = torch.float32, text_tokens: int = 512,
+                   video_shape: tuple[int, int, int] = (81, 480, 832)) -> FlowGenerator:
+    """Load our world layout (``generator.json``) or a Wan2.1 diffusers checkpoint (``model_index.json``).
+
+    ``text_tokens`` and ``video_shape`` (frames, height, width) apply to Wan checkpoints only (their
+    defaults are Wan2.1's: 512 tokens, 81 frames at 480x832); the world layout records its own.
+    """
     from diffusers import WanTransformer3DModel
     from transformers import AutoTokenizer, UMT5EncoderModel
 
@@ -255,7 +260,6 @@ def load_generator(path: str | Path, dtype: torch.dtype = torch.float32) -> Flow
         if not (path / "vae").is_dir():
             raise GeneratorError(f"Wan checkpoint {path} lacks vae/")
         codec = WanVAECodec(AutoencoderKLWan.from_pretrained(path / "vae", torch_dtype=dtype))
-        text = TextEncoder(encoder, tokenizer, 512)
-        # Wan2.1's default: 81 frames at 480x832.
-        return FlowGenerator(transformer, text, codec, (81, 480, 832))
+        codec.latent_shape(*video_shape)
+        return FlowGenerator(transformer, TextEncoder(encoder, tokenizer, text_tokens), codec, video_shape)
     raise GeneratorError(f"{path} has neither generator.json nor model_index.json")
