@@ -132,11 +132,11 @@ def train(cfg: PretrainConfig) -> Path:
         seen += cfg.batch
         bar.update(1)
         if step % 50 == 0 or step == cfg.steps:
-            rec = {"step": step, "loss": float(loss), "lr": lr_at(cfg, step - 1),
+            rec = {"step": step, "loss": float(loss.detach()), "lr": lr_at(cfg, step - 1),
                    "clips_per_s": seen / (time.time() - t0), "time": time.time()}
             log.write(json.dumps(rec) + "\n")
             log.flush()
-            bar.set_postfix(loss=f"{float(loss):.4f}")
+            bar.set_postfix(loss=f"{rec['loss']:.4f}")
         if step % cfg.checkpoint_every == 0 or step == cfg.steps:
             save_state()
     bar.close()

@@ -1,0 +1,141 @@
+"""Offline alignment: sample prompt groups from the pretrained policy, score them, train a LoRA.
+
+Pure library code (no Ray): ``jobs/align_offline.py`` and the table job drive it, and the online loop
+reuses :func:`train_lora_steps` on its own batches.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .pairs import PairConfig, best_of_groups, build_pairs
+from .step import AlgoConfig, dpo_loss, weighted_fm_loss
+
+PROMPT_SPLITS = ("train", "heldout", "all")
+
+
+class PromptFileError(ValueError):
+    """A prompt source that gives no usable prompt."""
+
+
+def read_prompts(spec: str) -> list[str]:
+    """Prompts of a moving-shapes split (``train``/``heldout``/``all``) or of a text file (one per line,
+    blank lines and ``#`` comments skipped)."""
+    from rlhf.synthetic.prompts import all_prompts, split_prompts
+
+    if spec in PROMPT_SPLITS:
+        return [p.text for p in (all_prompts() if spec == "all" else split_prompts(spec))]
+    path = Path(spec)
+    if not path.is_file():
+        raise PromptFileError(f"prompts {spec!r} is neither a split ({', '.join(PROMPT_SPLITS)}) nor a file")
+    lines = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines()]
+    prompts = [ln for ln in lines if ln and not ln.startswith("#")]
+    if not prompts:
+        raise PromptFileError(f"prompt file {path} holds no prompt: write one prompt per line")
+    return prompts
+
+
+@dataclass
+class TrainConfig:
+    lora_rank: int = 8
+    lora_alpha: float = 8.0
+    lr: float = 3e-4  # AdamW on the LoRA parameters
+    steps: int = 200  # optimiser steps
+    batch: int = 8  # pairs per step (DPO) or 2 x batch samples per step (RWR, SFT): equal policy compute
+    seed: int = 0
+    algo: AlgoConfig = field(default_factory=AlgoConfig)
+    pairs: PairConfig = field(default_factory=PairConfig)
+
+    def validate(self) -> None:
+        if self.lora_rank < 1 or self.steps < 1 or self.batch < 1:
+            raise ValueError("lora_rank, steps and batch must be >= 1")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        self.algo.validate()
+        self.pairs.validate()
+
+
+def weighted_rewards(scores: np.ndarray, cfg: PairConfig) -> np.ndarray:
+    """``(n, 3)`` VQ/MQ/TA scores -> the weighted reward of each sample."""
+    w = cfg.weights
+    return np.asarray(scores, np.float64) @ np.array([w.VQ, w.MQ, w.TA])
+
+
+def training_set(prompts: list[str], rewards: np.ndarray, cfg: TrainConfig) -> dict:
+    """What the chosen algorithm trains on: pairs (DPO), all samples with z-scored rewards (RWR), or
+    the best sample of each group (SFT)."""
+    if cfg.algo.algo.startswith("dpo"):
+        pairs = build_pairs(prompts, list(rewards), cfg.pairs)
+        if not pairs:
+            raise ValueError("no preference pair: every prompt group is a tie under the chosen weights; "
+                             "raise the group size or lower pairs.margin")
+        return {"pairs": np.array(pairs)}
+    if cfg.algo.algo == "rwr":
+        z = (rewards - rewards.mean()) / max(float(rewards.std()), 1e-8)
+        return {"samples": np.arange(len(prompts)), "rewards": z}
+    return {"samples": np.array(best_of_groups(prompts, list(rewards)))}
+
+
+def train_lora_steps(gen, latents: torch.Tensor, text: torch.Tensor, data: dict, cfg: TrainConfig, opt,
+                     steps: int, rng: np.random.Generator, trng: torch.Generator, log=None, progress=None) -> list[dict]:
+    """``steps`` optimiser steps of ``cfg.algo`` on ``data`` (from :func:`training_set`); ``text`` holds the
+    prompt embedding of every sample. Returns one record per step."""
+    gen.train()
+    params = gen.lora_parameters()
+    records = []
+    for _ in range(steps):
+        t0 = time.time()
+        if "pairs" in data:
+            idx = data["pairs"][rng.integers(len(data["pairs"]), size=cfg.batch)]
+            out = dpo_loss(gen, latents[idx[:, 0]], latents[idx[:, 1]], text[idx[:, 0]], cfg.algo, trng)
+        else:
+            idx = data["samples"][rng.integers(len(data["samples"]), size=2 * cfg.batch)]
+            r = torch.as_tensor(data["rewards"][idx]) if "rewards" in data else None
+            out = weighted_fm_loss(gen, latents[idx], text[idx], r, cfg.algo, trng)
+        opt.zero_grad(set_to_none=True)
+        out["loss"].backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        rec = {"loss": float(out["loss"].detach()), "seconds": time.time() - t0}
+        if "implicit_accuracy" in out:
+            rec["implicit_accuracy"] = float(out["implicit_accuracy"])
+        records.append(rec)
+        if log is not None:
+            log(rec)
+        if progress is not None:
+            progress.update(1)
+    return records
+
+
+def align(gen, latents: torch.Tensor, prompts: list[str], scores: np.ndarray, cfg: TrainConfig,
+          progress=None, log=None) -> list[dict]:
+    """Attach a LoRA to ``gen`` and train it on scored samples (``latents`` of ``prompts``)."""
+    cfg.validate()
+    if not (len(latents) == len(prompts) == len(scores)):
+        raise ValueError(f"{len(latents)} latents, {len(prompts)} prompts and {len(scores)} score rows differ")
+    rewards = weighted_rewards(scores, cfg.pairs)
+    data = training_set(prompts, rewards, cfg)
+    torch.manual_seed(cfg.seed)
+    gen.add_lora(cfg.lora_rank, cfg.lora_alpha)
+    with torch.no_grad():
+        uniq = sorted(set(prompts))
+        emb = dict(zip(uniq, gen.encode_prompts(uniq)))
+        text = torch.stack([emb[p] for p in prompts])
+    opt = torch.optim.AdamW(gen.lora_parameters(), lr=cfg.lr, weight_decay=0.0)
+    rng = np.random.default_rng(cfg.seed)
+    trng = torch.Generator().manual_seed(cfg.seed)
+    return train_lora_steps(gen, latents, text, data, cfg, opt, cfg.steps, rng, trng, log, progress)
+
+
+def summarize(records: list[dict]) -> dict:
+    tail = records[-max(1, len(records) // 5):]
+    out = {"steps": len(records), "final_loss": float(np.mean([r["loss"] for r in tail])),
+           "seconds": float(sum(r["seconds"] for r in records))}
+    if "implicit_accuracy" in records[0]:
+        out["final_implicit_accuracy"] = float(np.mean([r["implicit_accuracy"] for r in tail]))
+    return out

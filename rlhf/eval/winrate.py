@@ -1,0 +1,42 @@
+"""Win rates of a policy against the pretrained one, and the reward-hacking flag.
+
+Both policies sample the same held-out prompts with the same seeds; each pair of clips is judged per
+dimension and on the weighted objective: a win counts 1, a tie (|difference| <= the judge's tie
+margin) 1/2, a loss 0.
+
+Reward hacking: the learned reward says the policy wins (weighted win rate > 50%) while the oracle says
+it loses some dimension: that dimension's oracle win rate is below 50% by more than two standard
+errors of a win rate over n pairs (sqrt(0.25 / n)), so that sampling noise alone does not raise it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from rlhf.align.pairs import DIMENSIONS, RewardWeights
+
+
+def win_rate(policy: np.ndarray, base: np.ndarray, tie: float) -> float:
+    d = np.asarray(policy, np.float64) - np.asarray(base, np.float64)
+    return float(np.mean(np.where(np.abs(d) <= tie, 0.5, (d > 0).astype(np.float64))))
+
+
+def win_rates(policy: np.ndarray, base: np.ndarray, weights: RewardWeights, tie: float) -> dict[str, float]:
+    """``policy``/``base``: (n, 3) VQ/MQ/TA scores of the same prompts and seeds."""
+    p, b = np.asarray(policy), np.asarray(base)
+    if p.shape != b.shape or p.ndim != 2 or p.shape[1] != 3:
+        raise ValueError(f"score matrices must both be (n, 3), got {p.shape} and {b.shape}")
+    w = np.array([weights.VQ, weights.MQ, weights.TA])
+    out = {d: win_rate(p[:, i], b[:, i], tie) for i, d in enumerate(DIMENSIONS)}
+    out["weighted"] = win_rate(p @ w, b @ w, tie * float(w.sum()))
+    return out
+
+
+def reward_hacking(learned: dict[str, float], oracle: dict[str, float], n: int) -> list[str]:
+    """Dimensions the oracle says were traded away while the learned reward says the policy wins."""
+    if learned["weighted"] <= 0.5:
+        return []
+    se = math.sqrt(0.25 / max(n, 1))
+    return [d for d in DIMENSIONS if oracle[d] < 0.5 - 2 * se]

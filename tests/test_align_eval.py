@@ -1,0 +1,94 @@
+"""Win rates, the reward-hacking flag, the oracle against degenerate videos, and the alignment jobs' errors."""
+
+import json
+
+import numpy as np
+import pytest
+
+from rlhf.align.offline import PromptFileError, read_prompts
+from rlhf.align.pairs import RewardWeights
+from rlhf.eval.winrate import reward_hacking, win_rate, win_rates
+from rlhf.synthetic import render as render_mod
+from rlhf.synthetic.oracle import score
+
+PROMPT = "a red circle moving left slowly on a black background"
+
+
+def test_win_rate_counts_ties_half():
+    # +0.0 (tie), +0.2 (win), -0.2 (loss), +0.005 (tie under a 0.01 margin)
+    assert win_rate([0.5, 0.6, 0.7, 0.505], [0.5, 0.4, 0.9, 0.5], tie=0.01) == pytest.approx((0.5 + 1 + 0 + 0.5) / 4)
+
+
+def test_win_rates_weighted_objective_by_hand():
+    policy = np.array([[0.9, 0.9, 0.1], [0.2, 0.2, 0.8]])
+    base = np.array([[0.5, 0.5, 0.3], [0.5, 0.5, 0.5]])
+    ta_only = win_rates(policy, base, RewardWeights(0, 0, 1), tie=0.01)
+    assert ta_only["TA"] == 0.5 and ta_only["weighted"] == 0.5 and ta_only["VQ"] == 0.5
+    equal = win_rates(policy, base, RewardWeights(), tie=0.01)
+    # weighted sums: 1.9 vs 1.3 (win), 1.2 vs 1.5 (loss)
+    assert equal["weighted"] == 0.5
+    assert win_rates(policy[:1], base[:1], RewardWeights(), 0.01)["weighted"] == 1.0
+
+
+def test_reward_hacking_flag():
+    learned_wins = {"VQ": 0.7, "MQ": 0.7, "TA": 0.7, "weighted": 0.8}
+    # n = 100 pairs: two standard errors of a win rate = 2 sqrt(0.25 / 100) = 0.1
+    assert reward_hacking(learned_wins, {"VQ": 0.35, "MQ": 0.6, "TA": 0.6}, 100) == ["VQ"]
+    assert reward_hacking(learned_wins, {"VQ": 0.45, "MQ": 0.6, "TA": 0.6}, 100) == []
+    assert reward_hacking({**learned_wins, "weighted": 0.5}, {"VQ": 0.1, "MQ": 0.1, "TA": 0.1}, 100) == []
+
+
+def test_oracle_penalises_drawing_less_of_the_object(monkeypatch):
+    full = score(render_mod.render(PROMPT, seed=3), PROMPT)
+    # radius 0.12 instead of 0.17: area (0.12 / 0.17)^2 = 0.498 of the world's object, so by the oracle's
+    # definition VQ and the object part of TA scale by wholeness = (0.498 / 0.8)^2 = 0.388
+    monkeypatch.setattr(render_mod, "OBJECT_RADIUS", 0.12)
+    small = score(render_mod.render(PROMPT, seed=3), PROMPT)
+    assert small["VQ"] / full["VQ"] == pytest.approx(0.388, abs=0.05)
+    assert small["TA"] < full["TA"] - 0.3
+    # background only: no object, no visual quality
+    empty = np.full((8, 32, 32, 3), 20, np.uint8)
+    assert score(empty, PROMPT)["VQ"] == 0.0
+
+
+def test_empty_prompt_file_and_unknown_split_are_refused(tmp_path):
+    f = tmp_path / "prompts.txt"
+    f.write_text("# only a comment\n\n")
+    with pytest.raises(PromptFileError, match="holds no prompt"):
+        read_prompts(str(f))
+    with pytest.raises(PromptFileError, match="neither a split"):
+        read_prompts("trian")
+    f.write_text("a red circle moving left slowly on a black background\n")
+    assert read_prompts(str(f)) == [PROMPT]
+
+
+def test_unknown_algorithm_is_refused(capsys, tmp_path):
+    from jobs.align_offline import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--out", str(tmp_path), "--algo", "ppo"])
+    assert exit_.value.code == 2
+    assert "unknown algorithm 'ppo'" in capsys.readouterr().err
+
+
+def test_align_offline_and_evaluate_end_to_end(tmp_path):
+    """A tiny generator aligned for a few steps with the oracle: the adapter loads, changes the policy, and
+    the evaluation reports per-dimension win rates in [0, 1] for the same prompts and seeds."""
+    from jobs.align_offline import main as align_main
+    from jobs.evaluate import main as eval_main
+    from rlhf.generator.model import FlowGenerator
+    from tests.test_generator import TINY
+
+    FlowGenerator.from_config(TINY).save(tmp_path / "gen")
+    prompts = tmp_path / "p.txt"
+    prompts.write_text(PROMPT + "\na blue square moving up quickly on a gray background\n")
+    common = [f"generator={tmp_path / 'gen'}", "sampler.steps=2", "threads=1"]
+    assert align_main(["--out", str(tmp_path / "run"), "--algo", "dpo", "--reward", "oracle",
+                       "--prompts", str(prompts), "train.steps=3", "train.batch=2", "group=3", *common]) == 0
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["steps"] == 3 and summary["samples"] == 6 and summary["reward"] == "oracle"
+    assert eval_main(["--adapter", str(tmp_path / "run" / "adapter"), "--prompts", str(prompts), "seeds=2",
+                      "reward=none", f"base_cache={tmp_path / 'base.pt'}", *common]) == 0
+    ev = json.loads((tmp_path / "run" / "eval.json").read_text())
+    assert ev["n"] == 4 and set(ev["oracle"]["win_rate"]) == {"VQ", "MQ", "TA", "weighted"}
+    assert all(0.0 <= v <= 1.0 for v in ev["oracle"]["win_rate"].values())
