@@ -21,15 +21,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from rlhf.align.offline import TrainConfig  # noqa: E402
 from rlhf.config import parse_cli, save_config  # noqa: E402
+from rlhf.generator.model import DEFAULT_GENERATOR  # noqa: E402
 from rlhf.generator.sampler import SamplerConfig  # noqa: E402
 
-DEFAULT_GENERATOR = "artefacts/generator_default"
 
 
 @dataclass
 class AlignOfflineConfig:
     out: str = "runs/align"  # run directory
-    generator: str = DEFAULT_GENERATOR  # pretrained generator (world layout or Wan2.1 diffusers layout)
+    generator: str = str(DEFAULT_GENERATOR)  # pretrained generator (world layout or Wan2.1 diffusers layout)
     reward: str = "default"  # judge that trains: default (shipped VideoReward) | oracle | checkpoint dir
     prompts: str = "train"  # train | heldout | all | a text file with one prompt per line
     n_prompts: int = 0  # first n prompts (0 = all)

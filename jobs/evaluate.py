@@ -19,15 +19,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from rlhf.align.pairs import RewardWeights  # noqa: E402
 from rlhf.config import parse_cli  # noqa: E402
+from rlhf.generator.model import DEFAULT_GENERATOR  # noqa: E402
 from rlhf.generator.sampler import SamplerConfig  # noqa: E402
 
-DEFAULT_GENERATOR = "artefacts/generator_default"
 
 
 @dataclass
 class EvaluateConfig:
     adapter: str = ""  # LoRA adapter directory of the policy (required)
-    generator: str = DEFAULT_GENERATOR  # the pretrained generator (also the base of the adapter)
+    generator: str = str(DEFAULT_GENERATOR)  # the pretrained generator (also the base of the adapter)
     out: str = ""  # JSON result (default: next to the adapter, eval.json)
     prompts: str = "heldout"  # split name or prompt file
     seeds: int = 4  # samples per prompt

@@ -46,6 +46,7 @@ class PretrainConfig:
     resume: bool = False  # continue from out/state.pt
     eval_prompts: int = 58  # held-out prompts evaluated at the end (0 = skip)
     eval_seeds: int = 2  # samples per evaluated prompt
+    export: str = ""  # also copy the EMA generator here with a MANIFEST.json (e.g. artefacts/generator_default)
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
     data: PretrainData = field(default_factory=PretrainData)
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
@@ -155,13 +156,24 @@ def main(argv: list[str] | None = None) -> int:
     save_config(cfg, cfg.out)
     t0 = time.time()
     path = train(cfg)
+    report = None
     if cfg.eval_prompts:
         from rlhf.eval.generator import evaluate_generator
 
         report = evaluate_generator(path, cfg.eval_prompts, cfg.eval_seeds, cfg.sampler)
         (Path(cfg.out) / "evaluation.json").write_text(json.dumps(report, indent=2))
         print(json.dumps(report["summary"], indent=2))
-    (Path(cfg.out) / "run_time.json").write_text(json.dumps({"seconds": time.time() - t0}))
+    seconds = time.time() - t0
+    (Path(cfg.out) / "run_time.json").write_text(json.dumps({"seconds": seconds}))
+    if cfg.export:
+        from rlhf.artefacts import export_directory
+        from rlhf.config import to_dict
+
+        meta = {"command": "python jobs/pretrain.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+                "wall_seconds_including_evaluation": round(seconds, 1), "config": to_dict(cfg),
+                "evaluation": report["summary"] if report else None}
+        export_directory(path, cfg.export, meta)
+        print(f"exported to {cfg.export} (MANIFEST.json)", flush=True)
     return 0
 
 

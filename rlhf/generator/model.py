@@ -29,6 +29,8 @@ from .codec import SpaceToDepthCodec, WanVAECodec
 from .text import TextEncoder, world_text_encoder
 
 LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
+# The shipped pretrained generator of the moving-shapes world (jobs/pretrain.py; see its MANIFEST.json).
+DEFAULT_GENERATOR = Path(__file__).resolve().parents[2] / "artefacts" / "generator_default"
 
 
 class GeneratorError(ValueError):
@@ -236,7 +238,13 @@ def load_generator(path: str | Path, dtype: torch.dtype = torch.float32, text_to
 
     path = Path(path)
     if not path.is_dir():
-        raise GeneratorError(f"generator checkpoint {path} is not a directory")
+        hint = (" (the shipped generator: reproduce it with the command in artefacts/README.md)"
+                if path == DEFAULT_GENERATOR else "")
+        raise GeneratorError(f"generator checkpoint {path} is not a directory{hint}")
+    if (path / "MANIFEST.json").is_file():
+        from rlhf.artefacts import verify_manifest
+
+        verify_manifest(path, GeneratorError)
     for part in ("transformer", "text_encoder", "tokenizer"):
         if not (path / part).is_dir():
             raise GeneratorError(f"generator checkpoint {path} lacks {part}/ (expected the world layout with "

@@ -26,6 +26,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from rlhf.artefacts import verify_manifest as _verify
+from rlhf.artefacts import write_manifest
+
 from .model import DIMS, TrainableParts, VideoRewardModel, apply_trainable_parts, build_model
 from .processor import FrameSampling, RewardProcessor, VisionGeometry
 
@@ -222,16 +225,6 @@ def _weight_files(folder: Path) -> list[Path]:
     return [p for p in folder.iterdir() if p.suffix in (".safetensors", ".bin") or p.name.endswith(".index.json")]
 
 
-def _sha256(path: Path) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def export_checkpoint(run_dir: str | Path, dest: str | Path, step: int = -1, meta: dict | None = None) -> dict:
     """Copy one checkpoint of a run into ``dest`` (same layout, loadable by ``load_checkpoint``) with a
     ``MANIFEST.json`` of every file's size and sha256 plus ``meta``. Backbone weights are left out when
@@ -252,11 +245,8 @@ def export_checkpoint(run_dir: str | Path, dest: str | Path, step: int = -1, met
     if info.model_name_or_path == "backbone":
         skip = {p.name for p in _weight_files(root / "backbone")} if full else set()
         shutil.copytree(root / "backbone", tmp / "backbone", ignore=lambda _d, names: [n for n in names if n in skip])
-    files = {str(p.relative_to(tmp)): {"bytes": p.stat().st_size, "sha256": _sha256(p)}
-             for p in sorted(tmp.rglob("*")) if p.is_file()}
-    manifest = {"step": step, "source": str(root), "backbone_weights_included": not full, **(meta or {}),
-                "files": files}
-    (tmp / "MANIFEST.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    manifest = write_manifest(tmp, {"step": step, "source": str(root), "backbone_weights_included": not full,
+                                    **(meta or {})})
     if dest.exists():
         shutil.rmtree(dest)
     tmp.rename(dest)
@@ -265,16 +255,7 @@ def export_checkpoint(run_dir: str | Path, dest: str | Path, step: int = -1, met
 
 def verify_manifest(path: str | Path) -> dict:
     """Check every file listed in ``path/MANIFEST.json`` (size and sha256); raises CheckpointError."""
-    root = Path(path)
-    try:
-        manifest = json.loads((root / "MANIFEST.json").read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"{root}/MANIFEST.json is missing or unreadable ({e})") from None
-    bad = [name for name, meta in manifest["files"].items()
-           if not (root / name).is_file() or _sha256(root / name) != meta["sha256"]]
-    if bad:
-        raise CheckpointError(f"{root}: file(s) missing or changed since export: {', '.join(bad)}")
-    return manifest
+    return _verify(path, CheckpointError)
 
 
 class VideoReward:

@@ -1,0 +1,60 @@
+"""Shipped artefacts: a directory plus ``MANIFEST.json`` (size and sha256 of every file, and how it was made)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+ARTEFACTS = Path(__file__).resolve().parents[1] / "artefacts"
+
+
+class ArtefactError(ValueError):
+    """An artefact whose files are missing or differ from its manifest."""
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def write_manifest(root: str | Path, meta: dict) -> dict:
+    """Write ``root/MANIFEST.json``: ``meta`` plus every file's size and sha256."""
+    root = Path(root)
+    files = {str(p.relative_to(root)): {"bytes": p.stat().st_size, "sha256": sha256(p)}
+             for p in sorted(root.rglob("*")) if p.is_file() and p.name != "MANIFEST.json"}
+    manifest = {**meta, "files": files}
+    (root / "MANIFEST.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest
+
+
+def export_directory(src: str | Path, dest: str | Path, meta: dict) -> dict:
+    """Copy ``src`` to ``dest`` atomically (via ``dest.part``) and write its manifest."""
+    src, dest = Path(src), Path(dest)
+    tmp = dest.with_name(dest.name + ".part")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    shutil.copytree(src, tmp)
+    manifest = write_manifest(tmp, meta)
+    if dest.exists():
+        shutil.rmtree(dest)
+    tmp.rename(dest)
+    return manifest
+
+
+def verify_manifest(path: str | Path, error: type[Exception] = ArtefactError) -> dict:
+    """Check every file listed in ``path/MANIFEST.json`` (sha256); raises ``error`` naming what differs."""
+    root = Path(path)
+    try:
+        manifest = json.loads((root / "MANIFEST.json").read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise error(f"{root}/MANIFEST.json is missing or unreadable ({e})") from None
+    bad = [name for name in manifest["files"]
+           if not (root / name).is_file() or sha256(root / name) != manifest["files"][name]["sha256"]]
+    if bad:
+        raise error(f"{root}: file(s) missing or changed since export: {', '.join(bad)}")
+    return manifest
