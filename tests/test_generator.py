@@ -11,7 +11,8 @@ from rlhf.generator.codec import CodecError, SpaceToDepthCodec
 from rlhf.generator.model import FlowGenerator, GeneratorConfig, GeneratorError, load_generator
 from rlhf.generator.sampler import SamplerConfig, sample
 
-TINY = GeneratorConfig(layers=1, heads=2, head_dim=8, ffn_dim=32, freq_dim=16, position_channels=4, text_dim=16,
+TINY = GeneratorConfig(layers=1, heads=2, head_dim=8, ffn_dim=32, freq_dim=16, position_channels=4, layout_channels=2,
+                       text_dim=16,
                        text_layers=1, text_heads=2, text_ffn=32, max_text_tokens=12)
 PROMPT = "a red circle moving left slowly on a black background"
 FAST = SamplerConfig(steps=4, guidance=3.0, shift=3.0, batch_size=8)
