@@ -32,7 +32,7 @@ class AlignOfflineConfig:
     generator: str = str(DEFAULT_GENERATOR)  # pretrained generator (world layout or Wan2.1 diffusers layout)
     reward: str = "default"  # judge that trains: default (shipped VideoReward) | oracle | checkpoint dir
     prompts: str = "train"  # train | heldout | all | a text file with one prompt per line
-    n_prompts: int = 0  # first n prompts (0 = all)
+    n_prompts: int = 0  # a seeded random subset of n prompts (0 = all, in order)
     group: int = 4  # samples per prompt (G)
     seed: int = 0  # sample i of the set uses seed + i
     samples: str = ""  # sample-set cache (default: out/samples.pt); rows of a table share one
@@ -56,9 +56,12 @@ def training_samples(cfg: AlignOfflineConfig, gen, progress: bool = True):
     from rlhf.align.offline import read_prompts
     from rlhf.align.samples import cached_draw
 
+    import numpy as np
+
     prompts = read_prompts(cfg.prompts)
-    if cfg.n_prompts:
-        prompts = prompts[:cfg.n_prompts]
+    if cfg.n_prompts and cfg.n_prompts < len(prompts):
+        order = np.random.default_rng(cfg.seed).permutation(len(prompts))[:cfg.n_prompts]
+        prompts = [prompts[i] for i in sorted(order)]
     texts = [p for p in prompts for _ in range(cfg.group)]
     seeds = [cfg.seed + i for i in range(len(texts))]
     path = cfg.samples or str(Path(cfg.out) / "samples.pt")

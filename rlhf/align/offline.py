@@ -44,8 +44,8 @@ def read_prompts(spec: str) -> list[str]:
 class TrainConfig:
     lora_rank: int = 8
     lora_alpha: float = 8.0
-    lr: float = 3e-4  # AdamW on the LoRA parameters
-    steps: int = 200  # optimiser steps
+    lr: float = 2e-4  # AdamW on the LoRA parameters
+    steps: int = 150  # optimiser steps
     batch: int = 8  # pairs per step (DPO) or 2 x batch samples per step (RWR, SFT): equal policy compute
     seed: int = 0
     algo: AlgoConfig = field(default_factory=AlgoConfig)

@@ -22,7 +22,7 @@ ALGORITHMS = ("dpo", "dpo_timestep", "rwr", "sft")
 class AlgoConfig:
     algo: str = "dpo"  # dpo (constant beta) | dpo_timestep (beta (1-t)^2) | rwr | sft
     beta: float = 2000.0  # Flow-DPO beta
-    rwr_beta: float = 0.1  # Flow-RWR temperature on the weighted reward
+    rwr_beta: float = 1.0  # Flow-RWR temperature on the weighted reward, z-scored over the sample set
     rwr_normalize: bool = True  # softmax weights over the batch (bounded) instead of exp(r / beta)
     t_mean: float = 0.0  # logit-normal timestep distribution: sigmoid(t_mean + t_std z)
     t_std: float = 1.0
