@@ -3,7 +3,8 @@
 An attribute counts as right when the oracle's measurement is nearest to the prompt's value among
 all values of that attribute: hue for colour, the best-matching template for shape, the displacement
 angle for direction (a clip whose object moves under 0.05 of the frame has no direction), the path
-length for speed. A clip in which no object is found gets every object attribute wrong.
+length for speed. A clip in which no object is found gets every object attribute wrong. Clips are judged after the
+H.264 round trip that datasets store (see ``judges.as_stored``).
 """
 
 from __future__ import annotations
@@ -45,6 +46,9 @@ def attribute_accuracy(videos, prompts: list[Prompt]) -> dict[str, float]:
 
 def oracle_summary(videos, prompts: list[Prompt]) -> dict[str, float]:
     """Mean oracle VQ/MQ/TA/Overall and attribute accuracies of ``videos`` drawn for ``prompts``."""
+    from .judges import as_stored
+
+    videos = as_stored(videos)
     scores = [scores_from(measure(v), p) for v, p in zip(videos, prompts)]
     out = {d: float(np.mean([s[d] for s in scores])) for d in (*DIMENSIONS, "Overall")}
     out.update({f"acc_{a}": v for a, v in attribute_accuracy(videos, prompts).items()})

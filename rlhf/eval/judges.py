@@ -1,5 +1,9 @@
 """Judges: what scores a batch of videos for their prompts, as ``{"VQ", "MQ", "TA"}`` per video.
 
+What is stored is what is judged: every judge scores the clip after the same H.264 round trip
+(crf 12, 4:2:0) that the preference datasets store, so the oracle's thresholds and the reward model's
+training distribution apply to generated clips exactly as to the labelled ones.
+
 * ``oracle``: the moving-shapes oracle annotator (raw scores in [0, 1]); ground truth of the world.
 * ``learned``: a VideoReward checkpoint (``default`` = the shipped one), normalised scores as VideoAlign
   reports them ((raw - mean) / std per dimension).
@@ -10,6 +14,14 @@ from __future__ import annotations
 import numpy as np
 
 TIE_MARGINS = {"oracle": 0.01, "learned": 0.05}  # |difference| at or under this is a tie (score units)
+STORED_CRF = 12  # the dataset builder's H.264 quality
+
+
+def as_stored(videos) -> list[np.ndarray]:
+    """Each clip after an in-memory H.264 round trip, as a dataset would store it."""
+    from rlhf.video import encode_video, read_video
+
+    return [read_video(encode_video(np.asarray(v), crf=STORED_CRF)) for v in videos]
 
 
 class OracleJudge:
@@ -18,7 +30,7 @@ class OracleJudge:
     def __call__(self, videos, prompts: list[str]) -> list[dict[str, float]]:
         from rlhf.synthetic.oracle import score
 
-        return [score(v, p) for v, p in zip(videos, prompts)]
+        return [score(v, p) for v, p in zip(as_stored(videos), prompts)]
 
 
 class LearnedJudge:
@@ -31,9 +43,9 @@ class LearnedJudge:
         self.batch = batch
 
     def __call__(self, videos, prompts: list[str]) -> list[dict[str, float]]:
-        out = []
+        out, stored = [], as_stored(videos)
         for i in range(0, len(prompts), self.batch):
-            out += self.model.reward(list(videos[i:i + self.batch]), list(prompts[i:i + self.batch]))
+            out += self.model.reward(stored[i:i + self.batch], list(prompts[i:i + self.batch]))
         return out
 
 
