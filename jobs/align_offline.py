@@ -86,8 +86,7 @@ def run(cfg: AlignOfflineConfig, judge=None, samples=None) -> dict:
     judge = judge or make_judge(cfg.reward)
     scores = samples.score(judge)
     samples.score(OracleJudge())
-    if not cfg.samples:
-        samples.save(out / "samples.pt")
+    samples.save(cfg.samples or out / "samples.pt")  # with its scores, for the next run that shares it
     t_data = time.time() - t0
     with open(out / "train_log.jsonl", "w") as f, \
             tqdm(total=cfg.train.steps, desc=f"train {cfg.train.algo.algo}", unit="step", file=sys.stdout) as bar:
