@@ -71,7 +71,7 @@ def markdown(result: dict) -> str:
                   "| learned TA | learned weighted | hacking | train s | total s |",
                   "|---|---|---|---|---|---|---|---|---|---|---|---|",
                   "| Pretrained | 50.0 | 50.0 | 50.0 | 50.0 | 50.0 | 50.0 | 50.0 | 50.0 | | | |"]
-        for row in table["rows"]:
+        for row in sorted(table["rows"], key=lambda r: list(ROW_NAMES).index(r["algo"])):
             o, lr = row["eval"]["oracle"]["win_rate"], row["eval"].get("learned", {}).get("win_rate", {})
             cells = [pct(o[d]) for d in ("VQ", "MQ", "TA", "weighted")]
             cells += [pct(lr[d]) if d in lr else "-" for d in ("VQ", "MQ", "TA", "weighted")]
@@ -98,8 +98,11 @@ def main(argv: list[str] | None = None) -> int:
     run_dir = Path(cfg.run_dir)
     t0 = time.time()
     oracle = OracleJudge()
-    learned = make_judge(cfg.align.reward) if cfg.align.reward != "oracle" else None
-    judge = learned or oracle
+    learned = make_judge(cfg.eval.reward) if cfg.eval.reward != "none" else None
+    if cfg.align.reward == "oracle":
+        judge = oracle
+    else:
+        judge = learned if learned and cfg.align.reward == cfg.eval.reward else make_judge(cfg.align.reward)
     base_cfg = copy.deepcopy(cfg.align)
     base_cfg.samples = str(run_dir / "train_samples.pt")
     samples = training_samples(base_cfg, load_generator(base_cfg.generator))
