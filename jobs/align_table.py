@@ -31,6 +31,7 @@ ROW_NAMES = {"sft": "SFT", "rwr": "Flow-RWR", "dpo_timestep": "Flow-DPO (beta_t)
 class AlignTableConfig:
     out: str = "docs/results/align_table"  # writes out.md and out.json
     run_dir: str = "runs/align_table"  # adapters, logs, sample sets
+    reuse: bool = True  # keep rows already trained and evaluated in run_dir (resume an interrupted table)
     algos: str = "sft,rwr,dpo_timestep,dpo"  # rows, in order
     weightings: str = "1:1:1,0:0:1"  # VQ:MQ:TA reward weights; one table per weighting
     align: AlignOfflineConfig = field(default_factory=AlignOfflineConfig)
@@ -119,6 +120,11 @@ def main(argv: list[str] | None = None) -> int:
             a.train.algo.algo = algo
             a.train.pairs.weights = w
             a.out = str(run_dir / f"{judge.name}_{w.label.replace(':', '-')}_{algo}")
+            done = [Path(a.out) / f for f in ("summary.json", "eval.json", "row.json")]
+            if cfg.reuse and all(f.is_file() for f in done):
+                rows.append(json.loads(done[2].read_text()))
+                print(f"[{w.label}] {ROW_NAMES[algo]}: reused from {a.out}", flush=True)
+                continue
             train = run(a, judge, samples)
             e = copy.deepcopy(cfg.eval)
             e.adapter, e.generator, e.weights = str(Path(a.out) / "adapter"), a.generator, w
@@ -126,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
             ev = evaluate(e, [oracle] + ([learned] if learned else []))
             (Path(a.out) / "eval.json").write_text(json.dumps(ev, indent=2))
             rows.append({"algo": algo, "train": train, "eval": ev, "row_seconds": time.time() - r0})
+            (Path(a.out) / "row.json").write_text(json.dumps(rows[-1], indent=2))
             print(f"[{w.label}] {ROW_NAMES[algo]}: oracle {ev['oracle']['win_rate']}", flush=True)
         tables.append({"weights": w.label, "rows": rows})
     result = {"generator": cfg.align.generator, "reward": judge.name, "group": cfg.align.group,
