@@ -81,11 +81,6 @@ def main(argv: list[str] | None = None) -> int:
                     {"--adapter": ("adapter", str, "policy LoRA directory"), "--out": ("out", str, "result JSON"),
                      "--generator": ("generator", str, "pretrained generator"),
                      "--prompts": ("prompts", str, "split name or prompt file")})
-    try:
-        cfg.validate()
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
     result = evaluate(cfg)
     out = Path(cfg.out or Path(cfg.adapter).parent / "eval.json")
     out.parent.mkdir(parents=True, exist_ok=True)
