@@ -182,7 +182,7 @@ class FlowGenerator(torch.nn.Module):
         """Load adapter weights; refuses (naming what differs) an adapter of another shape or model."""
         from peft import set_peft_model_state_dict
 
-        mine = get_lora_shapes(self)
+        mine = {k: v.shape for k, v in self.lora_state().items()}
         theirs = {k: tuple(v.shape) for k, v in state.items()}
         missing, extra = sorted(set(mine) - set(theirs)), sorted(set(theirs) - set(mine))
         wrong = sorted(k for k in set(mine) & set(theirs) if tuple(mine[k]) != theirs[k])
@@ -241,12 +241,6 @@ class FlowGenerator(torch.nn.Module):
             save_file(inputs, path / "inputs.safetensors")
         (path / "generator.json").write_text(json.dumps(asdict(self.config), indent=2))
         return path
-
-
-def get_lora_shapes(gen: FlowGenerator) -> dict[str, torch.Size]:
-    from peft import get_peft_model_state_dict
-
-    return {k: v.shape for k, v in get_peft_model_state_dict(gen.transformer).items()}
 
 
 def load_generator(path: str | Path, dtype: torch.dtype = torch.float32, text_tokens: int = 512,
