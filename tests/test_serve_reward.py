@@ -1,0 +1,348 @@
+"""The Ray Serve reward service: the handle path batches and scores exactly as the oracle does on the
+same decoded clips, the JSON API answers every bad request with the right 4xx and keeps serving, and
+the client gives up with a clear error when the service is not there.
+
+One Serve deployment (model="oracle", fast) on a free 127.0.0.1 port is shared by the module."""
+
+import base64
+import http.client
+import json
+import os
+import socket
+import threading
+import time
+
+import numpy as np
+import pytest
+
+os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # Ray binds 127.0.0.1, not the routable address
+
+from rlhf.synthetic.oracle import score as oracle_score  # noqa: E402
+from rlhf.synthetic.prompts import split_prompts  # noqa: E402
+from rlhf.synthetic.render import render  # noqa: E402
+from rlhf.video import encode_video, read_video  # noqa: E402
+from serve.backends import (  # noqa: E402
+    VLLM_MISSING,
+    RewardRequestError,
+    RewardServiceError,
+    TransformersBackend,
+    make_backend,
+)
+from serve.reward_service import RewardClient, RewardServiceConfig  # noqa: E402
+
+MAX_BODY = 64 * 1024  # small, so that the oversized-body test sends little
+
+
+def _free_port() -> int:
+    """A port the kernel hands out on 127.0.0.1, outside Ray's worker range 10002-19999."""
+    for _ in range(50):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if not 10002 <= port <= 19999:
+            return port
+    raise RuntimeError("no free port outside 10002-19999")
+
+
+def _clips(n: int, seed: int = 0):
+    prompts = [p.text for p in split_prompts("train")[seed::37][:n]]
+    return [render(p, seed=seed + i) for i, p in enumerate(prompts)], prompts
+
+
+def _stored(video: np.ndarray) -> np.ndarray:
+    """The clip as the service sees it: H.264 crf 12 round trip."""
+    return read_video(encode_video(video, crf=12))
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory):
+    import ray
+
+    from serve.reward_service import deploy, shutdown
+
+    started = not ray.is_initialized()
+    if started:
+        ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
+    root = tmp_path_factory.mktemp("videos")
+    cfg = RewardServiceConfig(model="oracle", http_port=_free_port(), app_name="reward_test",
+                              route_prefix="/reward_test", max_body_bytes=MAX_BODY, batch_wait_timeout_s=0.2,
+                              max_batch_size=8, max_ongoing_requests=16, video_root=str(root))
+    try:
+        handle = deploy(cfg)
+        yield cfg, handle, root
+    finally:
+        shutdown(cfg)
+        if started:
+            ray.shutdown()
+
+
+def _http(cfg, method: str, path: str, body: bytes | None = None, headers: dict | None = None,
+          chunked: bool = False) -> tuple[int, dict]:
+    conn = http.client.HTTPConnection("127.0.0.1", cfg.http_port, timeout=30)
+    try:
+        hdrs = {"Content-Type": "application/json", "Connection": "close", **(headers or {})}
+        if chunked:
+            conn.request(method, cfg.route_prefix + path, body=iter([body]), headers=hdrs, encode_chunked=True)
+        else:
+            conn.request(method, cfg.route_prefix + path, body=body, headers=hdrs)
+        r = conn.getresponse()
+        return r.status, json.loads(r.read() or b"{}")
+    finally:
+        conn.close()
+
+
+def _post(cfg, payload) -> tuple[int, dict]:
+    return _http(cfg, "POST", "/score", json.dumps(payload).encode())
+
+
+def _assert_matches_oracle(reply: dict, video: np.ndarray, prompt: str) -> None:
+    expected = oracle_score(_stored(video), prompt)
+    for d in ("VQ", "MQ", "TA"):
+        assert reply["raw"][d] == pytest.approx(expected[d], abs=1e-12), d
+        assert reply["normalised"][d] == reply["raw"][d]  # the oracle has no normalisation constants
+    assert reply["raw"]["Overall"] == pytest.approx(expected["VQ"] + expected["MQ"] + expected["TA"])
+
+
+# ---------------------------------------------------------------- handle path
+
+
+def test_client_scores_equal_the_oracle_on_the_stored_clips(service):
+    cfg, handle, _ = service
+    videos, prompts = _clips(3)
+    replies = RewardClient(cfg.app_name, timeout_s=30).score(videos, prompts)
+    assert len(replies) == 3
+    for reply, v, p in zip(replies, videos, prompts):
+        _assert_matches_oracle(reply, v, p)
+        assert reply["model"] == "oracle"
+
+
+def test_client_accepts_encoded_mp4_bytes_and_a_handle(service):
+    cfg, handle, _ = service
+    videos, prompts = _clips(2, seed=5)
+    mp4s = [encode_video(v, crf=12) for v in videos]
+    replies = RewardClient(handle, timeout_s=30).score(mp4s, prompts)
+    for reply, v, p in zip(replies, videos, prompts):
+        _assert_matches_oracle(reply, v, p)
+
+
+def test_concurrent_requests_are_scored_in_batches(service):
+    cfg, _, _ = service
+    videos, prompts = _clips(8, seed=2)
+    replies = RewardClient(cfg.app_name, timeout_s=30).score(videos, prompts)
+    sizes = [r["batch_size"] for r in replies]
+    assert max(sizes) > 1, sizes
+    assert max(sizes) <= cfg.max_batch_size
+
+
+def test_concurrent_callers_share_batches(service):
+    cfg, _, _ = service
+    out = {}
+
+    def call(k):
+        videos, prompts = _clips(1, seed=10 + k)
+        out[k] = RewardClient(cfg.app_name, timeout_s=30).score(videos, prompts)[0]["batch_size"]
+
+    threads = [threading.Thread(target=call, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(out) == 4 and max(out.values()) > 1, out
+
+
+def test_bad_input_is_raised_at_once_and_not_retried(service):
+    cfg, _, _ = service
+    client = RewardClient(cfg.app_name, timeout_s=30, retries=3, backoff_s=5.0)  # a retry would cost 5 s
+    t0 = time.monotonic()
+    with pytest.raises(RewardRequestError, match="video 0"):
+        client.score([b"not an mp4 at all"], ["a red circle moving left slowly on a black background"])
+    assert time.monotonic() - t0 < 4.0
+
+
+def test_a_bad_request_among_concurrent_ones_fails_alone(service):
+    cfg, handle, _ = service
+    videos, prompts = _clips(3, seed=7)
+    mp4s = [encode_video(v, crf=12) for v in videos]
+    good = [handle.score.remote(m, p) for m, p in zip(mp4s, prompts)]
+    bad = handle.score.remote(mp4s[0], "a teapot on a table")  # not the oracle's grammar
+    with pytest.raises(RewardRequestError, match="moving-shapes prompts"):
+        bad.result(timeout_s=30)
+    for r, v, p in zip(good, videos, prompts):
+        _assert_matches_oracle(r.result(timeout_s=30), v, p)
+
+
+def test_client_fails_fast_when_the_app_is_not_deployed(service):
+    client = RewardClient("no_such_reward_app", timeout_s=2, retries=2, backoff_s=0.05)
+    videos, prompts = _clips(1)
+    t0 = time.monotonic()
+    with pytest.raises(RewardServiceError, match="no_such_reward_app.*3 attempt.*serve status"):
+        client.score(videos, prompts)
+    assert time.monotonic() - t0 < 10
+
+
+def test_client_gives_up_on_requests_slower_than_its_timeout(service):
+    cfg, _, _ = service
+    # Every request waits batch_wait_timeout_s (0.2 s) for company: longer than the client's patience.
+    client = RewardClient(cfg.app_name, timeout_s=0.05, retries=1, backoff_s=0.01)
+    videos, prompts = _clips(1)
+    t0 = time.monotonic()
+    with pytest.raises(RewardServiceError, match="2 attempt.*Timeout"):
+        client.score(videos, prompts)
+    assert time.monotonic() - t0 < 5
+
+
+# ---------------------------------------------------------------- HTTP API
+
+
+def test_http_score_and_health(service):
+    cfg, _, _ = service
+    videos, prompts = _clips(1, seed=3)
+    status, reply = _post(cfg, {"prompt": prompts[0], "video_b64": base64.b64encode(encode_video(videos[0])).decode()})
+    assert status == 200, reply
+    _assert_matches_oracle(reply, videos[0], prompts[0])
+    status, health = _http(cfg, "GET", "/health")
+    assert status == 200 and health["status"] == "ok", health
+    assert all(np.isfinite(v) for v in health["raw"].values())
+
+
+def test_http_list_form_and_server_side_paths(service):
+    cfg, _, root = service
+    videos, prompts = _clips(2, seed=4)
+    (root / "a.mp4").write_bytes(encode_video(videos[1]))
+    status, reply = _post(cfg, {"videos": [
+        {"prompt": prompts[0], "video_b64": base64.b64encode(encode_video(videos[0])).decode()},
+        {"prompt": prompts[1], "path": "a.mp4"}]})
+    assert status == 200, reply
+    for r, v, p in zip(reply["results"], videos, prompts):
+        _assert_matches_oracle(r, v, p)
+
+
+@pytest.mark.parametrize("name, body, status, needle", [
+    ("malformed JSON", b'{"prompt": "a red', 400, "not valid JSON"),
+    ("empty body", b"", 400, "empty body"),
+    ("not an object", b"[1, 2]", 422, "JSON object"),
+    ("prompt as number", {"prompt": 3, "video_b64": "AAAA"}, 422, "'prompt' must be a string"),
+    ("video_b64 as list", {"prompt": "p", "video_b64": [1, 2]}, 422, "'video_b64' must be a base64 string"),
+    ("missing prompt", {"video_b64": "AAAA"}, 422, "missing 'prompt'"),
+    ("missing video", {"prompt": "a red circle moving left slowly on a black background"}, 422, "no video"),
+    ("both video forms", {"prompt": "p", "video_b64": "AAAA", "path": "a.mp4"}, 422, "both"),
+    ("unknown field", {"prompt": "p", "video": "AAAA"}, 422, "unknown field"),
+    ("not base64", {"prompt": "p", "video_b64": "***"}, 422, "not valid base64"),
+    ("random bytes", "random", 422, "not a readable video container"),
+    ("truncated mp4", "truncated", 422, "video"),
+    ("wrong prompt grammar", "bad_prompt", 422, "moving-shapes prompts"),
+    ("path outside video_root", {"prompt": "p", "path": "../../etc/hostname"}, 403, "outside video_root"),
+    ("absolute path outside", {"prompt": "p", "path": "/etc/hostname"}, 403, "outside video_root"),
+    ("missing file", {"prompt": "p", "path": "nope.mp4"}, 404, "no file"),
+    ("bad list item", {"videos": [{"prompt": "p"}]}, 422, "videos[0]: no video"),
+])
+def test_http_bad_requests_get_a_clear_4xx(service, name, body, status, needle):
+    cfg, _, _ = service
+    prompt = "a red circle moving left slowly on a black background"
+    mp4 = encode_video(render(prompt, seed=1))
+    if body == "random":
+        body = {"prompt": prompt, "video_b64": base64.b64encode(np.random.default_rng(0).bytes(3000)).decode()}
+    elif body == "truncated":
+        body = {"prompt": prompt, "video_b64": base64.b64encode(mp4[: len(mp4) // 3]).decode()}
+    elif body == "bad_prompt":
+        body = {"prompt": "a teapot", "video_b64": base64.b64encode(mp4).decode()}
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+    got, reply = _http(cfg, "POST", "/score", raw)
+    assert got == status, (name, reply)
+    assert needle in reply["error"], (name, reply)
+
+
+def test_http_oversized_bodies_are_refused(service):
+    cfg, _, _ = service
+    big = json.dumps({"prompt": "p", "video_b64": "A" * (MAX_BODY + 16)}).encode()
+    status, reply = _http(cfg, "POST", "/score", big)  # Content-Length says it
+    assert status == 413 and "max_body_bytes" in reply["error"], reply
+    status, reply = _http(cfg, "POST", "/score", big, chunked=True)  # no Content-Length: counted
+    assert status == 413 and "max_body_bytes" in reply["error"], reply
+
+
+def test_http_unknown_route_and_wrong_method(service):
+    cfg, _, _ = service
+    status, reply = _http(cfg, "GET", "/scores")
+    assert status == 404 and "/score" in reply["error"], reply
+    status, reply = _http(cfg, "GET", "/score")
+    assert status == 405 and "use POST" in reply["error"], reply
+    status, reply = _http(cfg, "POST", "/health", b"{}")
+    assert status == 405 and "use GET" in reply["error"], reply
+
+
+def test_replica_keeps_serving_after_bad_requests(service):
+    cfg, _, _ = service
+    for raw in (b"{", b"[]", json.dumps({"prompt": 1}).encode(), b"x" * (MAX_BODY + 1)):
+        assert _http(cfg, "POST", "/score", raw)[0] >= 400
+    videos, prompts = _clips(1, seed=9)
+    status, reply = _post(cfg, {"prompt": prompts[0], "video_b64": base64.b64encode(encode_video(videos[0])).decode()})
+    assert status == 200, reply
+    _assert_matches_oracle(reply, videos[0], prompts[0])
+
+
+# ---------------------------------------------------------------- config and backends (no Serve)
+
+
+def test_config_refuses_batches_larger_than_the_request_limit():
+    with pytest.raises(ValueError, match="max_ongoing_requests .* max_batch_size"):
+        RewardServiceConfig(max_batch_size=16, max_ongoing_requests=8).validate()
+    RewardServiceConfig(max_batch_size=16, max_ongoing_requests=16).validate()
+    with pytest.raises(ValueError, match="video_root must be an absolute"):
+        RewardServiceConfig(video_root="videos").validate()
+
+
+def test_vllm_backend_without_vllm_says_how_to_fix_it():
+    try:
+        import vllm  # noqa: F401
+    except Exception:
+        pass
+    else:
+        pytest.skip("vllm is installed here")
+    with pytest.raises(RewardServiceError) as info:
+        make_backend(RewardServiceConfig(backend="vllm"))
+    assert str(info.value) == VLLM_MISSING
+    assert info.value.__cause__ is None and info.value.__suppress_context__
+
+
+def test_a_failing_item_inside_a_batch_fails_alone():
+    import asyncio
+
+    from serve.backends import OracleBackend
+    from serve.reward_service import RewardDeployment
+
+    class FailsOnBlue(OracleBackend):
+        def score(self, videos, prompts, fps=8.0):
+            if any("blue" in p for p in prompts):
+                raise RuntimeError("cannot score blue")
+            return super().score(videos, prompts, fps)
+
+    prompts = ["a red circle moving left slowly on a black background",
+               "a blue square moving up quickly on a gray background",
+               "a green triangle moving down slowly on a black background"]
+    videos = [_stored(render(p, seed=i)) for i, p in enumerate(prompts)]
+    replica = RewardDeployment(RewardServiceConfig(model="oracle"))
+    replica.backend = FailsOnBlue()
+    out = asyncio.run(replica._score_batch(videos, [8.0] * 3, prompts))  # the method serve.batch calls
+    assert isinstance(out[1], RewardServiceError) and "cannot score blue" in str(out[1])
+    for i in (0, 2):
+        expected = oracle_score(videos[i], prompts[i])
+        assert [out[i]["raw"][d] for d in ("VQ", "MQ", "TA")] == [expected[d] for d in ("VQ", "MQ", "TA")]
+        assert out[i]["batch_size"] == 3
+
+
+def test_learned_backend_gives_videoreward_normalised_scores():
+    from rlhf.reward.checkpoint import VideoReward
+
+    videos, prompts = _clips(3, seed=11)
+    frames = [_stored(v) for v in videos]
+    backend = make_backend(RewardServiceConfig(model="default"))
+    assert isinstance(backend, TransformersBackend)
+    got = backend.score(frames, prompts)
+    want = VideoReward.default().reward(frames, prompts)
+    for g, w in zip(got, want):
+        for d in ("VQ", "MQ", "TA", "Overall"):
+            assert g["normalised"][d] == pytest.approx(w[d], abs=1e-5), d
+        for d in ("VQ", "MQ", "TA"):  # raw undoes the checkpoint's normalisation
+            n = backend.norm
+            assert g["raw"][d] == pytest.approx(w[d] * n[f"{d}_std"] + n[f"{d}_mean"], abs=1e-4), d
