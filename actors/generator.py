@@ -1,0 +1,156 @@
+"""Generator actors: sample prompt groups with a given policy version, have them scored, hand back refs.
+
+Each actor holds the base generator plus one LoRA (a zero adapter until the first version arrives).
+``rollout`` returns two objects: small metadata the driver reads (timings, mean scores, the policy
+version) and an Arrow table with one row per sample (prompt, seed, policy_version, scores, the clean
+latent, the stored mp4) that goes straight to Ray Data as an object reference: bulk data never passes
+through the driver.
+
+Scoring: each clip is encoded as the datasets store it (H.264, crf 12) and sent to the reward
+deployment through :class:`serve.reward_service.RewardClient` (batched on the replica, retried on
+failure). In the moving-shapes world the actor also scores the same stored clips with the oracle, so
+every claim about the policy stays measurable; the oracle does not train anything unless the run
+chose it as its reward.
+
+Fault tolerance: the actor class is created with ``max_restarts`` / ``max_task_retries``; a restarted
+actor starts from the base weights and fetches whatever version the next call names, so it never
+samples with stale weights.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from rlhf.generator.sampler import SamplerConfig
+
+
+@dataclass
+class GeneratorActorConfig:
+    generator: str = ""  # pretrained generator directory ("" = the shipped default)
+    lora_rank: int = 8
+    lora_alpha: float = 8.0
+    threads: int = 1  # torch threads per actor
+    reward_app: str = "reward"  # Serve app that scores the clips
+    reward_timeout_s: float = 120.0
+    reward_retries: int = 3
+    oracle: bool = True  # also score with the moving-shapes oracle (metrics, evaluation)
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+
+
+def _oracle_scores(mp4s: list[bytes], prompts: list[str]) -> np.ndarray:
+    from rlhf.synthetic.oracle import score
+    from rlhf.video import read_video
+
+    return np.array([[s["VQ"], s["MQ"], s["TA"]] for s in (score(read_video(m), p) for m, p in zip(mp4s, prompts))])
+
+
+class GeneratorActor:
+    """Wrapped with ``ray.remote`` by :func:`start_generators`."""
+
+    def __init__(self, cfg: dict, index: int, store_name: str):
+        import ray
+        import torch
+
+        from actors.weights import ObjectStoreSync
+        from rlhf.config import load_config
+        from rlhf.generator.model import DEFAULT_GENERATOR, load_generator
+
+        self.cfg = load_config(GeneratorActorConfig, values=cfg)
+        torch.set_num_threads(self.cfg.threads)
+        self.index = index
+        self.gen = load_generator(self.cfg.generator or DEFAULT_GENERATOR)
+        torch.manual_seed(0)
+        self.gen.add_lora(self.cfg.lora_rank, self.cfg.lora_alpha)
+        self.version = 0  # B = 0: the adapter is the identity, this is the pretrained policy
+        self.sync = ObjectStoreSync(store_name)
+        self.client = None
+        self.restarted = ray.get_runtime_context().was_current_actor_reconstructed
+        self.pid = os.getpid()
+
+    def info(self) -> dict:
+        return {"index": self.index, "pid": self.pid, "version": self.version, "restarted": self.restarted}
+
+    def _use(self, version: int) -> float:
+        """Swap to policy ``version`` (between batches; 0 = pretrained); returns the seconds it took."""
+        import torch
+
+        t0 = time.time()
+        if version != self.version:
+            if version == 0:
+                with torch.no_grad():
+                    for p in self.gen.lora_parameters():
+                        p.zero_()
+            else:
+                state, _ = self.sync.fetch(version)
+                self.gen.load_lora_state(state, f"policy version {version}")
+            self.version = version
+        return time.time() - t0
+
+    def _scores(self, mp4s: list[bytes], prompts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        from serve.reward_service import RewardClient
+
+        if self.client is None:
+            self.client = RewardClient(self.cfg.reward_app, timeout_s=self.cfg.reward_timeout_s,
+                                       retries=self.cfg.reward_retries)
+        out = self.client.score(mp4s, prompts)
+        norm = np.array([[o["normalised"][d] for d in ("VQ", "MQ", "TA")] for o in out])
+        raw = np.array([[o["raw"][d] for d in ("VQ", "MQ", "TA")] for o in out])
+        return norm, raw
+
+    def rollout(self, prompts: list[str], seeds: list[int], version: int, iteration: int):
+        """Sample one clip per (prompt, seed) with policy ``version``; score; return (meta, arrow table)."""
+        import pyarrow as pa
+        from ray.data.extensions import ArrowTensorArray
+
+        from rlhf.generator.sampler import sample
+        from rlhf.video import encode_video
+
+        sync_s = self._use(version)
+        t0 = time.time()
+        batch = sample(self.gen, prompts, seeds, self.cfg.sampler)
+        mp4s = [encode_video(v, crf=12) for v in batch.videos]
+        t1 = time.time()
+        reward, raw = self._scores(mp4s, prompts)
+        t2 = time.time()
+        oracle = _oracle_scores(mp4s, prompts) if self.cfg.oracle else np.full((len(prompts), 3), np.nan)
+        n = len(prompts)
+        table = pa.table({
+            "prompt": prompts, "seed": np.asarray(seeds, np.int64), "iteration": np.full(n, iteration, np.int64),
+            "policy_version": np.full(n, version, np.int64), "actor": np.full(n, self.index, np.int64),
+            **{f"r_{d}": reward[:, i] for i, d in enumerate(("VQ", "MQ", "TA"))},
+            **{f"raw_{d}": raw[:, i] for i, d in enumerate(("VQ", "MQ", "TA"))},
+            **{f"oracle_{d}": oracle[:, i] for i, d in enumerate(("VQ", "MQ", "TA"))},
+            "latent": ArrowTensorArray.from_numpy(batch.latents.numpy().astype(np.float32)),
+            "mp4": pa.array(mp4s, pa.binary()),
+        })
+        meta = {"actor": self.index, "pid": self.pid, "restarted": self.restarted, "n": n, "policy_version": version,
+                "iteration": iteration, "generate_s": t1 - t0, "reward_wait_s": t2 - t1, "oracle_s": time.time() - t2,
+                "weight_sync_s": sync_s, "reward": reward.mean(0).tolist(), "oracle": oracle.mean(0).tolist()}
+        return meta, table
+
+    def evaluate(self, prompts: list[str], seeds: list[int], version: int, score_reward: bool = True) -> dict:
+        """Clips of policy ``version`` (0 = pretrained) for evaluation: oracle and reward scores, no latents."""
+        from rlhf.generator.sampler import sample
+        from rlhf.video import encode_video
+
+        self._use(version)
+        batch = sample(self.gen, prompts, seeds, self.cfg.sampler)
+        mp4s = [encode_video(v, crf=12) for v in batch.videos]
+        out = {"seeds": list(seeds), "oracle": _oracle_scores(mp4s, prompts), "mp4": mp4s}
+        if score_reward:
+            out["reward"] = self._scores(mp4s, prompts)[0]
+        return out
+
+
+def start_generators(n: int, cfg: GeneratorActorConfig, store_name: str, num_cpus: float = 1, num_gpus: float = 0,
+                     max_restarts: int = 3) -> list:
+    """``n`` generator actors; each restarts up to ``max_restarts`` times and retries the call it died in."""
+    import ray
+
+    cls = ray.remote(GeneratorActor)
+    return [cls.options(num_cpus=num_cpus, num_gpus=num_gpus, max_restarts=max_restarts,
+                        max_task_retries=max_restarts).remote(asdict(cfg), i, store_name) for i in range(n)]

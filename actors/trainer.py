@@ -1,0 +1,288 @@
+"""The trainer group: Ray Train workers running DeepSpeed with LoRA, started once, fed every iteration.
+
+``TorchTrainer.fit()`` costs ~20 s of start-up on this machine, so the group is started once per job
+(:class:`TrainerGroup`, ``fit()`` on a background thread) and lives across iterations: each worker
+runs :func:`trainer_loop`, which takes tasks from a small async coordinator actor until it is told to
+stop. An iteration's task carries the worker's shard of the preference dataset (a materialised Ray
+Data split), the number of optimiser steps K and the policy version to publish.
+
+Per step, every worker draws its micro-batch from its shard (a permutation seeded by
+``(seed, iteration, rank)``: no RNG state to carry, so a resumed run is exact), computes the Flow-DPO or
+Flow-RWR loss with the base (adapter disabled) as reference, and DeepSpeed all-reduces the LoRA
+gradients (gloo on CPU, NCCL on GPU) and steps AdamW. After K steps rank 0 publishes the adapter
+through the weight-sync backend and, when asked, all ranks write a DeepSpeed checkpoint (LoRA and
+optimiser) and rank 0 an adapter directory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from rlhf.align.step import AlgoConfig
+
+COORDINATOR_NAME = "videoalign_trainer_coordinator"
+
+
+class TrainerError(RuntimeError):
+    """The trainer group failed or stopped answering."""
+
+
+@dataclass
+class TrainerConfig:
+    generator: str = ""  # pretrained generator directory ("" = the shipped default)
+    lora_rank: int = 8
+    lora_alpha: float = 8.0
+    lr: float = 1e-4  # AdamW on the LoRA parameters
+    micro_batch: int = 4  # pairs (DPO) or samples (RWR) per worker per step
+    zero_stage: int = 0  # DeepSpeed ZeRO stage (0-3)
+    num_workers: int = 2
+    use_gpu: bool = False
+    threads: int = 1  # torch threads per worker
+    seed: int = 0
+    grad_clip: float = 1.0
+    algo: AlgoConfig = field(default_factory=AlgoConfig)
+
+    def validate(self) -> None:
+        if self.num_workers < 1 or self.micro_batch < 1 or self.lora_rank < 1:
+            raise ValueError("trainer.num_workers, trainer.micro_batch and trainer.lora_rank must be >= 1")
+        if self.zero_stage not in (0, 1, 2, 3):
+            raise ValueError(f"trainer.zero_stage must be 0-3, got {self.zero_stage}")
+        if self.lr <= 0:
+            raise ValueError(f"trainer.lr must be > 0, got {self.lr}")
+        if self.algo.algo == "sft":
+            raise ValueError("the online loop trains dpo, dpo_timestep or rwr (sft needs no reward model online)")
+        self.algo.validate()
+
+
+class TrainerCoordinator:
+    """Async Ray actor: per-rank task queues and per-iteration results."""
+
+    def __init__(self, world: int):
+        self.world = world
+        self.queues = [asyncio.Queue() for _ in range(world)]
+        self.results: dict[int, dict] = {}
+        self.done: dict[int, asyncio.Event] = {}
+        self.ready: set[int] = set()
+
+    async def submit(self, tasks: list) -> None:
+        if len(tasks) != self.world:
+            raise TrainerError(f"{len(tasks)} tasks for {self.world} workers")
+        for q, t in zip(self.queues, tasks):
+            await q.put(t)
+
+    async def next_task(self, rank: int):
+        self.ready.add(rank)
+        return await self.queues[rank].get()
+
+    async def report(self, rank: int, key: int, result: dict) -> None:
+        self.results.setdefault(key, {})[rank] = result
+        if len(self.results[key]) == self.world:
+            self.done.setdefault(key, asyncio.Event()).set()
+
+    async def result(self, key: int, timeout_s: float) -> dict | None:
+        ev = self.done.setdefault(key, asyncio.Event())
+        try:
+            await asyncio.wait_for(ev.wait(), timeout_s)
+        except asyncio.TimeoutError:
+            return None
+        return self.results.pop(key)
+
+    async def n_ready(self) -> int:
+        return len(self.ready)
+
+
+def _read_shard(shard, algo: str) -> dict | None:
+    from actors.preferences import shuffled, to_tensors
+
+    parts = list(shard.iter_batches(batch_size=None, batch_format="numpy"))
+    parts = [p for p in parts if len(p["prompt"])]
+    if not parts:
+        return None
+    rows = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    return to_tensors(shuffled(rows), algo)
+
+
+def trainer_loop(config: dict) -> None:
+    """Runs on every Ray Train worker until the coordinator says stop."""
+    import ray
+    import ray.data
+    import ray.train as rt
+    import torch
+
+    from actors.weights import ObjectStoreSync
+    from rlhf.config import load_config
+    from rlhf.generator.model import DEFAULT_GENERATOR, load_generator
+    from rlhf.reward.distributed import deepspeed_config, init_deepspeed
+
+    cfg = load_config(TrainerConfig, values=config["trainer"])
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    torch.set_num_threads(cfg.threads)
+    ctx = rt.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    init_deepspeed(cfg.use_gpu)
+    import deepspeed
+
+    gen = load_generator(cfg.generator or DEFAULT_GENERATOR)
+    torch.manual_seed(cfg.seed)  # same LoRA A on every rank (DeepSpeed also broadcasts rank 0's)
+    gen.add_lora(cfg.lora_rank, cfg.lora_alpha)
+    params = gen.lora_parameters()
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
+    engine, _, _, _ = deepspeed.initialize(model=gen, optimizer=opt, model_parameters=params,
+                                           config=deepspeed_config(cfg.micro_batch, cfg.zero_stage, False, cfg.grad_clip))
+    coord = ray.get_actor(config["coordinator"])
+    sync = ObjectStoreSync(config["store"])
+    if config.get("resume_dir"):
+        engine.load_checkpoint(str(Path(config["resume_dir"]) / "deepspeed"), tag="state")
+    while True:
+        task = ray.get(coord.next_task.remote(rank))
+        if task["kind"] == "stop":
+            break
+        if task["kind"] == "state":  # LoRA of the current policy (tests, evaluation)
+            ray.get(coord.report.remote(rank, task["key"], {"state": gen.lora_state() if rank == 0 else None}))
+            continue
+        result = _train_iteration(engine, gen, cfg, task, rank, world)
+        if rank == 0 and task.get("version") is not None:
+            result["publish"] = sync.publish(task["version"], gen.lora_state())
+        if task.get("checkpoint"):
+            t0 = time.time()
+            ck = Path(task["checkpoint"])
+            engine.save_checkpoint(str(ck / "deepspeed"), tag="state")
+            if rank == 0:
+                gen.save_lora(ck / "adapter")
+            torch.distributed.barrier()
+            result["checkpoint_s"] = time.time() - t0
+        ray.get(coord.report.remote(rank, task["key"], result))
+    torch.distributed.barrier()
+
+
+def _train_iteration(engine, gen, cfg: TrainerConfig, task: dict, rank: int, world: int) -> dict:
+    import torch
+
+    from rlhf.align.step import dpo_loss, weighted_fm_loss
+
+    t0 = time.time()
+    algo = cfg.algo.algo
+    data = _read_shard(task["shards"][rank], algo)
+    seed = [cfg.seed, task["iteration"], rank]
+    trng = torch.Generator().manual_seed(int(np.random.default_rng(seed).integers(2**62)))
+    n = 0 if data is None else len(data["prompt"])
+    emb = {}
+    if n:
+        uniq = sorted(set(data["prompt"]))
+        with torch.no_grad():
+            emb = dict(zip(uniq, gen.encode_prompts(uniq)))
+    order, pos = np.arange(max(n, 1)), 0  # rows come in the seeded order of the preference pipeline
+    sums = torch.zeros(4, dtype=torch.float64)  # loss, implicit accuracy, steps with data, rows seen
+    losses = []
+    gen.train()
+    for _ in range(task["steps"]):
+        if n:
+            idx = np.array([order[(pos + j) % n] for j in range(min(cfg.micro_batch, n))])
+            pos += len(idx)
+            text = torch.stack([emb[data["prompt"][i]] for i in idx])
+            if algo.startswith("dpo"):
+                out = dpo_loss(gen, data["x_w"][idx], data["x_l"][idx], text, cfg.algo, trng)
+            else:
+                out = weighted_fm_loss(gen, data["x0"][idx], text, data["reward"][idx], cfg.algo, trng)
+            loss = out["loss"]
+            sums += torch.tensor([float(loss.detach()), float(out.get("implicit_accuracy", 0.0)), 1.0, len(idx)],
+                                 dtype=torch.float64)
+            losses.append(float(loss.detach()))
+        else:  # an empty shard still joins every collective of the step
+            loss = sum(p.sum() * 0.0 for p in gen.lora_parameters())
+        engine.backward(loss)
+        engine.step()
+    torch.distributed.all_reduce(sums)
+    steps = max(float(sums[2]), 1.0)
+    return {"loss": float(sums[0]) / steps, "implicit_accuracy": float(sums[1]) / steps,
+            "rows_seen": int(sums[3]), "steps": task["steps"], "first_loss": losses[0] if losses else None,
+            "train_s": time.time() - t0, "rows": n}
+
+
+class TrainerGroup:
+    """Starts the Ray Train worker group once (``fit()`` on a thread) and feeds it iterations."""
+
+    def __init__(self, cfg: TrainerConfig, store_name: str, storage: str, resume_dir: str | None = None,
+                 coordinator_name: str = COORDINATOR_NAME):
+        import ray
+        from ray.train import RunConfig, ScalingConfig
+        from ray.train.torch import TorchConfig, TorchTrainer
+
+        cfg.validate()
+        self.cfg = cfg
+        self.coord = ray.remote(num_cpus=0)(TrainerCoordinator).options(name=coordinator_name).remote(cfg.num_workers)
+        self.trainer = TorchTrainer(
+            trainer_loop,
+            train_loop_config={"trainer": asdict(cfg), "coordinator": coordinator_name, "store": store_name,
+                               "resume_dir": resume_dir},
+            torch_config=TorchConfig(backend="nccl" if cfg.use_gpu else "gloo"),
+            scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu,
+                                         resources_per_worker={"CPU": 1}),
+            run_config=RunConfig(name="online_trainer", storage_path=str(Path(storage).resolve())),
+        )
+        self.error: BaseException | None = None
+        self.finished = False
+        self._key = 0
+        self.thread = threading.Thread(target=self._fit, name="trainer-fit", daemon=True)
+        self.thread.start()
+
+    def _fit(self) -> None:
+        try:
+            result = self.trainer.fit()
+            if getattr(result, "error", None):
+                self.error = result.error
+        except BaseException as e:  # noqa: BLE001 (reported to the driver by _wait)
+            self.error = e
+        self.finished = True
+
+    def _wait(self, key: int, timeout_s: float) -> list[dict]:
+        import ray
+
+        deadline = time.time() + timeout_s
+        while True:
+            if self.error is not None:
+                raise TrainerError(f"the trainer group failed: {self.error}") from self.error
+            if self.finished:
+                raise TrainerError("the trainer group stopped before answering")
+            res = ray.get(self.coord.result.remote(key, 2.0))
+            if res is not None:
+                return [res[r] for r in sorted(res)]
+            if time.time() > deadline:
+                raise TrainerError(f"no answer from the trainer group in {timeout_s:.0f} s")
+
+    def _submit(self, make_task, timeout_s: float) -> list[dict]:
+        import ray
+
+        self._key += 1
+        ray.get(self.coord.submit.remote([make_task(r, self._key) for r in range(self.cfg.num_workers)]))
+        return self._wait(self._key, timeout_s)
+
+    def train(self, shards: list, iteration: int, steps: int, version: int | None, checkpoint: str | None = None,
+              timeout_s: float = 3600.0) -> dict:
+        """K optimiser steps on the shards; publishes ``version`` (rank 0); returns rank 0's result."""
+        res = self._submit(lambda r, key: {"kind": "train", "key": key, "shards": shards, "iteration": iteration,
+                                           "steps": steps, "version": version, "checkpoint": checkpoint}, timeout_s)
+        return res[0]
+
+    def lora_state(self, timeout_s: float = 600.0) -> dict:
+        return self._submit(lambda r, key: {"kind": "state", "key": key}, timeout_s)[0]["state"]
+
+    def stop(self, timeout_s: float = 120.0) -> None:
+        import ray
+
+        if not self.finished and self.error is None:
+            ray.get(self.coord.submit.remote([{"kind": "stop"}] * self.cfg.num_workers))
+            self.thread.join(timeout_s)
+        ray.kill(self.coord)
+        if self.error is not None:
+            raise TrainerError(f"the trainer group failed: {self.error}") from self.error
+
+
+__all__ = ["TrainerConfig", "TrainerGroup", "TrainerError", "trainer_loop", "os"]

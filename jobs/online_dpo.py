@@ -1,0 +1,497 @@
+"""Online Flow-DPO / Flow-RWR of the video generator on Ray (the product's main job).
+
+    python jobs/online_dpo.py                                   # embedded default: local Ray, moving shapes
+    python jobs/online_dpo.py --out runs/online --mode one_step_off trainer.algo.algo=rwr
+    python jobs/online_dpo.py --out runs/online --resume        # continue from the last checkpoint
+    ray job submit --working-dir . -- python jobs/online_dpo.py # against a running cluster
+
+One iteration: the driver takes the next prompt batch (a seeded function of the iteration: resumable);
+generator actors sample G clips per prompt with policy version v and have them scored by the Serve
+reward deployment; Ray Data groups the samples by prompt and builds pairs (or RWR weights); the
+trainer group (Ray Train + DeepSpeed, started once) runs K steps and publishes version v + 1; the
+generators swap to it before their next batch. ``mode=one_step_off`` overlaps the sampling of batch
+i + 1 (with version i) with training on batch i: staleness 1. At the end both the final and the
+pretrained policy sample the held-out prompts with the same seeds and the oracle gives the win rate.
+
+Writes into ``out``: ``config.yaml``, ``metrics.jsonl`` (one record per iteration), ``checkpoints/``
+(every ``checkpoint_every`` iterations and at the end: DeepSpeed state with the optimiser, the adapter,
+``state.json`` with the data position and policy version; ``latest.json`` points at the newest),
+``adapter/`` (the final LoRA), ``evaluation.json`` and ``summary.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from actors.trainer import TrainerConfig  # noqa: E402
+from rlhf.align.pairs import PairConfig  # noqa: E402
+from rlhf.config import parse_cli, save_config, to_dict  # noqa: E402
+from rlhf.generator.sampler import SamplerConfig  # noqa: E402
+from serve.reward_service import RewardServiceConfig  # noqa: E402
+
+MODES = ("sync", "one_step_off")
+DIMS = ("VQ", "MQ", "TA")
+
+
+@dataclass
+class OnlineConfig:
+    out: str = "runs/online_dpo"  # run directory
+    ray_address: str = ""  # "" = RAY_ADDRESS if set (ray job submit), else start a local cluster
+    num_cpus: int = 0  # logical CPUs of a local cluster (0 = enough for every role)
+    generator: str = ""  # pretrained generator ("" = artefacts/generator_default)
+    mode: str = "sync"  # sync (strictly on-policy) | one_step_off (staleness 1)
+    iterations: int = 8
+    prompts: str = "train"  # train | heldout | all | a prompt file
+    prompts_per_iter: int = 16
+    group: int = 4  # clips per prompt (G)
+    steps_per_iter: int = 8  # trainer optimiser steps per iteration (K)
+    generators: int = 2  # generator actors
+    generator_cpus: float = 1.0
+    generator_gpus: float = 0.0
+    generator_threads: int = 1
+    max_restarts: int = 3  # generator actor restarts
+    checkpoint_every: int = 2  # iterations (a checkpoint is also written at the end)
+    resume: bool = False
+    seed: int = 0
+    eval_prompts: str = "heldout"  # final evaluation: held-out prompts, same seeds for both policies
+    eval_n_prompts: int = 58  # 0 = no final evaluation
+    eval_seeds: int = 2
+    metrics_port: int = 0  # Prometheus export port of a local cluster (0 = Ray picks one)
+    progress: bool = True
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    pairs: PairConfig = field(default_factory=PairConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    reward: RewardServiceConfig = field(default_factory=RewardServiceConfig)
+
+    def validate(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        for k in ("iterations", "prompts_per_iter", "steps_per_iter", "generators"):
+            if getattr(self, k) < 1:
+                raise ValueError(f"{k} must be >= 1, got {getattr(self, k)}")
+        if self.group < 2:
+            raise ValueError(f"group must be >= 2 (pairs come from within a prompt group), got {self.group}")
+        if self.checkpoint_every < 0 or self.eval_n_prompts < 0 or self.eval_seeds < 1:
+            raise ValueError("checkpoint_every and eval_n_prompts must be >= 0, eval_seeds >= 1")
+        self.sampler.validate()
+        self.pairs.validate()
+        self.trainer.validate()
+        self.reward.validate()
+
+
+# ---------------------------------------------------------------------------------------------- data
+def prompt_batch(cfg: OnlineConfig, prompts: list[str], iteration: int) -> tuple[list[str], list[int]]:
+    """The clips of one iteration: ``prompts_per_iter`` prompts (seeded by the iteration) x ``group``."""
+    import numpy as np
+
+    rng = np.random.default_rng([cfg.seed, iteration])
+    k = min(cfg.prompts_per_iter, len(prompts))
+    chosen = [prompts[i] for i in sorted(rng.choice(len(prompts), k, replace=False))]
+    texts = [p for p in chosen for _ in range(cfg.group)]
+    seeds = [cfg.seed * 1_000_000_007 + iteration * 100_000 + j for j in range(len(texts))]
+    return texts, seeds
+
+
+def split_even(items: list, n: int) -> list[list]:
+    """Contiguous chunks, sizes differing by at most one."""
+    k, r = divmod(len(items), n)
+    out, start = [], 0
+    for i in range(n):
+        end = start + k + (i < r)
+        out.append(items[start:end])
+        start = end
+    return out
+
+
+# ------------------------------------------------------------------------------------------- metrics
+class Metrics:
+    """The same numbers to the Ray dashboard (``ray.util.metrics``), ``metrics.jsonl`` and the console."""
+
+    def __init__(self, out: Path):
+        from ray.util.metrics import Counter, Gauge
+
+        self.path = out / "metrics.jsonl"
+        self.g = {name: Gauge(f"videoalign_{name}", description=desc, tag_keys=tags) for name, desc, tags in [
+            ("reward", "mean reward of the iteration's samples (normalised)", ("dimension",)),
+            ("oracle", "mean oracle score of the iteration's samples", ("dimension",)),
+            ("loss", "training loss (mean over the iteration's steps)", ()),
+            ("implicit_accuracy", "Flow-DPO implicit accuracy", ()),
+            ("videos_per_second", "clips generated, scored and trained on per second", ()),
+            ("phase_seconds", "seconds per phase of the iteration", ("phase",)),
+            ("staleness", "policy versions between sampling and training", ()),
+            ("queue_depth", "rollout batches in flight when training starts", ()),
+            ("policy_version", "latest published policy version", ()),
+            ("pairs", "preference pairs (or weighted samples) of the iteration", ()),
+        ]}
+        self.videos = Counter("videoalign_videos_total", description="clips generated and scored")
+
+    def record(self, rec: dict) -> None:
+        for d in (*DIMS, "weighted"):
+            self.g["reward"].set(rec["reward"][d], tags={"dimension": d})
+            if rec["oracle"].get(d) is not None:
+                self.g["oracle"].set(rec["oracle"][d], tags={"dimension": d})
+        for k in ("loss", "implicit_accuracy", "videos_per_second", "staleness", "queue_depth", "policy_version",
+                  "pairs"):
+            if rec.get(k) is not None:
+                self.g[k].set(float(rec[k]))
+        for phase, s in rec["phases"].items():
+            self.g["phase_seconds"].set(s, tags={"phase": phase})
+        self.videos.inc(rec["videos"])
+        with open(self.path, "a") as fh:
+            fh.write(json.dumps(rec) + "\n")
+
+
+# ---------------------------------------------------------------------------------------- checkpoint
+def latest_checkpoint(out: Path) -> dict | None:
+    p = out / "checkpoints" / "latest.json"
+    return json.loads(p.read_text()) if p.is_file() else None
+
+
+def write_state(ck: Path, state: dict) -> None:
+    (ck / "state.json").write_text(json.dumps(state, indent=2))
+    latest = ck.parent / "latest.json"
+    tmp = latest.with_suffix(".part")
+    tmp.write_text(json.dumps({**state, "dir": str(ck)}, indent=2))
+    tmp.replace(latest)
+
+
+# --------------------------------------------------------------------------------------------- the job
+class OnlineRun:
+    def __init__(self, cfg: OnlineConfig):
+        self.cfg = cfg
+        self.out = Path(cfg.out).resolve()
+        self.started_ray = False
+        self.gens: list = []
+        self.trainer = None
+        self.deployed = False
+
+    # ------------------------------------------------------------------ start-up
+    def start(self) -> None:
+        import ray
+
+        from actors.generator import GeneratorActorConfig, start_generators
+        from actors.trainer import TrainerGroup
+        from actors.weights import ObjectStoreSync, weight_store
+        from serve.reward_service import deploy
+
+        cfg = self.cfg
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+        if not ray.is_initialized():
+            if cfg.ray_address or os.environ.get("RAY_ADDRESS"):
+                ray.init(address=cfg.ray_address or None, log_to_driver=True)
+            else:
+                need = cfg.generators * cfg.generator_cpus + cfg.trainer.num_workers + cfg.reward.num_cpus + 2
+                ray.init(address="local", num_cpus=cfg.num_cpus or max(int(need + 0.999), os.cpu_count() or 2),
+                         include_dashboard=True, dashboard_host="127.0.0.1",
+                         _metrics_export_port=cfg.metrics_port or None, log_to_driver=True)
+            self.started_ray = True
+        import ray.data
+
+        ctx = ray.data.DataContext.get_current()
+        ctx.enable_progress_bars = False
+        ctx.print_on_execution_start = False
+        self.log(f"Ray dashboard: {self.dashboard_url()}")
+        self.store = weight_store(keep=3)
+        self.sync = ObjectStoreSync()
+        t0 = time.time()
+        deploy(cfg.reward)
+        self.deployed = True
+        self.log(f"reward service '{cfg.reward.app_name}' ({cfg.reward.model}) up in {time.time() - t0:.1f} s")
+        gcfg = GeneratorActorConfig(generator=cfg.generator, lora_rank=cfg.trainer.lora_rank,
+                                    lora_alpha=cfg.trainer.lora_alpha, threads=cfg.generator_threads,
+                                    reward_app=cfg.reward.app_name, sampler=cfg.sampler)
+        self.gens = start_generators(cfg.generators, gcfg, self.sync.store_name, cfg.generator_cpus,
+                                     cfg.generator_gpus, cfg.max_restarts)
+        self.resume_state = latest_checkpoint(self.out) if cfg.resume else None
+        if cfg.resume and self.resume_state is None:
+            raise SystemExit(f"error: --resume but {self.out}/checkpoints/latest.json does not exist: "
+                             "run without --resume first")
+        self.trainer = TrainerGroup(cfg.trainer, self.sync.store_name, str(self.out / "ray"),
+                                    resume_dir=self.resume_state["dir"] if self.resume_state else None)
+        if self.resume_state:  # re-push the weights the checkpoint holds
+            from safetensors.torch import load_file
+
+            ck = Path(self.resume_state["dir"])
+            if (ck / "prev_adapter.safetensors").is_file():
+                self.sync.publish(self.resume_state["policy_version"] - 1, load_file(ck / "prev_adapter.safetensors"))
+            self.sync.publish(self.resume_state["policy_version"], load_file(ck / "adapter" / "adapter.safetensors"))
+        ray.get([g.info.remote() for g in self.gens])
+        self.log(f"{cfg.generators} generator actors and {cfg.trainer.num_workers} trainer workers started "
+                 f"in {time.time() - t0:.1f} s")
+
+    def dashboard_url(self) -> str:
+        import ray
+
+        url = ray._private.worker.get_dashboard_url() if hasattr(ray, "_private") else ""
+        return f"http://{url}" if url else "(no dashboard on this cluster)"
+
+    def log(self, msg: str) -> None:
+        print(f"[online] {msg}", flush=True)
+
+    # ------------------------------------------------------------------ one iteration
+    def launch(self, prompts: list[str], iteration: int, version: int) -> tuple[list, list, float]:
+        texts, seeds = prompt_batch(self.cfg, prompts, iteration)
+        G, n = self.cfg.group, len(self.gens)
+        metas, tables = [], []
+        for g, chunk in zip(self.gens, split_even(list(range(len(texts) // G)), n)):  # whole prompt groups
+            ps = [texts[k * G + j] for k in chunk for j in range(G)]
+            ss = [seeds[k * G + j] for k in chunk for j in range(G)]
+            if ps:
+                m, t = g.rollout.options(num_returns=2).remote(ps, ss, version, iteration)
+                metas.append(m)
+                tables.append(t)
+        return metas, tables, time.time()
+
+    def run(self) -> dict:
+        import numpy as np
+        import ray
+        from tqdm import tqdm
+
+        from actors.preferences import preference_dataset, stats_of
+        from rlhf.align.offline import read_prompts
+
+        cfg = self.cfg
+        prompts = read_prompts(cfg.prompts)
+        st = self.resume_state
+        start_it = st["next_iteration"] if st else 0
+        version = st["policy_version"] if st else 0
+        if start_it >= cfg.iterations:
+            self.log(f"nothing to do: the checkpoint is at iteration {start_it} of {cfg.iterations}")
+        one_off = cfg.mode == "one_step_off"
+        # one-step-off: the batch of iteration i is sampled with version i - 1 (the version before training
+        # on batch i - 1); sync: with version i.
+        pending = self.launch(prompts, start_it, max(version - 1, 0) if (one_off and start_it > 0) else version) \
+            if start_it < cfg.iterations else None
+        metrics = Metrics(self.out)
+        bar = tqdm(total=cfg.iterations, initial=start_it, desc=f"online {cfg.trainer.algo.algo} ({cfg.mode})",
+                   unit="iter", disable=not cfg.progress, file=sys.stdout)
+        t_run = time.time()
+        for it in range(start_it, cfg.iterations):
+            t_it = time.time()
+            metas_ref, tables, t_launch = pending
+            metas = ray.get(metas_ref)
+            t_rolled = time.time()
+            pending = None
+            if one_off and it + 1 < cfg.iterations:  # overlap: sample batch i + 1 with the current version
+                pending = self.launch(prompts, it + 1, version)
+            t0 = time.time()
+            ds = preference_dataset(tables, cfg.pairs, cfg.trainer.algo.algo, cfg.seed, it)
+            n_samples = sum(m["n"] for m in metas)
+            pstats = stats_of(ds, n_samples, n_samples // cfg.group)
+            shards = ds.split(cfg.trainer.num_workers, equal=True)
+            t_data = time.time() - t0
+            ckpt = None
+            last = it + 1 == cfg.iterations
+            if last or (cfg.checkpoint_every and (it + 1) % cfg.checkpoint_every == 0):
+                ckpt = self.out / "checkpoints" / f"iter_{it + 1:05d}"
+                ckpt.mkdir(parents=True, exist_ok=True)
+            sample_version = metas[0]["policy_version"]
+            if pstats.rows:
+                res = self.trainer.train(shards, it, cfg.steps_per_iter, version + 1, str(ckpt) if ckpt else None)
+                version += 1
+            else:
+                self.log(f"iteration {it}: every prompt group is a tie under the weights; no update")
+                res = {"loss": None, "implicit_accuracy": None, "train_s": 0.0, "publish": {"seconds": 0.0}}
+                if ckpt:  # nothing trained: still checkpoint (same weights)
+                    res = {**res, **self.trainer.train(shards, it, 0, None, str(ckpt))}
+            if ckpt:
+                state = {"next_iteration": it + 1, "policy_version": version, "seed": cfg.seed, "mode": cfg.mode,
+                         "rng": {"prompts": [cfg.seed, it + 1], "trainer": [cfg.trainer.seed, it + 1, "rank"]}}
+                if one_off and version > 1:
+                    from safetensors.torch import save_file
+
+                    prev, _ = self.sync.fetch(version - 1)
+                    save_file(prev, ckpt / "prev_adapter.safetensors")
+                write_state(ckpt, state)
+            if not one_off and it + 1 < cfg.iterations:
+                pending = self.launch(prompts, it + 1, version)
+            wall = time.time() - t_it
+            rec = self.record(it, metas, pstats, res, version, sample_version, wall, t_rolled - t_it, t_data,
+                              queue=1 if pending is not None and one_off else 0)
+            metrics.record(rec)
+            bar.update(1)
+            bar.set_postfix_str(f"v{version} loss {rec['loss'] if rec['loss'] is None else round(rec['loss'], 4)} "
+                                f"reward {rec['reward']['weighted']:+.3f} oracle {rec['oracle'].get('weighted', 0):.3f} "
+                                f"{rec['videos_per_second']:.2f} clip/s")
+            self.log(self.describe(rec))
+        bar.close()
+        train_wall = time.time() - t_run
+        self.out.mkdir(parents=True, exist_ok=True)
+        state = self.trainer.lora_state()
+        from safetensors.torch import save_file
+
+        (self.out / "adapter").mkdir(exist_ok=True)
+        save_file({k: v.contiguous() for k, v in state.items()}, self.out / "adapter" / "adapter.safetensors")
+        (self.out / "adapter" / "adapter.json").write_text(json.dumps(
+            {"rank": cfg.trainer.lora_rank, "alpha": cfg.trainer.lora_alpha, "policy_version": version}))
+        evaluation = self.evaluate(version) if cfg.eval_n_prompts else None
+        summary = self.summarize(version, train_wall, evaluation)
+        (self.out / "summary.json").write_text(json.dumps(summary, indent=2))
+        return summary
+
+    def record(self, it, metas, pstats, res, version, sample_version, wall, roll_wait, t_data, queue) -> dict:
+        import numpy as np
+
+        w = self.cfg.pairs.weights
+        wv = np.array([w.VQ, w.MQ, w.TA])
+        n = np.array([m["n"] for m in metas], np.float64)
+        reward = np.average([m["reward"] for m in metas], axis=0, weights=n)
+        oracle = np.average([m["oracle"] for m in metas], axis=0, weights=n)
+        videos = int(n.sum())
+        phases = {
+            "generate": float(max(m["generate_s"] for m in metas)),
+            "reward_wait": float(max(m["reward_wait_s"] for m in metas)),
+            "rollout_wait": roll_wait,  # driver time blocked on the rollouts
+            "data": t_data,
+            "train": float(res.get("train_s", 0.0)),
+            "weight_sync": float(res.get("publish", {}).get("seconds", 0.0))
+            + float(max(m["weight_sync_s"] for m in metas)),
+            "checkpoint": float(res.get("checkpoint_s", 0.0)),
+            "iteration": wall,
+        }
+        return {"iteration": it, "time": time.time(), "policy_version": version, "sample_version": sample_version,
+                "staleness": version - 1 - sample_version if res.get("loss") is not None else version - sample_version,
+                "videos": videos, "videos_per_second": videos / max(wall, 1e-9), "pairs": pstats.rows,
+                "groups": pstats.groups, "tie_groups": pstats.tie_groups, "batch_digest": pstats.digest, "mean_group_gap": pstats.mean_group_gap,
+                "loss": res.get("loss"), "first_loss": res.get("first_loss"),
+                "implicit_accuracy": res.get("implicit_accuracy"),
+                "reward": {**dict(zip(DIMS, reward.tolist())), "weighted": float(reward @ wv)},
+                "oracle": ({**dict(zip(DIMS, oracle.tolist())), "weighted": float(oracle @ wv)}
+                           if np.isfinite(oracle).all() else {}),
+                "phases": phases, "queue_depth": queue, "restarted_actors": [m["actor"] for m in metas if m["restarted"]]}
+
+    def describe(self, rec: dict) -> str:
+        ph = rec["phases"]
+        loss = "-" if rec["loss"] is None else f"{rec['loss']:.4f}"
+        acc = "-" if rec["implicit_accuracy"] is None else f"{rec['implicit_accuracy']:.2f}"
+        orc = rec["oracle"]
+        return (f"iter {rec['iteration']} v{rec['policy_version']} (sampled v{rec['sample_version']}) "
+                f"{rec['videos']} clips {rec['pairs']} pairs loss {loss} acc {acc} "
+                f"reward VQ/MQ/TA {rec['reward']['VQ']:+.2f}/{rec['reward']['MQ']:+.2f}/{rec['reward']['TA']:+.2f} "
+                + (f"oracle {orc['VQ']:.3f}/{orc['MQ']:.3f}/{orc['TA']:.3f} " if orc else "")
+                + "| " + " ".join(f"{k} {v:.1f}s" for k, v in ph.items()))
+
+    # ------------------------------------------------------------------ evaluation
+    def evaluate(self, version: int) -> dict:
+        import numpy as np
+        import ray
+
+        from rlhf.align.offline import read_prompts
+        from rlhf.eval.judges import TIE_MARGINS
+        from rlhf.eval.winrate import reward_hacking, win_rates
+
+        cfg = self.cfg
+        t0 = time.time()
+        prompts = read_prompts(cfg.eval_prompts)[:cfg.eval_n_prompts]
+        texts = [p for p in prompts for _ in range(cfg.eval_seeds)]
+        seeds = [10_000 + i for i in range(len(texts))]
+        learned = cfg.reward.model != "oracle"
+        res = {}
+        for name, v in (("policy", version), ("pretrained", 0)):
+            refs = [g.evaluate.remote(ps, ss, v, learned) for g, ps, ss in
+                    zip(self.gens, split_even(texts, len(self.gens)), split_even(seeds, len(self.gens))) if ps]
+            parts = ray.get(refs)
+            res[name] = {"oracle": np.concatenate([p["oracle"] for p in parts])}
+            if learned:
+                res[name]["reward"] = np.concatenate([p["reward"] for p in parts])
+        w = cfg.pairs.weights
+        oracle = win_rates(res["policy"]["oracle"], res["pretrained"]["oracle"], w, TIE_MARGINS["oracle"])
+        out = {"n": len(texts), "prompts": cfg.eval_prompts, "policy_version": version,
+               "oracle_win_rate": oracle,
+               "oracle_mean": {"policy": res["policy"]["oracle"].mean(0).tolist(),
+                               "pretrained": res["pretrained"]["oracle"].mean(0).tolist()},
+               "seconds": round(time.time() - t0, 1)}
+        if learned:
+            lr = win_rates(res["policy"]["reward"], res["pretrained"]["reward"], w, TIE_MARGINS["learned"])
+            out["learned_win_rate"] = lr
+            out["reward_hacking"] = reward_hacking(lr, oracle, len(texts))
+        (self.out / "evaluation.json").write_text(json.dumps(out, indent=2))
+        return out
+
+    def summarize(self, version: int, train_wall: float, evaluation: dict | None) -> dict:
+        recs = [json.loads(ln) for ln in (self.out / "metrics.jsonl").read_text().splitlines() if ln.strip()]
+        phases = {}
+        for r in recs:
+            for k, v in r["phases"].items():
+                phases[k] = phases.get(k, 0.0) + v
+        return {"iterations": len(recs), "policy_version": version, "mode": self.cfg.mode,
+                "algo": self.cfg.trainer.algo.algo, "reward": self.cfg.reward.model,
+                "weights": self.cfg.pairs.weights.label, "videos": sum(r["videos"] for r in recs),
+                "loop_seconds": round(train_wall, 1), "phase_seconds": {k: round(v, 1) for k, v in phases.items()},
+                "evaluation": evaluation}
+
+    # ------------------------------------------------------------------ shutdown
+    def close(self) -> None:
+        import ray
+
+        from serve.reward_service import shutdown
+
+        if self.trainer is not None:
+            try:
+                self.trainer.stop()
+            except Exception as e:  # noqa: BLE001 (report and go on closing)
+                self.log(f"trainer group: {e}")
+        for g in self.gens:
+            ray.kill(g)
+        if getattr(self, "store", None) is not None:
+            ray.kill(self.store)
+        if self.deployed:
+            shutdown(self.cfg.reward)
+        if self.started_ray:
+            ray.shutdown()
+
+
+def run(cfg: OnlineConfig) -> dict:
+    cfg.validate()
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out)
+    t0 = time.time()
+    job = OnlineRun(cfg)
+    try:
+        job.start()
+        summary = job.run()
+    finally:
+        job.close()
+    summary["total_seconds"] = round(time.time() - t0, 1)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    ev = summary.get("evaluation")
+    if ev:
+        o = ev["oracle_win_rate"]
+        print(f"[online] oracle win rate of the final policy (v{summary['policy_version']}) against the pretrained "
+              f"one on {ev['n']} held-out clips: weighted {100 * o['weighted']:.1f}% (VQ {100 * o['VQ']:.1f}, "
+              f"MQ {100 * o['MQ']:.1f}, TA {100 * o['TA']:.1f})"
+              + (f"; learned reward {100 * ev['learned_win_rate']['weighted']:.1f}%"
+                 f"{', HACKING FLAGGED on ' + ', '.join(ev['reward_hacking']) if ev['reward_hacking'] else ''}"
+                 if "learned_win_rate" in ev else ""), flush=True)
+    print(f"[online] done in {summary['total_seconds']:.0f} s; run directory {out}", flush=True)
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    cfg = parse_cli(OnlineConfig, argv, __doc__.splitlines()[0],
+                    {"--out": ("out", str, "run directory"), "--mode": ("mode", str, "sync | one_step_off"),
+                     "--iterations": ("iterations", int, "online iterations"),
+                     "--reward": ("reward.model", str, "default | oracle | VideoReward checkpoint"),
+                     "--address": ("ray_address", str, "Ray cluster address")},
+                    bool_flags={"--resume": ("resume", "continue from the latest checkpoint")})
+    try:
+        cfg.validate()
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    run(cfg)
+    return 0
+
+
+__all__ = ["OnlineConfig", "run", "asdict", "to_dict"]
+
+if __name__ == "__main__":
+    sys.exit(main())
