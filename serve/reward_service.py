@@ -319,7 +319,10 @@ class RewardDeployment:
             raise RewardRequestError(f"{where}: server-side paths are disabled (the service was deployed without "
                                      "video_root); send 'video_b64' or redeploy with video_root set", 403)
         root = Path(self.cfg.video_root).resolve()
-        target = (root / path).resolve()  # an absolute ``path`` replaces root; '..' and symlinks resolve here
+        try:
+            target = (root / path).resolve()  # an absolute ``path`` replaces root; '..' and symlinks resolve here
+        except (OSError, ValueError) as e:  # a NUL byte, a symlink loop
+            raise RewardRequestError(f"{where}: path {path!r} cannot be resolved ({e})") from None
         if not target.is_relative_to(root):
             raise RewardRequestError(f"{where}: path {path!r} lies outside video_root {str(root)!r}", 403)
         if not target.is_file():

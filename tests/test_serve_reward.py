@@ -135,12 +135,15 @@ def test_concurrent_requests_are_scored_in_batches(service):
 
 
 def test_concurrent_callers_share_batches(service):
-    cfg, _, _ = service
-    out = {}
+    cfg, handle, _ = service
+    out, start = {}, threading.Barrier(4)
 
     def call(k):
         videos, prompts = _clips(1, seed=10 + k)
-        out[k] = RewardClient(cfg.app_name, timeout_s=30).score(videos, prompts)[0]["batch_size"]
+        mp4s = [encode_video(v, crf=12) for v in videos]
+        client = RewardClient(handle, timeout_s=30)
+        start.wait()
+        out[k] = client.score(mp4s, prompts)[0]["batch_size"]
 
     threads = [threading.Thread(target=call, args=(k,)) for k in range(4)]
     for t in threads:
@@ -234,6 +237,7 @@ def test_http_list_form_and_server_side_paths(service):
     ("path outside video_root", {"prompt": "p", "path": "../../etc/hostname"}, 403, "outside video_root"),
     ("absolute path outside", {"prompt": "p", "path": "/etc/hostname"}, 403, "outside video_root"),
     ("missing file", {"prompt": "p", "path": "nope.mp4"}, 404, "no file"),
+    ("NUL in path", {"prompt": "p", "path": "a\u0000.mp4"}, 422, "cannot be resolved"),
     ("bad list item", {"videos": [{"prompt": "p"}]}, 422, "videos[0]: no video"),
 ])
 def test_http_bad_requests_get_a_clear_4xx(service, name, body, status, needle):
