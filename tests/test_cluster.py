@@ -1,0 +1,210 @@
+"""The cluster around the jobs: cluster.yaml passes Ray's own validation offline, the autoscaler adds
+role nodes on demand (the fake_multinode provider, on this machine), and `ray job submit` runs an
+uploaded working directory on a `ray start` head with token auth. Every Ray process is started with
+its own temp dir and ports and stopped by PID (tests/ray_cluster.py), never with `ray stop`."""
+
+import copy
+import json
+import re
+import subprocess
+import sys
+import tomllib
+import zipfile
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+
+from tests.ray_cluster import LocalRayHead, ray_head  # noqa: F401  (ray_head is a fixture)
+
+ROOT = Path(__file__).resolve().parents[1]
+CLUSTER_YAML = ROOT / "cluster.yaml"
+FAKE_CLUSTER_YAML = ROOT / "jobs/configs/fake_cluster.yaml"
+ROLES = ("generator", "trainer", "reward")
+# `--working-dir <repo root>` already leaves out what .gitignore names (.venv/, runs/); git history too.
+JOB_RUNTIME_ENV = {"excludes": ["/.git/"]}
+
+
+def ray_check(config: dict) -> dict:
+    """What `ray up` does to a config before it contacts the cloud: defaults merged, then validated."""
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    prepared = prepare_config(copy.deepcopy(config))
+    validate_config(prepared)
+    return prepared
+
+
+def pinned(name: str) -> str:
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    (pin,) = [d for d in deps if d.startswith(f"{name}==")]
+    return pin
+
+
+def test_cluster_yaml_validates_offline():
+    raw = yaml.safe_load(CLUSTER_YAML.read_text())
+    config = ray_check(raw)
+    assert config["provider"]["type"] == "aws"
+    types = config["available_node_types"]
+    head = types[config["head_node_type"]]
+    assert head["resources"] == {"CPU": 0} and head["max_workers"] == 0
+    for role in ROLES:
+        resources = types[role]["resources"]
+        assert resources["GPU"] >= 1 and resources[role] == resources["GPU"], role  # one unit per GPU
+        # Ray would default a missing max_workers to the cluster's; every role states its own.
+        assert raw["available_node_types"][role]["max_workers"] >= types[role]["min_workers"], role
+    assert sum(t["min_workers"] for t in types.values()) <= config["max_workers"]
+    assert config["file_mounts"]["~/videoalign"] == "."
+
+    # scripts/setup.sh's order: torch, then deepspeed built against it, then the project, editable.
+    setup = config["setup_commands"]
+    step = {key: next(i for i, c in enumerate(setup) if key in c)
+            for key in (pinned("torch"), pinned("deepspeed"), "pip install -q -e .")}
+    assert list(step.values()) == sorted(step.values()), setup
+    deepspeed = setup[step[pinned("deepspeed")]]
+    assert "DS_BUILD_OPS=0" in deepspeed and "--no-build-isolation" in deepspeed
+    assert any('pip install -q -e ".[gpu]"' in c for c in config["worker_setup_commands"])
+
+    start = " ".join(config["head_start_ray_commands"])
+    for flag in ("--head", "--port=6379", "--dashboard-host=127.0.0.1",
+                 "--autoscaling-config=~/ray_bootstrap_config.yaml", "RAY_AUTH_MODE=token"):
+        assert flag in start, flag
+    assert "RAY_AUTH_MODE=token" in " ".join(config["worker_start_ray_commands"])
+
+
+BREAKAGES = {  # name: (how the copy is broken, what Ray's validation says)
+    "typo in a node type key": (lambda c: c["available_node_types"]["generator"].update(max_worker=2),
+                                "'max_worker' was unexpected"),
+    "node type without resources": (lambda c: c["available_node_types"]["reward"].pop("resources"),
+                                    "'resources' is a required property"),
+    "unknown top-level key": (lambda c: c.update(idle_timeout=5), "'idle_timeout' was unexpected"),
+    "min_workers above the cluster's max_workers": (lambda c: c.update(max_workers=1),
+                                                    "smaller than the sum of `min_workers`"),
+    "head_node_type that is no node type": (lambda c: c.update(head_node_type="ray.head.default"),
+                                            "must be one of `available_node_types`"),
+}
+
+
+@pytest.mark.parametrize("breakage", list(BREAKAGES))
+def test_broken_cluster_yaml_fails_validation(breakage):
+    config = yaml.safe_load(CLUSTER_YAML.read_text())
+    mutate, message = BREAKAGES[breakage]
+    mutate(config)
+    with pytest.raises((jsonschema.ValidationError, ValueError), match=re.escape(message)):
+        ray_check(config)
+
+
+# Runs in its own process: another test module may hold an in-process `ray.init(address="local")`.
+AUTOSCALE_CLIENT = r"""
+import json, time, ray
+
+ray.init()
+alive = lambda: [n for n in ray.nodes() if n["Alive"]]
+before = [n["Resources"] for n in alive()]
+
+@ray.remote(num_cpus=1, resources={"generator": 1})
+class Generator:
+    def node(self):
+        return ray.get_runtime_context().get_node_id()
+
+gens = [Generator.remote() for _ in range(2)]
+placed = ray.get([g.node.remote() for g in gens], timeout=90)
+grown = {n["NodeID"]: n["Resources"] for n in alive()}
+for g in gens:
+    ray.kill(g)
+deadline = time.time() + 60
+while len(alive()) > 1 and time.time() < deadline:
+    time.sleep(1)
+print(json.dumps({"before": before, "placed": placed, "grown": grown, "after": len(alive())}))
+"""
+
+
+def test_fake_multinode_autoscaler_adds_nodes(tmp_path):
+    from ray.autoscaler._private.util import validate_config
+
+    head = LocalRayHead(num_cpus=0)
+    config = yaml.safe_load(FAKE_CLUSTER_YAML.read_text())
+    config["provider"]["gcs_address"] = head.address
+    validate_config(config)  # schema only: the wheel ships no defaults for this provider to prepare with
+    (tmp_path / "fake_cluster.yaml").write_text(yaml.safe_dump(config))
+    with head.start(autoscaling_config=tmp_path / "fake_cluster.yaml", extra_env={"RAY_FAKE_CLUSTER": "1"}):
+        r = subprocess.run([sys.executable, "-c", AUTOSCALE_CLIENT], env=head.env, capture_output=True,
+                           text=True, timeout=180)
+        assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
+    report = json.loads(r.stdout.strip().splitlines()[-1])
+    assert len(report["before"]) == 1 and report["before"][0].get("CPU", 0) == 0  # the head alone, no CPUs
+    assert len(set(report["placed"])) == 2  # two generator nodes were added, one actor on each
+    for node in report["placed"]:
+        assert report["grown"][node]["generator"] == 1 and report["grown"][node]["CPU"] == 1
+    assert len(report["grown"]) == 3  # and nothing else: no trainer or reward node without demand
+    assert not any("trainer" in res or "reward" in res for res in report["grown"].values())
+    assert report["after"] == 1  # idle generator nodes stopped after idle_timeout_minutes
+
+
+TINY_JOB = """
+import sys, ray
+ray.init()
+
+@ray.remote
+def square(x):
+    return x * x
+
+print("payload:", open("payload.txt").read().strip())
+print("prefix:", sys.prefix)
+print("result:", sum(ray.get([square.remote(i) for i in range(4)])))
+"""
+
+
+def submit(head: LocalRayHead, working_dir: Path, *entrypoint: str, timeout: float) -> subprocess.CompletedProcess:
+    cmd = [head.ray_bin, "job", "submit", "--address", head.dashboard_url, "--working-dir", str(working_dir),
+           "--runtime-env-json", json.dumps(JOB_RUNTIME_ENV), "--", *entrypoint]
+    return subprocess.run(cmd, env=head.env, cwd=working_dir, capture_output=True, text=True, timeout=timeout)
+
+
+def test_ray_job_submit_tiny_script(ray_head, tmp_path):
+    (tmp_path / "script.py").write_text(TINY_JOB)
+    (tmp_path / "payload.txt").write_text("uploaded\n")
+    r = submit(ray_head, tmp_path, "python", "script.py", timeout=180)
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, out[-4000:]
+    assert "succeeded" in out
+    assert "payload: uploaded" in out  # ran in the uploaded working dir
+    assert f"prefix: {sys.prefix}" in out  # `python` in the entrypoint is this venv's
+    assert "result: 14" in out  # 0 + 1 + 4 + 9, computed by remote tasks
+
+
+def test_job_cli_without_auth_mode_token_is_refused(ray_head):
+    # The token file is at hand (RAY_AUTH_TOKEN_PATH), but the job CLI reads it only in token mode.
+    env = {k: v for k, v in ray_head.env.items() if k not in ("RAY_AUTH_MODE", "RAY_ADDRESS")}
+    r = subprocess.run([ray_head.ray_bin, "job", "list", "--address", ray_head.dashboard_url], env=env,
+                       capture_output=True, text=True, timeout=60)
+    out = r.stdout + r.stderr
+    assert r.returncode != 0 and "no authentication token was found" in out, out[-2000:]
+
+
+def test_repo_working_dir_upload_leaves_out_large_dirs(tmp_path):
+    # The package `--working-dir <repo root>` uploads, built by the function Ray itself uses.
+    from ray._private.runtime_env.packaging import GCS_STORAGE_MAX_SIZE, _zip_files
+
+    package = tmp_path / "pkg.zip"
+    _zip_files(str(ROOT), JOB_RUNTIME_ENV["excludes"], str(package), include_gitignore=True)
+    names = zipfile.ZipFile(package).namelist()
+    assert not [n for n in names if n.split("/")[0] in (".venv", "runs", ".git")]
+    assert "rlhf/__init__.py" in names and "jobs/README.md" in names
+    assert any(n.startswith("artefacts/generator_default/") for n in names)  # the job's default generator
+    assert package.stat().st_size < GCS_STORAGE_MAX_SIZE // 8  # 512 MiB is Ray's hard limit
+
+
+ONLINE_JOB = ROOT / "jobs/online_dpo.py"
+ONLINE_TINY = ROOT / "jobs/configs/online_tiny.yaml"
+
+
+@pytest.mark.skipif(not (ONLINE_JOB.exists() and ONLINE_TINY.exists()),
+                    reason="jobs/online_dpo.py and jobs/configs/online_tiny.yaml are not written yet")
+def test_ray_job_submit_online_dpo(ray_head, tmp_path):
+    out = tmp_path / "run"
+    r = submit(ray_head, ROOT, "python", "jobs/online_dpo.py", "--config", "jobs/configs/online_tiny.yaml",
+               "--out", str(out), timeout=900)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-6000:]
+    assert "succeeded" in r.stdout + r.stderr
+    assert (out / "summary.json").exists()
