@@ -147,10 +147,10 @@ class GeneratorActor:
 
 
 def start_generators(n: int, cfg: GeneratorActorConfig, store_name: str, num_cpus: float = 1, num_gpus: float = 0,
-                     max_restarts: int = 3) -> list:
+                     max_restarts: int = 3, resources: dict | None = None) -> list:
     """``n`` generator actors; each restarts up to ``max_restarts`` times and retries the call it died in."""
     import ray
 
     cls = ray.remote(GeneratorActor)
-    return [cls.options(num_cpus=num_cpus, num_gpus=num_gpus, max_restarts=max_restarts,
-                        max_task_retries=max_restarts).remote(asdict(cfg), i, store_name) for i in range(n)]
+    return [cls.options(num_cpus=num_cpus, num_gpus=num_gpus, resources=dict(resources or {}),
+                        max_restarts=max_restarts, max_task_retries=max_restarts).remote(asdict(cfg), i, store_name) for i in range(n)]

@@ -119,7 +119,7 @@ def stats_of(ds, samples: int, groups: int) -> PreferenceStats:
                            mean_group_std=float(per_group["group_std"].mean()) if len(per_group) else 0.0,
                            mean_group_gap=float(per_group["group_gap"].mean()) if len(per_group) else 0.0,
                            tie_groups=groups - len(per_group),
-                           digest=hashlib.sha256(ident.to_numpy().tobytes()).hexdigest())
+                           digest=hashlib.sha256(ident.to_numpy(dtype=np.float64).tobytes()).hexdigest())
 
 
 def shuffled(rows: dict) -> dict:

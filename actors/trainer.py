@@ -45,6 +45,8 @@ class TrainerConfig:
     num_workers: int = 2
     use_gpu: bool = False
     threads: int = 1  # torch threads per worker
+    # custom resources per worker besides 1 CPU (cluster.yaml: {"trainer": 1} puts it on a trainer node)
+    resources_per_worker: dict[str, float] = field(default_factory=dict)
     seed: int = 0
     grad_clip: float = 1.0
     algo: AlgoConfig = field(default_factory=AlgoConfig)
@@ -224,7 +226,7 @@ class TrainerGroup:
                                "resume_dir": resume_dir},
             torch_config=TorchConfig(backend="nccl" if cfg.use_gpu else "gloo"),
             scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu,
-                                         resources_per_worker={"CPU": 1}),
+                                         resources_per_worker={"CPU": 1, **cfg.resources_per_worker}),
             run_config=RunConfig(name="online_trainer", storage_path=str(Path(storage).resolve())),
         )
         self.error: BaseException | None = None
@@ -279,7 +281,7 @@ class TrainerGroup:
 
         if not self.finished and self.error is None:
             ray.get(self.coord.submit.remote([{"kind": "stop"}] * self.cfg.num_workers))
-            self.thread.join(timeout_s)
+            self.thread.join(timeout_s)  # a worker busy with a task finishes it first
         ray.kill(self.coord)
         if self.error is not None:
             raise TrainerError(f"the trainer group failed: {self.error}") from self.error

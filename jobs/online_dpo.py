@@ -56,6 +56,8 @@ class OnlineConfig:
     generator_cpus: float = 1.0
     generator_gpus: float = 0.0
     generator_threads: int = 1
+    # custom resources each generator actor asks for (cluster.yaml: {"generator": 1} puts it on a generator node)
+    generator_resources: dict[str, float] = field(default_factory=dict)
     max_restarts: int = 3  # generator actor restarts
     checkpoint_every: int = 2  # iterations (a checkpoint is also written at the end)
     resume: bool = False
@@ -97,6 +99,20 @@ def prompt_batch(cfg: OnlineConfig, prompts: list[str], iteration: int) -> tuple
     texts = [p for p in chosen for _ in range(cfg.group)]
     seeds = [cfg.seed * 1_000_000_007 + iteration * 100_000 + j for j in range(len(texts))]
     return texts, seeds
+
+
+def get(refs, poll_s: float = 1.0):
+    """``ray.get`` that keeps the main thread responsive to Ctrl-C / SIGTERM (a plain ``ray.get`` does not
+    return to Python until the objects are ready)."""
+    import ray
+
+    single = not isinstance(refs, list)
+    todo = [refs] if single else list(refs)
+    while True:
+        ready, _ = ray.wait(todo, num_returns=len(todo), timeout=poll_s)
+        if len(ready) == len(todo):
+            out = ray.get(todo)
+            return out[0] if single else out
 
 
 def split_even(items: list, n: int) -> list[list]:
@@ -208,7 +224,7 @@ class OnlineRun:
                                     lora_alpha=cfg.trainer.lora_alpha, threads=cfg.generator_threads,
                                     reward_app=cfg.reward.app_name, sampler=cfg.sampler)
         self.gens = start_generators(cfg.generators, gcfg, self.sync.store_name, cfg.generator_cpus,
-                                     cfg.generator_gpus, cfg.max_restarts)
+                                     cfg.generator_gpus, cfg.max_restarts, cfg.generator_resources)
         self.resume_state = latest_checkpoint(self.out) if cfg.resume else None
         if cfg.resume and self.resume_state is None:
             raise SystemExit(f"error: --resume but {self.out}/checkpoints/latest.json does not exist: "
@@ -222,7 +238,7 @@ class OnlineRun:
             if (ck / "prev_adapter.safetensors").is_file():
                 self.sync.publish(self.resume_state["policy_version"] - 1, load_file(ck / "prev_adapter.safetensors"))
             self.sync.publish(self.resume_state["policy_version"], load_file(ck / "adapter" / "adapter.safetensors"))
-        ray.get([g.info.remote() for g in self.gens])
+        get([g.info.remote() for g in self.gens])
         self.log(f"{cfg.generators} generator actors and {cfg.trainer.num_workers} trainer workers started "
                  f"in {time.time() - t0:.1f} s")
 
@@ -276,7 +292,7 @@ class OnlineRun:
         for it in range(start_it, cfg.iterations):
             t_it = time.time()
             metas_ref, tables, t_launch = pending
-            metas = ray.get(metas_ref)
+            metas = get(metas_ref)
             t_rolled = time.time()
             pending = None
             if one_off and it + 1 < cfg.iterations:  # overlap: sample batch i + 1 with the current version
@@ -397,7 +413,7 @@ class OnlineRun:
         for name, v in (("policy", version), ("pretrained", 0)):
             refs = [g.evaluate.remote(ps, ss, v, learned) for g, ps, ss in
                     zip(self.gens, split_even(texts, len(self.gens)), split_even(seeds, len(self.gens))) if ps]
-            parts = ray.get(refs)
+            parts = get(refs)
             res[name] = {"oracle": np.concatenate([p["oracle"] for p in parts])}
             if learned:
                 res[name]["reward"] = np.concatenate([p["reward"] for p in parts])
@@ -448,8 +464,22 @@ class OnlineRun:
             ray.shutdown()
 
 
+def _stop_on_sigterm() -> None:
+    """SIGTERM (a scheduler, ``kill PID``) stops the job like Ctrl-C: the ``finally`` clean-up runs (actors,
+    Serve app, the local Ray cluster); the last checkpoint stays for ``--resume``."""
+    import signal
+    import threading
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, handler)
+
+
 def run(cfg: OnlineConfig) -> dict:
     cfg.validate()
+    _stop_on_sigterm()
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out)
