@@ -7,10 +7,9 @@ export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER := 0
 setup:
 	@bash scripts/setup.sh
 
-# The main job: the most complete pipeline that exists so far (see README).
+# The main job: online Flow-DPO on a local Ray cluster in the moving-shapes world (see README).
 run: setup
-	$(PY) jobs/make_dataset.py --pairs 500 --out runs/demo_dataset
-	$(PY) jobs/world_report.py --dataset runs/demo_dataset --out runs/demo_dataset/world_report.json
+	$(PY) jobs/online_dpo.py --out runs/online_dpo
 
 test: setup
 	$(PY) -m pytest -q tests

@@ -51,7 +51,7 @@ class OnlineConfig:
     prompts: str = "train"  # train | heldout | all | a prompt file
     prompts_per_iter: int = 16
     group: int = 4  # clips per prompt (G)
-    steps_per_iter: int = 8  # trainer optimiser steps per iteration (K)
+    steps_per_iter: int = 16  # trainer optimiser steps per iteration (K)
     generators: int = 2  # generator actors
     generator_cpus: float = 1.0
     generator_gpus: float = 0.0
@@ -67,10 +67,13 @@ class OnlineConfig:
     eval_seeds: int = 2
     metrics_port: int = 0  # Prometheus export port of a local cluster (0 = Ray picks one)
     progress: bool = True
-    sampler: SamplerConfig = field(default_factory=SamplerConfig)
-    pairs: PairConfig = field(default_factory=PairConfig)
-    trainer: TrainerConfig = field(default_factory=TrainerConfig)
-    reward: RewardServiceConfig = field(default_factory=RewardServiceConfig)
+    # The embedded default (what `make run` runs, measured in jobs/README.md): 10 Euler steps for rollouts and
+    # evaluation alike, every pair of a group whose 1:1:1 reward differs by > 0.03, LoRA lr 3e-4, and the
+    # oracle as the served reward (reward.model=default trains on the shipped VideoReward instead).
+    sampler: SamplerConfig = field(default_factory=lambda: SamplerConfig(steps=10))
+    pairs: PairConfig = field(default_factory=lambda: PairConfig(mode="margin", margin=0.03))
+    trainer: TrainerConfig = field(default_factory=lambda: TrainerConfig(lr=3e-4))
+    reward: RewardServiceConfig = field(default_factory=lambda: RewardServiceConfig(model="oracle"))
 
     def validate(self) -> None:
         if self.mode not in MODES:
@@ -461,7 +464,30 @@ class OnlineRun:
         if self.deployed:
             shutdown(self.cfg.reward)
         if self.started_ray:
-            ray.shutdown()
+            shutdown_local_cluster()
+
+
+def shutdown_local_cluster(grace_s: float = 10.0) -> None:
+    """``ray.shutdown()`` of the cluster this process started, then the raylet's agents (dashboard and
+    runtime-env agents outlive it by minutes otherwise): by PID, only the processes this cluster started."""
+    import psutil
+    import ray
+
+    node = getattr(ray._private.worker, "_global_node", None)
+    kids = []
+    try:
+        raylet = node.all_processes["raylet"][0].process.pid if node is not None else None
+        kids = psutil.Process(raylet).children(recursive=True) if raylet else []
+    except (KeyError, IndexError, AttributeError, psutil.Error):
+        pass
+    ray.shutdown()
+    _, alive = psutil.wait_procs(kids, timeout=grace_s)
+    for p in alive:
+        try:
+            p.terminate()
+        except psutil.Error:
+            pass
+    psutil.wait_procs(alive, timeout=5)
 
 
 def _stop_on_sigterm() -> None:
@@ -482,6 +508,11 @@ def run(cfg: OnlineConfig) -> dict:
     _stop_on_sigterm()
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
+    if not cfg.resume and (out / "metrics.jsonl").exists():  # a fresh run in an old directory starts afresh
+        print(f"[online] {out} holds an earlier run: starting afresh (--resume continues one)", flush=True)
+        for stale in (out / "metrics.jsonl", out / "checkpoints" / "latest.json", out / "summary.json",
+                      out / "evaluation.json"):
+            stale.unlink(missing_ok=True)
     save_config(cfg, out)
     t0 = time.time()
     job = OnlineRun(cfg)

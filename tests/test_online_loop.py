@@ -43,7 +43,12 @@ def ray_session():
     port = free_port()
     ray.init(address="local", num_cpus=8, include_dashboard=False, _metrics_export_port=port)
     yield port
-    ray.shutdown()
+    from jobs.online_dpo import shutdown_local_cluster
+
+    shutdown_local_cluster()
+
+
+HTTP_PORT = free_port()  # Serve keeps the HTTP options of its first start in a session
 
 
 def run_job(out: Path, *overrides: str) -> dict:
@@ -51,7 +56,7 @@ def run_job(out: Path, *overrides: str) -> dict:
     from rlhf.config import load_config
 
     cfg = load_config(OnlineConfig, TINY, [f"out={out}", "progress=false", "eval_n_prompts=0",
-                                           f"reward.http_port={free_port()}", *overrides])
+                                           f"reward.http_port={HTTP_PORT}", *overrides])
     return run(cfg)
 
 
@@ -114,3 +119,14 @@ def test_resume_continues_exactly(full, tmp_path_factory):
     b = load_file(out / "adapter" / "adapter.safetensors")
     assert a.keys() == b.keys()
     assert max(float((a[k] - b[k]).abs().max()) for k in a) < 1e-6
+
+
+def test_one_step_off_overlaps_with_staleness_one(ray_session, tmp_path):
+    out = tmp_path / "off"
+    run_job(out, "iterations=3", "mode=one_step_off", "checkpoint_every=0")
+    recs = records(out)
+    # batch i + 1 is sampled (with version i) while the trainer works on batch i
+    assert [r["sample_version"] for r in recs] == [0, 0, 1]
+    assert [r["policy_version"] for r in recs] == [1, 2, 3]
+    assert [r["staleness"] for r in recs] == [0, 1, 1]
+    assert [r["queue_depth"] for r in recs] == [1, 1, 0]  # a rollout in flight while training, but the last
