@@ -17,7 +17,7 @@ optimiser) and rank 0 an adapter directory.
 from __future__ import annotations
 
 import asyncio
-import os
+import logging
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -125,6 +125,7 @@ def trainer_loop(config: dict) -> None:
 
     cfg = load_config(TrainerConfig, values=config["trainer"])
     ray.data.DataContext.get_current().enable_progress_bars = False
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
     torch.set_num_threads(cfg.threads)
     ctx = rt.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
@@ -203,7 +204,8 @@ def _train_iteration(engine, gen, cfg: TrainerConfig, task: dict, rank: int, wor
         engine.step()
     torch.distributed.all_reduce(sums)
     steps = max(float(sums[2]), 1.0)
-    return {"loss": float(sums[0]) / steps, "implicit_accuracy": float(sums[1]) / steps,
+    return {"loss": float(sums[0]) / steps,
+            "implicit_accuracy": float(sums[1]) / steps if algo.startswith("dpo") else None,
             "rows_seen": int(sums[3]), "steps": task["steps"], "first_loss": losses[0] if losses else None,
             "train_s": time.time() - t0, "rows": n}
 
@@ -287,4 +289,4 @@ class TrainerGroup:
             raise TrainerError(f"the trainer group failed: {self.error}") from self.error
 
 
-__all__ = ["TrainerConfig", "TrainerGroup", "TrainerError", "trainer_loop", "os"]
+__all__ = ["TrainerConfig", "TrainerGroup", "TrainerError", "trainer_loop"]

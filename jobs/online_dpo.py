@@ -129,6 +129,18 @@ def split_even(items: list, n: int) -> list[list]:
     return out
 
 
+def quiet_ray_data() -> None:
+    """No progress bars or per-execution INFO lines from Ray Data (one per iteration and worker otherwise)."""
+    import logging
+
+    import ray.data
+
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False
+    ctx.print_on_execution_start = False
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+
+
 # ------------------------------------------------------------------------------------------- metrics
 class Metrics:
     """The same numbers to the Ray dashboard (``ray.util.metrics``), ``metrics.jsonl`` and the console."""
@@ -213,9 +225,7 @@ class OnlineRun:
             self.started_ray = True
         import ray.data
 
-        ctx = ray.data.DataContext.get_current()
-        ctx.enable_progress_bars = False
-        ctx.print_on_execution_start = False
+        quiet_ray_data()
         self.log(f"Ray dashboard: {self.dashboard_url()}")
         self.store = weight_store(keep=3)
         self.sync = ObjectStoreSync()
@@ -375,7 +385,7 @@ class OnlineRun:
             "checkpoint": float(res.get("checkpoint_s", 0.0)),
             "iteration": wall,
         }
-        return {"iteration": it, "time": time.time(), "policy_version": version, "sample_version": sample_version,
+        return {"iteration": it, "algo": self.cfg.trainer.algo.algo, "time": time.time(), "policy_version": version, "sample_version": sample_version,
                 "staleness": version - 1 - sample_version if res.get("loss") is not None else version - sample_version,
                 "videos": videos, "videos_per_second": videos / max(wall, 1e-9), "pairs": pstats.rows,
                 "groups": pstats.groups, "tie_groups": pstats.tie_groups, "batch_digest": pstats.digest, "mean_group_gap": pstats.mean_group_gap,
@@ -392,7 +402,8 @@ class OnlineRun:
         acc = "-" if rec["implicit_accuracy"] is None else f"{rec['implicit_accuracy']:.2f}"
         orc = rec["oracle"]
         return (f"iter {rec['iteration']} v{rec['policy_version']} (sampled v{rec['sample_version']}) "
-                f"{rec['videos']} clips {rec['pairs']} pairs loss {loss} acc {acc} "
+                f"{rec['videos']} clips {rec['pairs']} {'pairs' if rec['algo'].startswith('dpo') else 'weighted'} "
+                f"loss {loss} acc {acc} "
                 f"reward VQ/MQ/TA {rec['reward']['VQ']:+.2f}/{rec['reward']['MQ']:+.2f}/{rec['reward']['TA']:+.2f} "
                 + (f"oracle {orc['VQ']:.3f}/{orc['MQ']:.3f}/{orc['TA']:.3f} " if orc else "")
                 + "| " + " ".join(f"{k} {v:.1f}s" for k, v in ph.items()))

@@ -67,6 +67,7 @@ class RewardServiceConfig:
     # Absolute directory the JSON API's {"path": ...} form may read under (403 outside it); "" refuses
     # server-side paths altogether, so that a local port cannot be used to probe the file system.
     video_root: str = ""
+    access_log: bool = False  # one log line per request (Serve's access log)
 
     def validate(self) -> None:
         if not self.model:
@@ -364,6 +365,9 @@ def build_app(cfg: RewardServiceConfig):
         # Loading fails for lasting reasons (no checkpoint, no vllm): fail the deploy in seconds, not
         # after Serve's default of 20 constructor attempts.
         max_constructor_retry_count=CONSTRUCTOR_RETRIES,
+        # One access-log line per scored clip drowns the driver's console (log_to_driver); the replica's
+        # log file keeps warnings and errors.
+        logging_config={"log_level": "WARNING", "enable_access_log": cfg.access_log},
     )
     return deployment.bind(cfg)
 
