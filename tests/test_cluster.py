@@ -131,7 +131,8 @@ def test_fake_multinode_autoscaler_adds_nodes(tmp_path):
         r = subprocess.run([sys.executable, "-c", AUTOSCALE_CLIENT], env=head.env, capture_output=True,
                            text=True, timeout=180)
         assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
-    report = json.loads(r.stdout.strip().splitlines()[-1])
+    # the autoscaler's events reach the client's stdout too, before or after the report
+    report = json.loads(next(ln for ln in reversed(r.stdout.splitlines()) if ln.startswith('{"before"')))
     assert len(report["before"]) == 1 and report["before"][0].get("CPU", 0) == 0  # the head alone, no CPUs
     assert len(set(report["placed"])) == 2  # two generator nodes were added, one actor on each
     for node in report["placed"]:
