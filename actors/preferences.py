@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rlhf.align.pairs import DIMENSIONS, PairConfig, build_pairs
+from rlhf.align.pairs import PairConfig, build_pairs
 
 
 @dataclass
@@ -139,5 +139,5 @@ def to_tensors(rows: dict, algo: str) -> dict:
             "reward": torch.as_tensor(np.asarray(rows["advantage"], np.float32))}
 
 
-__all__ = ["DIMENSIONS", "PreferenceStats", "block_rows", "group_pairs", "group_weighted", "preference_dataset",
+__all__ = ["PreferenceStats", "block_rows", "group_pairs", "group_weighted", "preference_dataset",
            "shuffled", "stats_of", "to_tensors"]

@@ -25,14 +25,14 @@ import json
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from actors.trainer import TrainerConfig  # noqa: E402
 from rlhf.align.pairs import PairConfig  # noqa: E402
-from rlhf.config import parse_cli, save_config, to_dict  # noqa: E402
+from rlhf.config import parse_cli, save_config  # noqa: E402
 from rlhf.generator.sampler import SamplerConfig  # noqa: E402
 from serve.reward_service import RewardServiceConfig  # noqa: E402
 
@@ -279,8 +279,6 @@ class OnlineRun:
         return metas, tables, time.time()
 
     def run(self) -> dict:
-        import numpy as np
-        import ray
         from tqdm import tqdm
 
         from actors.preferences import preference_dataset, stats_of
@@ -411,7 +409,6 @@ class OnlineRun:
     # ------------------------------------------------------------------ evaluation
     def evaluate(self, version: int) -> dict:
         import numpy as np
-        import ray
 
         from rlhf.align.offline import read_prompts
         from rlhf.eval.judges import TIE_MARGINS
@@ -563,7 +560,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-__all__ = ["OnlineConfig", "run", "asdict", "to_dict"]
+__all__ = ["OnlineConfig", "run", "shutdown_local_cluster"]
 
 if __name__ == "__main__":
     sys.exit(main())
