@@ -10,9 +10,10 @@ Input: the Arrow tables the generator actors returned (object refs; one row per 
    :func:`rlhf.align.pairs.build_pairs` (best vs worst, or every pair above a margin) or, for RWR,
    every sample with its reward standardised within its group;
 2. a seeded shuffle key: each row gets a key drawn from ``(seed, iteration, sample seeds)``;
-3. ``materialize`` and ``split(n_workers, equal=True)``: one shard per trainer worker, which orders its
-   rows by the key. The order depends only on the seeds, never on timing, so a resumed run sees exactly
-   the batches of an uninterrupted one.
+3. ``materialize``; each trainer worker reads it, orders the rows by the key and keeps every
+   world-th row from its rank (``Dataset.split`` would follow the executor's block bundling, which
+   depends on timing). The order depends only on the seeds, so a resumed run sees exactly the batches
+   of an uninterrupted one.
 """
 
 from __future__ import annotations

@@ -3,11 +3,13 @@
 ``TorchTrainer.fit()`` costs ~20 s of start-up on this machine, so the group is started once per job
 (:class:`TrainerGroup`, ``fit()`` on a background thread) and lives across iterations: each worker
 runs :func:`trainer_loop`, which takes tasks from a small async coordinator actor until it is told to
-stop. An iteration's task carries the worker's shard of the preference dataset (a materialised Ray
-Data split), the number of optimiser steps K and the policy version to publish.
+stop. An iteration's task carries the preference dataset (materialised Ray Data; each worker keeps
+every world-th row of its seeded order), the number of optimiser steps K and the policy version to
+publish.
 
-Per step, every worker draws its micro-batch from its shard (a permutation seeded by
-``(seed, iteration, rank)``: no RNG state to carry, so a resumed run is exact), computes the Flow-DPO or
+Per step, every worker takes the next micro-batch of its rows (in the pipeline's seeded order) and
+draws noise and timesteps from a generator seeded by ``(seed, iteration, rank)``: no RNG state to
+carry, so a resumed run is exact; computes the Flow-DPO or
 Flow-RWR loss with the base (adapter disabled) as reference, and DeepSpeed all-reduces the LoRA
 gradients (gloo on CPU, NCCL on GPU) and steps AdamW. After K steps rank 0 publishes the adapter
 through the weight-sync backend and, when asked, all ranks write a DeepSpeed checkpoint (LoRA and
@@ -100,15 +102,21 @@ class TrainerCoordinator:
         return len(self.ready)
 
 
-def _read_shard(shard, algo: str) -> dict | None:
+def _read_shard(ds, algo: str, rank: int, world: int) -> dict | None:
+    """This worker's rows: the iteration's dataset in its seeded order, every ``world``-th row from ``rank``.
+
+    ``Dataset.split`` would hand out blocks as the streaming executor bundled them, which depends on
+    timing: two runs of the same iteration could give a worker different rows (and a resumed run other
+    weights). Preference batches are small next to the model, so every worker reads the whole
+    materialised dataset (zero-copy from the node's object store) and keeps its own rows."""
     from actors.preferences import shuffled, to_tensors
 
-    parts = list(shard.iter_batches(batch_size=None, batch_format="numpy"))
-    parts = [p for p in parts if len(p["prompt"])]
+    parts = [p for p in ds.iter_batches(batch_size=None, batch_format="numpy") if len(p["prompt"])]
     if not parts:
         return None
-    rows = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-    return to_tensors(shuffled(rows), algo)
+    rows = shuffled({k: np.concatenate([p[k] for p in parts]) for k in parts[0]})
+    mine = {k: v[rank::world] for k, v in rows.items()}
+    return to_tensors(mine, algo) if len(mine["prompt"]) else None
 
 
 def trainer_loop(config: dict) -> None:
@@ -172,7 +180,7 @@ def _train_iteration(engine, gen, cfg: TrainerConfig, task: dict, rank: int, wor
 
     t0 = time.time()
     algo = cfg.algo.algo
-    data = _read_shard(task["shards"][rank], algo)
+    data = _read_shard(task["data"], algo, rank, world)
     seed = [cfg.seed, task["iteration"], rank]
     trng = torch.Generator().manual_seed(int(np.random.default_rng(seed).integers(2**62)))
     n = 0 if data is None else len(data["prompt"])
@@ -268,10 +276,11 @@ class TrainerGroup:
         ray.get(self.coord.submit.remote([make_task(r, self._key) for r in range(self.cfg.num_workers)]))
         return self._wait(self._key, timeout_s)
 
-    def train(self, shards: list, iteration: int, steps: int, version: int | None, checkpoint: str | None = None,
+    def train(self, data, iteration: int, steps: int, version: int | None, checkpoint: str | None = None,
               timeout_s: float = 3600.0) -> dict:
-        """K optimiser steps on the shards; publishes ``version`` (rank 0); returns rank 0's result."""
-        res = self._submit(lambda r, key: {"kind": "train", "key": key, "shards": shards, "iteration": iteration,
+        """K optimiser steps on ``data`` (a materialised preference dataset); publishes ``version`` (rank 0);
+        returns rank 0's result."""
+        res = self._submit(lambda r, key: {"kind": "train", "key": key, "data": data, "iteration": iteration,
                                            "steps": steps, "version": version, "checkpoint": checkpoint}, timeout_s)
         return res[0]
 

@@ -312,7 +312,6 @@ class OnlineRun:
             ds = preference_dataset(tables, cfg.pairs, cfg.trainer.algo.algo, cfg.seed, it)
             n_samples = sum(m["n"] for m in metas)
             pstats = stats_of(ds, n_samples, n_samples // cfg.group)
-            shards = ds.split(cfg.trainer.num_workers, equal=True)
             t_data = time.time() - t0
             ckpt = None
             last = it + 1 == cfg.iterations
@@ -321,13 +320,13 @@ class OnlineRun:
                 ckpt.mkdir(parents=True, exist_ok=True)
             sample_version = metas[0]["policy_version"]
             if pstats.rows:
-                res = self.trainer.train(shards, it, cfg.steps_per_iter, version + 1, str(ckpt) if ckpt else None)
+                res = self.trainer.train(ds, it, cfg.steps_per_iter, version + 1, str(ckpt) if ckpt else None)
                 version += 1
             else:
                 self.log(f"iteration {it}: every prompt group is a tie under the weights; no update")
                 res = {"loss": None, "implicit_accuracy": None, "train_s": 0.0, "publish": {"seconds": 0.0}}
                 if ckpt:  # nothing trained: still checkpoint (same weights)
-                    res = {**res, **self.trainer.train(shards, it, 0, None, str(ckpt))}
+                    res = {**res, **self.trainer.train(ds, it, 0, None, str(ckpt))}
             if ckpt:
                 state = {"next_iteration": it + 1, "policy_version": version, "seed": cfg.seed, "mode": cfg.mode,
                          "rng": {"prompts": [cfg.seed, it + 1], "trainer": [cfg.trainer.seed, it + 1, "rank"]}}
