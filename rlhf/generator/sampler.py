@@ -61,8 +61,11 @@ def initial_noise(seeds: list[int], shape: tuple[int, ...]) -> torch.Tensor:
 
 
 def euler_sample(velocity, noise: torch.Tensor, cond: torch.Tensor, uncond: torch.Tensor | None,
-                 cfg: SamplerConfig) -> torch.Tensor:
-    """Integrate ``dx/dt = v`` from ``noise`` at t = 1 to t = 0; ``velocity(x, t, text)``."""
+                 cfg: SamplerConfig, reward_guidance=None) -> torch.Tensor:
+    """Integrate ``dx/dt = v`` from ``noise`` at t = 1 to t = 0; ``velocity(x, t, text)``.
+
+    ``reward_guidance = (reward_fn, GuidanceConfig)`` applies Flow-NRG on the configured steps:
+    ``v' = v - w grad_x r(x_t, t)`` with ``reward_fn(x, t) -> (B, 3)`` (see ``guidance.py``)."""
     sigmas = schedule(cfg).to(noise.device)
     x = noise
     guided = uncond is not None and cfg.guidance != 1.0
@@ -74,6 +77,10 @@ def euler_sample(velocity, noise: torch.Tensor, cond: torch.Tensor, uncond: torc
             v = v_u + cfg.guidance * (v_c - v_u)
         else:
             v = velocity(x, tb, cond)
+        if reward_guidance is not None and reward_guidance[1].active(i, cfg.steps):
+            from .guidance import guided_velocity
+
+            v = guided_velocity(v.float(), x, tb, *reward_guidance)
         x = x + (t_next - t) * v.float()
     return x
 
