@@ -133,14 +133,14 @@ class GeneratorActor:
         return meta, table
 
     def evaluate(self, prompts: list[str], seeds: list[int], version: int, score_reward: bool = True) -> dict:
-        """Clips of policy ``version`` (0 = pretrained) for evaluation: oracle and reward scores, no latents."""
+        """Scores of policy ``version``'s clips (0 = pretrained) for evaluation: oracle and reward, no bulk data."""
         from rlhf.generator.sampler import sample
         from rlhf.video import encode_video
 
         self._use(version)
         batch = sample(self.gen, prompts, seeds, self.cfg.sampler)
         mp4s = [encode_video(v, crf=12) for v in batch.videos]
-        out = {"seeds": list(seeds), "oracle": _oracle_scores(mp4s, prompts), "mp4": mp4s}
+        out = {"seeds": list(seeds), "oracle": _oracle_scores(mp4s, prompts)}
         if score_reward:
             out["reward"] = self._scores(mp4s, prompts)[0]
         return out

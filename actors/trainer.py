@@ -102,7 +102,7 @@ class TrainerCoordinator:
         return len(self.ready)
 
 
-def _read_shard(ds, algo: str, rank: int, world: int) -> dict | None:
+def _worker_rows(ds, algo: str, rank: int, world: int) -> dict | None:
     """This worker's rows: the iteration's dataset in its seeded order, every ``world``-th row from ``rank``.
 
     ``Dataset.split`` would hand out blocks as the streaming executor bundled them, which depends on
@@ -180,7 +180,7 @@ def _train_iteration(engine, gen, cfg: TrainerConfig, task: dict, rank: int, wor
 
     t0 = time.time()
     algo = cfg.algo.algo
-    data = _read_shard(task["data"], algo, rank, world)
+    data = _worker_rows(task["data"], algo, rank, world)
     seed = [cfg.seed, task["iteration"], rank]
     trng = torch.Generator().manual_seed(int(np.random.default_rng(seed).integers(2**62)))
     n = 0 if data is None else len(data["prompt"])

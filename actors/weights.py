@@ -75,7 +75,7 @@ def weight_store(keep: int = 3, name: str = STORE_NAME):
     import ray
 
     cls = ray.remote(num_cpus=0, max_restarts=-1)(WeightStore)
-    return cls.options(name=name, get_if_exists=True, lifetime=None).remote(keep)
+    return cls.options(name=name, get_if_exists=True).remote(keep)
 
 
 class ObjectStoreSync:

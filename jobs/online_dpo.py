@@ -258,14 +258,14 @@ class OnlineRun:
     def dashboard_url(self) -> str:
         import ray
 
-        url = ray._private.worker.get_dashboard_url() if hasattr(ray, "_private") else ""
+        url = ray._private.worker.get_dashboard_url()
         return f"http://{url}" if url else "(no dashboard on this cluster)"
 
     def log(self, msg: str) -> None:
         print(f"[online] {msg}", flush=True)
 
     # ------------------------------------------------------------------ one iteration
-    def launch(self, prompts: list[str], iteration: int, version: int) -> tuple[list, list, float]:
+    def launch(self, prompts: list[str], iteration: int, version: int) -> tuple[list, list]:
         texts, seeds = prompt_batch(self.cfg, prompts, iteration)
         G, n = self.cfg.group, len(self.gens)
         metas, tables = [], []
@@ -276,7 +276,7 @@ class OnlineRun:
                 m, t = g.rollout.options(num_returns=2).remote(ps, ss, version, iteration)
                 metas.append(m)
                 tables.append(t)
-        return metas, tables, time.time()
+        return metas, tables
 
     def run(self) -> dict:
         from tqdm import tqdm
@@ -302,7 +302,7 @@ class OnlineRun:
         t_run = time.time()
         for it in range(start_it, cfg.iterations):
             t_it = time.time()
-            metas_ref, tables, t_launch = pending
+            metas_ref, tables = pending
             metas = get(metas_ref)
             t_rolled = time.time()
             pending = None
