@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from rlhf.generator.guidance import GuidanceConfig
 from rlhf.generator.sampler import SamplerConfig
 
 
@@ -39,6 +40,8 @@ class GeneratorActorConfig:
     reward_retries: int = 3
     oracle: bool = True  # also score with the moving-shapes oracle (metrics, evaluation)
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    guidance_model: str = ""  # latent reward model directory for Flow-NRG ("" = none)
+    guidance: GuidanceConfig = field(default_factory=GuidanceConfig)  # scale 0 = unguided
 
 
 def _oracle_scores(mp4s: list[bytes], prompts: list[str]) -> np.ndarray:
@@ -67,6 +70,14 @@ class GeneratorActor:
         self.gen.add_lora(self.cfg.lora_rank, self.cfg.lora_alpha)
         self.version = 0  # B = 0: the adapter is the identity, this is the pretrained policy
         self.sync = ObjectStoreSync(store_name)
+        self.guide = None
+        if self.cfg.guidance.scale > 0:
+            from rlhf.reward.latent import LatentReward
+
+            self.cfg.guidance.validate()
+            if not self.cfg.guidance_model:
+                raise ValueError("guidance.scale > 0 needs guidance_model (jobs/train_latent_reward.py writes one)")
+            self.guide = (LatentReward.load(self.cfg.guidance_model), self.cfg.guidance)
         self.client = None
         self.restarted = ray.get_runtime_context().was_current_actor_reconstructed
         self.pid = os.getpid()
@@ -111,7 +122,7 @@ class GeneratorActor:
 
         sync_s = self._use(version)
         t0 = time.time()
-        batch = sample(self.gen, prompts, seeds, self.cfg.sampler)
+        batch = sample(self.gen, prompts, seeds, self.cfg.sampler, guidance=self.guide)
         mp4s = [encode_video(v, crf=12) for v in batch.videos]
         t1 = time.time()
         reward, raw = self._scores(mp4s, prompts)
@@ -138,7 +149,7 @@ class GeneratorActor:
         from rlhf.video import encode_video
 
         self._use(version)
-        batch = sample(self.gen, prompts, seeds, self.cfg.sampler)
+        batch = sample(self.gen, prompts, seeds, self.cfg.sampler, guidance=self.guide)
         mp4s = [encode_video(v, crf=12) for v in batch.videos]
         out = {"seeds": list(seeds), "oracle": _oracle_scores(mp4s, prompts)}
         if score_reward:

@@ -33,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from actors.trainer import TrainerConfig  # noqa: E402
 from rlhf.align.pairs import PairConfig  # noqa: E402
 from rlhf.config import parse_cli, save_config  # noqa: E402
+from rlhf.generator.guidance import GuidanceConfig  # noqa: E402
 from rlhf.generator.sampler import SamplerConfig  # noqa: E402
 from serve.reward_service import RewardServiceConfig  # noqa: E402
 
@@ -71,6 +72,8 @@ class OnlineConfig:
     # evaluation alike, every pair of a group whose 1:1:1 reward differs by > 0.03, LoRA lr 3e-4, and the
     # oracle as the served reward (reward.model=default trains on the shipped VideoReward instead).
     sampler: SamplerConfig = field(default_factory=lambda: SamplerConfig(steps=10))
+    guidance_model: str = ""  # latent reward model (jobs/train_latent_reward.py) for Flow-NRG in rollouts
+    guidance: GuidanceConfig = field(default_factory=GuidanceConfig)  # scale 0 = off
     pairs: PairConfig = field(default_factory=lambda: PairConfig(mode="margin", margin=0.03))
     trainer: TrainerConfig = field(default_factory=lambda: TrainerConfig(lr=3e-4))
     reward: RewardServiceConfig = field(default_factory=lambda: RewardServiceConfig(model="oracle"))
@@ -86,6 +89,9 @@ class OnlineConfig:
         if self.checkpoint_every < 0 or self.eval_n_prompts < 0 or self.eval_seeds < 1:
             raise ValueError("checkpoint_every and eval_n_prompts must be >= 0, eval_seeds >= 1")
         self.sampler.validate()
+        self.guidance.validate()
+        if self.guidance.scale > 0 and not self.guidance_model:
+            raise ValueError("guidance.scale > 0 needs guidance_model (a directory from jobs/train_latent_reward.py)")
         self.pairs.validate()
         self.trainer.validate()
         self.reward.validate()
@@ -235,7 +241,8 @@ class OnlineRun:
         self.log(f"reward service '{cfg.reward.app_name}' ({cfg.reward.model}) up in {time.time() - t0:.1f} s")
         gcfg = GeneratorActorConfig(generator=cfg.generator, lora_rank=cfg.trainer.lora_rank,
                                     lora_alpha=cfg.trainer.lora_alpha, threads=cfg.generator_threads,
-                                    reward_app=cfg.reward.app_name, sampler=cfg.sampler)
+                                    reward_app=cfg.reward.app_name, sampler=cfg.sampler,
+                                    guidance_model=cfg.guidance_model, guidance=cfg.guidance)
         self.gens = start_generators(cfg.generators, gcfg, self.sync.store_name, cfg.generator_cpus,
                                      cfg.generator_gpus, cfg.max_restarts, cfg.generator_resources)
         self.resume_state = latest_checkpoint(self.out) if cfg.resume else None

@@ -123,6 +123,11 @@ class FlowGenerator(torch.nn.Module):
 
     def velocity(self, x_t: torch.Tensor, t: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
         """Predicted ``v = noise - x0`` at ``x_t``; ``t`` in [0, 1], shape ``(B,)``."""
+        return self.transformer_output(x_t, t, text)
+
+    def transformer_output(self, x_t: torch.Tensor, t: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        """The transformer's output on ``x_t`` with this generator's input channels: the velocity for a
+        generator, per-token features for a truncated copy (``rlhf.reward.latent``)."""
         if x_t.shape[1:] != torch.Size(self.latent_shape):
             raise GeneratorError(f"latents must be (B, {', '.join(map(str, self.latent_shape))}), "
                                  f"got {tuple(x_t.shape)}")

@@ -87,9 +87,16 @@ def euler_sample(velocity, noise: torch.Tensor, cond: torch.Tensor, uncond: torc
 
 @torch.no_grad()
 def sample(generator, prompts: list[str], seeds: list[int], cfg: SamplerConfig = SamplerConfig(),
-           decode: bool = True) -> SampleBatch:
-    """Sample one video per (prompt, seed) from ``generator`` (a :class:`FlowGenerator`)."""
+           decode: bool = True, guidance=None) -> SampleBatch:
+    """Sample one video per (prompt, seed) from ``generator`` (a :class:`FlowGenerator`).
+
+    ``guidance = (latent_reward, GuidanceConfig)`` turns on Flow-NRG: ``latent_reward`` is an
+    ``rlhf.reward.latent.LatentReward`` (anything with ``reward_fn(prompts) -> (x, t) -> (B, 3)``)."""
     cfg.validate()
+    if guidance is not None:
+        guidance[1].validate()
+        if guidance[1].scale == 0:
+            guidance = None
     if len(prompts) != len(seeds):
         raise ValueError(f"got {len(prompts)} prompts but {len(seeds)} seeds")
     if not prompts:
@@ -102,8 +109,12 @@ def sample(generator, prompts: list[str], seeds: list[int], cfg: SamplerConfig =
         cond = generator.encode_prompts(ps)
         uncond = generator.encode_prompts([""] * len(ps))
         noise = initial_noise(ss, generator.latent_shape)
-        out.append(euler_sample(generator.velocity, noise, cond, uncond, cfg))
+        rg = (guidance[0].reward_fn(ps), guidance[1]) if guidance is not None else None
+        out.append(euler_sample(generator.velocity, noise, cond, uncond, cfg, rg))
     generator.train(was_training)
     latents = torch.cat(out)
     videos = generator.codec.decode(latents) if decode else np.zeros((0,), np.uint8)
-    return SampleBatch(list(prompts), [int(s) for s in seeds], latents, videos, asdict(cfg))
+    config = asdict(cfg)
+    if guidance is not None:
+        config["reward_guidance"] = asdict(guidance[1])
+    return SampleBatch(list(prompts), [int(s) for s in seeds], latents, videos, config)
