@@ -9,7 +9,8 @@ Every row samples the same prompts and seeds as the unguided row (held-out promp
 clip and its unguided twin start from the same noise; the oracle annotator scores both (as stored,
 H.264) and a row's win rate per dimension counts a win 1, a tie (|difference| <= 0.01) 0.5, a loss 0.
 * Table 6: dimension weights VQ:MQ:TA per row (``rows``) with the "w/ noise" latent reward model.
-* Table 7: MQ-only guidance (``mq_row``) with the "w/ noise" and the "w/o noise" models.
+* Table 7: guidance with the "w/ noise" and the "w/o noise" models on the weights ``table7_rows``
+  (the paper's is MQ only, 0:1:0).
 * Cost: sampling seconds per clip of each row against the unguided row, measured in the same run.
 The guidance scale is ``scale``, or, with ``tune_scales``, the one whose guided clips win most often
 on the rows' own weighted oracle score over ``tune_prompts`` *training* prompts (never the held-out
@@ -43,13 +44,17 @@ class NRGTableConfig:
     per_prompt: int = 2
     seed: int = 0  # clip i uses seed + i, in every row
     rows: str = "0:0:1,0.1:0.1:0.8,0.1:0.1:0.6,0.5:0.5:0"  # Table 6 weights VQ:MQ:TA
-    mq_row: str = "0:1:0"  # Table 7 weights
+    table7_rows: str = "0:1:0"  # Table 7 weights (comma-separated VQ:MQ:TA rows)
     scale: float = 1.0  # guidance scale w (ignored when tune_scales is set)
     start: float = 0.0  # guided steps: start <= i / steps < end
     end: float = 1.0
+    control: bool = False  # Table 7 rows also with the noise model's *untrained* initialisation (a control)
     tune_scales: str = ""  # e.g. 0.5,1,2: choose the scale on training prompts first
+    tune_ends: str = ""  # e.g. 0.7,1: also choose the end of the guided step range (default: end)
     tune_prompts: int = 16  # training prompts (x per_prompt clips) per tuning row
-    tune_rows: str = ""  # weights rows tried per scale (default: the Table 6 rows and mq_row)
+    tune_rows: str = ""  # weights rows tried per scale (default: the Table 6 and Table 7 rows)
+    cost_reps: int = 3  # interleaved timing rounds of unguided / guided sampling (0 = skip)
+    cost_clips: int = 16  # clips per timed batch
     threads: int = 2
     resume: bool = False
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
@@ -57,7 +62,7 @@ class NRGTableConfig:
     def validate(self) -> None:
         if not self.noise_model:
             raise ValueError("noise_model is required (train one with python jobs/train_latent_reward.py)")
-        for w in self.weight_rows() + [self.mq_weights()]:
+        for w in self.weight_rows() + self.table7_weights():
             if min(w) < 0 or sum(w) == 0:
                 raise ValueError(f"weights must be >= 0 and not all zero, got {w}")
         if self.scale <= 0 and not self.tune_scales:
@@ -77,8 +82,8 @@ class NRGTableConfig:
     def weight_rows(self) -> list[tuple[float, float, float]]:
         return [self._weights(r) for r in self.rows.split(",") if r.strip()]
 
-    def mq_weights(self) -> tuple[float, float, float]:
-        return self._weights(self.mq_row)
+    def table7_weights(self) -> list[tuple[float, float, float]]:
+        return [self._weights(r) for r in self.table7_rows.split(",") if r.strip()]
 
 
 def label(w) -> str:
@@ -92,7 +97,7 @@ class Rows:
         self.cfg, self.gen, self.prompts, self.seeds, self.where = cfg, gen, prompts, seeds, where
         where.mkdir(parents=True, exist_ok=True)
 
-    def get(self, name: str, model=None, weights=None, scale: float = 0.0) -> dict:
+    def get(self, name: str, model=None, weights=None, scale: float = 0.0, end: float | None = None) -> dict:
         import numpy as np
         from tqdm import tqdm
 
@@ -108,7 +113,7 @@ class Rows:
         guidance = None
         if model is not None:
             g = GuidanceConfig(scale=scale, VQ=weights[0], MQ=weights[1], TA=weights[2], start=self.cfg.start,
-                               end=self.cfg.end)
+                               end=self.cfg.end if end is None else end)
             guidance = (model, g)
         step, scores, seconds = self.cfg.sampler.batch_size, [], 0.0
         with tqdm(total=len(self.prompts), desc=name, unit="clip", file=sys.stdout, mininterval=10) as bar:
@@ -157,7 +162,6 @@ def run(cfg: NRGTableConfig) -> dict:
     save_config(cfg, out)
     gen = load_generator(cfg.generator)
     noise_model = LatentReward.load(cfg.noise_model)
-    clean_model = LatentReward.load(cfg.clean_model) if cfg.clean_model else None
     rows6 = cfg.weight_rows()
     report: dict = {"config": asdict(cfg)}
 
@@ -171,19 +175,21 @@ def run(cfg: NRGTableConfig) -> dict:
         report["tuning"] = {}
         best = None
         tune_rows = ([cfg._weights(r) for r in cfg.tune_rows.split(",") if r.strip()] if cfg.tune_rows
-                     else rows6 + [cfg.mq_weights()])
+                     else rows6 + cfg.table7_weights())
+        ends = [float(x) for x in cfg.tune_ends.split(",")] if cfg.tune_ends else [cfg.end]
         for s in (float(x) for x in cfg.tune_scales.split(",")):
-            wins = {label(w): compare(tune.get(f"noise_{label(w).replace(':', '-')}_s{s:g}", noise_model, w, s),
-                                      base, w)["win"]["weighted"] for w in tune_rows}
-            mean = float(np.mean(list(wins.values())))
-            report["tuning"][f"{s:g}"] = {"weighted_win_per_row": wins, "mean": round(mean, 1)}
-            print(f"tuning scale {s:g}: mean weighted win {mean:.1f}% over {len(wins)} rows on training prompts",
-                  flush=True)
-            if best is None or mean > best[1]:
-                best = (s, mean)
-        scale = best[0]
-        print(f"chosen scale {scale:g}", flush=True)
-    report["scale"] = scale
+            for e in ends:
+                wins = {label(w): compare(tune.get(f"noise_{label(w).replace(':', '-')}_s{s:g}_e{e:g}", noise_model,
+                                                   w, s, e), base, w)["win"]["weighted"] for w in tune_rows}
+                mean = float(np.mean(list(wins.values())))
+                report["tuning"][f"scale {s:g}, end {e:g}"] = {"weighted_win_per_row": wins, "mean": round(mean, 1)}
+                print(f"tuning scale {s:g}, end {e:g}: mean weighted win {mean:.1f}% over {len(wins)} rows on "
+                      "training prompts", flush=True)
+                if best is None or mean > best[2]:
+                    best = (s, e, mean)
+        scale, cfg.end = best[0], best[1]
+        print(f"chosen scale {scale:g}, end {cfg.end:g}", flush=True)
+    report["scale"], report["end"] = scale, cfg.end
 
     prompts = read_prompts(cfg.prompts)
     texts = [p for p in prompts for _ in range(cfg.per_prompt)]
@@ -193,35 +199,74 @@ def run(cfg: NRGTableConfig) -> dict:
                           "seconds_per_clip": round(base["seconds"] / len(texts), 3), "clips": len(texts)}
     report["table6"] = {label(w): compare(rows.get(f"noise_{label(w).replace(':', '-')}", noise_model, w, scale),
                                           base, w) for w in rows6}
-    mq = cfg.mq_weights()
-    report["table7"] = {"w/ noise": compare(rows.get(f"noise_{label(mq).replace(':', '-')}", noise_model, mq, scale),
-                                            base, mq)}
-    if clean_model is not None:
-        report["table7"]["w/o noise"] = compare(
-            rows.get(f"clean_{label(mq).replace(':', '-')}", clean_model, mq, scale), base, mq)
+    report["table7"] = {}
+    for w in cfg.table7_weights():
+        report["table7"][f"{label(w)} w/ noise"] = compare(
+            rows.get(f"noise_{label(w).replace(':', '-')}", noise_model, w, scale), base, w)
+    if cfg.clean_model:  # loaded last: the table can start while the "w/o noise" model still trains
+        clean = LatentReward.load(cfg.clean_model)
+        for w in cfg.table7_weights():
+            report["table7"][f"{label(w)} w/o noise"] = compare(
+                rows.get(f"clean_{label(w).replace(':', '-')}", clean, w, scale), base, w)
+    if cfg.control:  # what guidance does with the same architecture before any training
+        untrained = LatentReward.from_generator(cfg.generator, noise_model.config)
+        for w in cfg.table7_weights():
+            report["table7"][f"{label(w)} untrained (control)"] = compare(
+                rows.get(f"untrained_{label(w).replace(':', '-')}", untrained, w, scale), base, w)
+    if cfg.cost_reps:
+        report["cost"] = guidance_cost(cfg, gen, texts[:cfg.cost_clips], noise_model, rows6[0], scale)
     (out / "table.json").write_text(json.dumps(report, indent=2))
     (out / "table.md").write_text(markdown(report))
     print(markdown(report), flush=True)
     return report
 
 
+def guidance_cost(cfg: NRGTableConfig, gen, prompts: list[str], model, weights, scale: float) -> dict:
+    """Seconds per clip of unguided and guided sampling timed in alternation (same clips), and their
+    median ratio: rows' own timings can drift with machine load, interleaved rounds share it."""
+    import numpy as np
+
+    from rlhf.generator.guidance import GuidanceConfig
+    from rlhf.generator.sampler import sample
+
+    g = GuidanceConfig(scale=scale, VQ=weights[0], MQ=weights[1], TA=weights[2], start=cfg.start, end=cfg.end)
+    seeds = list(range(len(prompts)))
+    times = {"unguided": [], "guided": []}
+    for _ in range(cfg.cost_reps):
+        for name, guidance in (("unguided", None), ("guided", (model, g))):
+            t0 = time.perf_counter()
+            sample(gen, prompts, seeds, cfg.sampler, guidance=guidance)
+            times[name].append((time.perf_counter() - t0) / len(prompts))
+    ratio = float(np.median(np.array(times["guided"]) / np.array(times["unguided"])))
+    return {"seconds_per_clip": {k: [round(x, 4) for x in v] for k, v in times.items()},
+            "guided_over_unguided": round(ratio, 2), "weights": label(weights),
+            "guided_fraction_of_steps": round(cfg.end - cfg.start, 2)}
+
+
 def markdown(r: dict) -> str:
     n = r["unguided"]["clips"]
-    lines = [f"Flow-NRG, guidance scale {r['scale']:g}: oracle win rate (%) of guided against unguided sampling, "
-             f"{n} held-out clips (same prompts and seeds; tie = 0.5).", "",
+    lines = [f"Flow-NRG, guidance scale {r['scale']:g} on steps [{r['config']['start']:g}, {r['end']:g}) of the "
+             f"sampler: oracle win rate (%) of guided against unguided sampling, {n} held-out clips (same prompts "
+             "and seeds; tie = 0.5).", "",
              "Table 6 (\"w/ noise\" latent reward)", "",
              "| weights VQ:MQ:TA | VQ | MQ | TA | weighted | cost vs unguided |", "|---|---|---|---|---|---|"]
     for k, v in r["table6"].items():
         w = v["win"]
         lines.append(f"| {k} | {w['VQ']} | {w['MQ']} | {w['TA']} | {w['weighted']} | {v['cost_vs_unguided']}x |")
-    lines += ["", "Table 7 (MQ-only guidance)", "", "| latent reward | VQ | MQ | TA | cost vs unguided |",
-              "|---|---|---|---|---|"]
+    lines += ["", "Table 7 (latent reward trained w/ and w/o noise)", "",
+              "| weights VQ:MQ:TA, latent reward | VQ | MQ | TA | cost vs unguided |", "|---|---|---|---|---|"]
     for k, v in r["table7"].items():
         w = v["win"]
         lines.append(f"| {k} | {w['VQ']} | {w['MQ']} | {w['TA']} | {v['cost_vs_unguided']}x |")
     u = r["unguided"]
     lines += ["", f"Unguided: {u['seconds_per_clip']} s/clip sampling; oracle means "
               + ", ".join(f"{d} {u['oracle_mean'][d]}" for d in DIMS) + "."]
+    if "cost" in r:
+        c = r["cost"]
+        lines += [f"Cost: guided sampling takes {c['guided_over_unguided']}x the time of unguided sampling "
+                  f"(median of {len(c['seconds_per_clip']['guided'])} interleaved rounds, weights {c['weights']}, "
+                  f"guidance on {c['guided_fraction_of_steps']:.0%} of the steps); the per-row cost column is each "
+                  "row's own wall time against the unguided row's and drifts with machine load."]
     return "\n".join(lines) + "\n"
 
 

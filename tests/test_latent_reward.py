@@ -180,15 +180,17 @@ def test_nrg_table_rows_share_seeds_and_win_rates_match_the_scores(tmp_path):
     prompts.write_text(f"{PROMPT}\na blue square moving up quickly on a black background\n")
     cmd = [sys.executable, str(ROOT / "jobs" / "nrg_table.py"), "--out", str(tmp_path / "nrg"),
            "--noise-model", str(tmp_path / "lr"), "--clean-model", str(tmp_path / "lr"), f"prompts={prompts}",
-           "per_prompt=2", "rows=0:0:1", "scale=2.0", "sampler.steps=2"]
+           "per_prompt=2", "rows=0:0:1", "scale=2.0", "sampler.steps=2", "control=true", "cost_reps=1",
+           "cost_clips=2"]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
     table = json.loads((tmp_path / "nrg" / "table.json").read_text())
     rows = {p.stem: json.loads(p.read_text()) for p in (tmp_path / "nrg" / "rows" / "table").glob("*.json")}
-    assert set(rows) == {"unguided", "noise_0-0-1", "noise_0-1-0", "clean_0-1-0"}
+    assert set(rows) == {"unguided", "noise_0-0-1", "noise_0-1-0", "clean_0-1-0", "untrained_0-1-0"}
+    assert table["cost"]["guided_over_unguided"] > 0 and len(table["cost"]["seconds_per_clip"]["guided"]) == 1
     assert all(r["seeds"] == [0, 1, 2, 3] for r in rows.values())
     base = np.array(rows["unguided"]["oracle"])
-    for name, key in (("noise_0-0-1", table["table6"]["0:0:1"]), ("clean_0-1-0", table["table7"]["w/o noise"])):
+    for name, key in (("noise_0-0-1", table["table6"]["0:0:1"]), ("clean_0-1-0", table["table7"]["0:1:0 w/o noise"])):
         d = np.array(rows[name]["oracle"]) - base
         by_hand = [100 * np.mean(np.where(np.abs(d[:, i]) <= 0.01, 0.5, d[:, i] > 0)) for i in range(3)]
         assert [key["win"][k] for k in ("VQ", "MQ", "TA")] == pytest.approx(by_hand, abs=0.051)
