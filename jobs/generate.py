@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rlhf.config import parse_cli, save_config  # noqa: E402
+from rlhf.config import parse_cli, run_job, save_config  # noqa: E402
 from rlhf.generator.guidance import GuidanceConfig  # noqa: E402
 from rlhf.generator.model import DEFAULT_GENERATOR  # noqa: E402
 from rlhf.generator.sampler import SamplerConfig  # noqa: E402
@@ -137,12 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         "--guidance-weights": ("guidance_weights", str, "VQ,MQ,TA weights, e.g. 0.1,0.1,0.8"),
         "--guidance-scale": ("guidance.scale", float, "guidance scale w (0 = off)"),
     })
-    try:
-        run(cfg)
-    except (FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return run_job(run, cfg)
 
 
 if __name__ == "__main__":

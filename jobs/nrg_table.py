@@ -27,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rlhf.config import parse_cli, save_config  # noqa: E402
+from rlhf.config import parse_cli, run_job, save_config  # noqa: E402
 from rlhf.generator.model import DEFAULT_GENERATOR  # noqa: E402
 from rlhf.generator.sampler import SamplerConfig  # noqa: E402
 
@@ -276,12 +276,7 @@ def main(argv: list[str] | None = None) -> int:
         "--noise-model": ("noise_model", str, "latent reward trained w/ noise"),
         "--clean-model": ("clean_model", str, "latent reward trained w/o noise"),
     }, bool_flags={"--resume": ("resume", "keep rows already drawn")})
-    try:
-        run(cfg)
-    except (FileExistsError, FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return run_job(run, cfg)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rlhf.config import parse_cli, save_config  # noqa: E402
+from rlhf.config import parse_cli, run_job, save_config  # noqa: E402
 from rlhf.generator.model import DEFAULT_GENERATOR  # noqa: E402
 from rlhf.generator.sampler import SamplerConfig  # noqa: E402
 from rlhf.reward.latent import LatentRewardConfig, LatentTrainConfig  # noqa: E402
@@ -189,12 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = parse_cli(LatentRewardJobConfig, argv, __doc__.split("\n")[0],
                     flags={"--out": ("out", str, "run directory")},
                     bool_flags={"--resume": ("resume", "continue from out/state.pt")})
-    try:
-        run(cfg)
-    except (FileExistsError, FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return run_job(run, cfg)
 
 
 if __name__ == "__main__":

@@ -251,3 +251,16 @@ def parse_cli(
         return load_config(cls, args.config, args.overrides, values)
     except ConfigError as e:
         parser.exit(2, f"error: {e}\n")
+
+
+def run_job(run, cfg, errors: tuple[type[BaseException], ...] = (FileExistsError, FileNotFoundError, ValueError)) -> int:
+    """Call ``run(cfg)``; an expected failure (a bad input, an existing run, a missing file) prints
+    ``error: ...`` and returns exit status 2 instead of a traceback."""
+    import sys
+
+    try:
+        run(cfg)
+    except errors as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
