@@ -49,6 +49,7 @@ class NRGTableConfig:
     start: float = 0.0  # guided steps: start <= i / steps < end
     end: float = 1.0
     control: bool = False  # Table 7 rows also with the noise model's *untrained* initialisation (a control)
+    control_rows: str = ""  # weights of the control rows (default: every Table 7 row)
     tune_scales: str = ""  # e.g. 0.5,1,2: choose the scale on training prompts first
     tune_ends: str = ""  # e.g. 0.7,1: also choose the end of the guided step range (default: end)
     tune_prompts: int = 16  # training prompts (x per_prompt clips) per tuning row
@@ -210,7 +211,8 @@ def run(cfg: NRGTableConfig) -> dict:
                 rows.get(f"clean_{label(w).replace(':', '-')}", clean, w, scale), base, w)
     if cfg.control:  # what guidance does with the same architecture before any training
         untrained = LatentReward.from_generator(cfg.generator, noise_model.config)
-        for w in cfg.table7_weights():
+        for w in ([cfg._weights(r) for r in cfg.control_rows.split(",")] if cfg.control_rows
+                  else cfg.table7_weights()):
             report["table7"][f"{label(w)} untrained (control)"] = compare(
                 rows.get(f"untrained_{label(w).replace(':', '-')}", untrained, w, scale), base, w)
     if cfg.cost_reps:
