@@ -83,7 +83,7 @@ def test_btt_training_learns_a_rule_written_in_the_latents():
         return LatentPairs(lat, [PROMPT] * (2 * n), a, b, labels)
 
     train, held = make(128), make(64)
-    cfg = LatentTrainConfig(noise=True, steps=60, batch=16, lr=2e-3, t_shift=1.0)
+    cfg = LatentTrainConfig(noise=True, steps=40, batch=12, lr=2e-3, t_shift=1.0)
     opt = torch.optim.AdamW(model.trainable_parameters(), lr=cfg.lr)
     text = prompt_embeddings(model, train.prompts)
     for step in range(cfg.steps):
