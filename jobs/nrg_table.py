@@ -91,6 +91,18 @@ def label(w) -> str:
     return ":".join(f"{x:g}" for x in w)
 
 
+def row_name(model: str, w, suffix: str = "") -> str:
+    """File-safe row name: ``noise_0.1-0.1-0.8`` (+ ``suffix``)."""
+    return f"{model}_{label(w).replace(':', '-')}{suffix}"
+
+
+def guidance_config(cfg: "NRGTableConfig", weights, scale: float, end: float | None = None):
+    from rlhf.generator.guidance import GuidanceConfig
+
+    return GuidanceConfig(scale=scale, VQ=weights[0], MQ=weights[1], TA=weights[2], start=cfg.start,
+                          end=cfg.end if end is None else end)
+
+
 class Rows:
     """Draws rows (unguided or guided), scores them with the oracle, caches each row as JSON."""
 
@@ -103,7 +115,6 @@ class Rows:
         from tqdm import tqdm
 
         from rlhf.eval.judges import OracleJudge, as_matrix
-        from rlhf.generator.guidance import GuidanceConfig
         from rlhf.generator.sampler import sample
 
         path = self.where / f"{name}.json"
@@ -113,9 +124,7 @@ class Rows:
                 return row
         guidance = None
         if model is not None:
-            g = GuidanceConfig(scale=scale, VQ=weights[0], MQ=weights[1], TA=weights[2], start=self.cfg.start,
-                               end=self.cfg.end if end is None else end)
-            guidance = (model, g)
+            guidance = (model, guidance_config(self.cfg, weights, scale, end))
         step, scores, seconds = self.cfg.sampler.batch_size, [], 0.0
         with tqdm(total=len(self.prompts), desc=name, unit="clip", file=sys.stdout, mininterval=10) as bar:
             for i in range(0, len(self.prompts), step):
@@ -180,7 +189,7 @@ def run(cfg: NRGTableConfig) -> dict:
         ends = [float(x) for x in cfg.tune_ends.split(",")] if cfg.tune_ends else [cfg.end]
         for s in (float(x) for x in cfg.tune_scales.split(",")):
             for e in ends:
-                wins = {label(w): compare(tune.get(f"noise_{label(w).replace(':', '-')}_s{s:g}_e{e:g}", noise_model,
+                wins = {label(w): compare(tune.get(row_name("noise", w, f"_s{s:g}_e{e:g}"), noise_model,
                                                    w, s, e), base, w)["win"]["weighted"] for w in tune_rows}
                 mean = float(np.mean(list(wins.values())))
                 report["tuning"][f"scale {s:g}, end {e:g}"] = {"weighted_win_per_row": wins, "mean": round(mean, 1)}
@@ -198,23 +207,23 @@ def run(cfg: NRGTableConfig) -> dict:
     base = rows.get("unguided")
     report["unguided"] = {"oracle_mean": dict(zip(DIMS, np.round(np.mean(base["oracle"], 0), 4).tolist())),
                           "seconds_per_clip": round(base["seconds"] / len(texts), 3), "clips": len(texts)}
-    report["table6"] = {label(w): compare(rows.get(f"noise_{label(w).replace(':', '-')}", noise_model, w, scale),
+    report["table6"] = {label(w): compare(rows.get(row_name("noise", w), noise_model, w, scale),
                                           base, w) for w in rows6}
     report["table7"] = {}
     for w in cfg.table7_weights():
         report["table7"][f"{label(w)} w/ noise"] = compare(
-            rows.get(f"noise_{label(w).replace(':', '-')}", noise_model, w, scale), base, w)
+            rows.get(row_name("noise", w), noise_model, w, scale), base, w)
     if cfg.clean_model:  # loaded last: the table can start while the "w/o noise" model still trains
         clean = LatentReward.load(cfg.clean_model)
         for w in cfg.table7_weights():
             report["table7"][f"{label(w)} w/o noise"] = compare(
-                rows.get(f"clean_{label(w).replace(':', '-')}", clean, w, scale), base, w)
+                rows.get(row_name("clean", w), clean, w, scale), base, w)
     if cfg.control:  # what guidance does with the same architecture before any training
         untrained = LatentReward.from_generator(cfg.generator, noise_model.config)
         for w in ([cfg._weights(r) for r in cfg.control_rows.split(",")] if cfg.control_rows
                   else cfg.table7_weights()):
             report["table7"][f"{label(w)} untrained (control)"] = compare(
-                rows.get(f"untrained_{label(w).replace(':', '-')}", untrained, w, scale), base, w)
+                rows.get(row_name("untrained", w), untrained, w, scale), base, w)
     if cfg.cost_reps:
         report["cost"] = guidance_cost(cfg, gen, texts[:cfg.cost_clips], noise_model, rows6[0], scale)
     (out / "table.json").write_text(json.dumps(report, indent=2))
@@ -228,10 +237,9 @@ def guidance_cost(cfg: NRGTableConfig, gen, prompts: list[str], model, weights, 
     median ratio: rows' own timings can drift with machine load, interleaved rounds share it."""
     import numpy as np
 
-    from rlhf.generator.guidance import GuidanceConfig
     from rlhf.generator.sampler import sample
 
-    g = GuidanceConfig(scale=scale, VQ=weights[0], MQ=weights[1], TA=weights[2], start=cfg.start, end=cfg.end)
+    g = guidance_config(cfg, weights, scale)
     seeds = list(range(len(prompts)))
     times = {"unguided": [], "guided": []}
     for _ in range(cfg.cost_reps):
