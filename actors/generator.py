@@ -37,7 +37,7 @@ class GeneratorActorConfig:
     threads: int = 1  # torch threads per actor
     reward_app: str = "reward"  # Serve app that scores the clips
     reward_timeout_s: float = 120.0
-    reward_retries: int = 3
+    reward_retries: int = 6  # with backoff 0.5 s doubling to 8 s: rides out a replica restart (~24 s)
     oracle: bool = True  # also score with the moving-shapes oracle (metrics, evaluation)
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     guidance_model: str = ""  # latent reward model directory for Flow-NRG ("" = none)
@@ -69,6 +69,7 @@ class GeneratorActor:
         torch.manual_seed(0)
         self.gen.add_lora(self.cfg.lora_rank, self.cfg.lora_alpha)
         self.version = 0  # B = 0: the adapter is the identity, this is the pretrained policy
+        self.weights_sha = ""  # sha256 of the adapter blob in use ("" = pretrained)
         self.sync = ObjectStoreSync(store_name)
         self.guide = None
         if self.cfg.guidance.scale > 0:
@@ -79,11 +80,17 @@ class GeneratorActor:
                 raise ValueError("guidance.scale > 0 needs guidance_model (jobs/train_latent_reward.py writes one)")
             self.guide = (LatentReward.load(self.cfg.guidance_model), self.cfg.guidance)
         self.client = None
+        self.replica_pids: list[int] = []  # reward replicas that answered the last scoring call
         self.restarted = ray.get_runtime_context().was_current_actor_reconstructed
         self.pid = os.getpid()
 
     def info(self) -> dict:
         return {"index": self.index, "pid": self.pid, "version": self.version, "restarted": self.restarted}
+
+    def forget_weights(self) -> None:
+        """The next batch fetches its version even if it has the same number as the one held (after the
+        trainer restarted from a checkpoint, a version number can be published again)."""
+        self.version = -1
 
     def _use(self, version: int) -> float:
         """Swap to policy ``version`` (between batches; 0 = pretrained); returns the seconds it took."""
@@ -95,9 +102,11 @@ class GeneratorActor:
                 with torch.no_grad():
                     for p in self.gen.lora_parameters():
                         p.zero_()
+                self.weights_sha = ""
             else:
-                state, _ = self.sync.fetch(version)
+                state, meta = self.sync.fetch(version)
                 self.gen.load_lora_state(state, f"policy version {version}")
+                self.weights_sha = meta["sha256"]
             self.version = version
         return time.time() - t0
 
@@ -108,6 +117,7 @@ class GeneratorActor:
             self.client = RewardClient(self.cfg.reward_app, timeout_s=self.cfg.reward_timeout_s,
                                        retries=self.cfg.reward_retries)
         out = self.client.score(mp4s, prompts)
+        self.replica_pids = sorted({o.get("replica_pid", -1) for o in out})
         norm = np.array([[o["normalised"][d] for d in ("VQ", "MQ", "TA")] for o in out])
         raw = np.array([[o["raw"][d] for d in ("VQ", "MQ", "TA")] for o in out])
         return norm, raw
@@ -120,12 +130,18 @@ class GeneratorActor:
         from rlhf.generator.sampler import sample
         from rlhf.video import encode_video
 
+        from actors.status import show
+
+        show("GeneratorActor.rollout", f"sampling iteration {iteration}, v{version}")
         sync_s = self._use(version)
         t0 = time.time()
         batch = sample(self.gen, prompts, seeds, self.cfg.sampler, guidance=self.guide)
         mp4s = [encode_video(v, crf=12) for v in batch.videos]
         t1 = time.time()
+        show("GeneratorActor.rollout", f"scoring iteration {iteration}, v{version}")
+        retried = self.client.retried if self.client is not None else 0
         reward, raw = self._scores(mp4s, prompts)
+        retried = self.client.retried - retried
         t2 = time.time()
         oracle = _oracle_scores(mp4s, prompts) if self.cfg.oracle else np.full((len(prompts), 3), np.nan)
         n = len(prompts)
@@ -140,7 +156,9 @@ class GeneratorActor:
         })
         meta = {"actor": self.index, "pid": self.pid, "restarted": self.restarted, "n": n, "policy_version": version,
                 "iteration": iteration, "generate_s": t1 - t0, "reward_wait_s": t2 - t1, "oracle_s": time.time() - t2,
-                "weight_sync_s": sync_s, "reward": reward.mean(0).tolist(), "oracle": oracle.mean(0).tolist()}
+                "weight_sync_s": sync_s, "weights_sha256": self.weights_sha, "seeds": [int(x) for x in seeds],
+                "reward_retries": retried, "reward_replica_pids": self.replica_pids,
+                "reward": reward.mean(0).tolist(), "oracle": oracle.mean(0).tolist()}
         return meta, table
 
     def evaluate(self, prompts: list[str], seeds: list[int], version: int, score_reward: bool = True) -> dict:

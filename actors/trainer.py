@@ -151,8 +151,13 @@ def trainer_loop(config: dict) -> None:
     sync = ObjectStoreSync(config["store"])
     if config.get("resume_dir"):
         engine.load_checkpoint(str(Path(config["resume_dir"]) / "deepspeed"), tag="state")
+    from actors.status import show
+
     while True:
+        show("RayTrainWorker", f"rank {rank} waiting for a task")
         task = ray.get(coord.next_task.remote(rank))
+        if task["kind"] == "train":
+            show("RayTrainWorker", f"rank {rank} train iteration {task['iteration']}")
         if task["kind"] == "stop":
             break
         if task["kind"] == "state":  # LoRA of the current policy (tests, evaluation)
@@ -222,14 +227,17 @@ class TrainerGroup:
     """Starts the Ray Train worker group once (``fit()`` on a thread) and feeds it iterations."""
 
     def __init__(self, cfg: TrainerConfig, store_name: str, storage: str, resume_dir: str | None = None,
-                 coordinator_name: str = COORDINATOR_NAME):
+                 coordinator_name: str = COORDINATOR_NAME, run_name: str = "online_trainer"):
         import ray
         from ray.train import RunConfig, ScalingConfig
         from ray.train.torch import TorchConfig, TorchTrainer
 
         cfg.validate()
         self.cfg = cfg
-        self.coord = ray.remote(num_cpus=0)(TrainerCoordinator).options(name=coordinator_name).remote(cfg.num_workers)
+        from actors.weights import on_this_node
+
+        self.coord = ray.remote(num_cpus=0)(TrainerCoordinator).options(
+            name=coordinator_name, scheduling_strategy=on_this_node()).remote(cfg.num_workers)
         self.trainer = TorchTrainer(
             trainer_loop,
             train_loop_config={"trainer": asdict(cfg), "coordinator": coordinator_name, "store": store_name,
@@ -237,7 +245,7 @@ class TrainerGroup:
             torch_config=TorchConfig(backend="nccl" if cfg.use_gpu else "gloo"),
             scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu,
                                          resources_per_worker={"CPU": 1, **cfg.resources_per_worker}),
-            run_config=RunConfig(name="online_trainer", storage_path=str(Path(storage).resolve())),
+            run_config=RunConfig(name=run_name, storage_path=str(Path(storage).resolve())),
         )
         self.error: BaseException | None = None
         self.finished = False
@@ -288,6 +296,7 @@ class TrainerGroup:
         return self._submit(lambda r, key: {"kind": "state", "key": key}, timeout_s)[0]["state"]
 
     def stop(self, timeout_s: float = 120.0) -> None:
+        """Stop the workers after their current task; raises TrainerError if the group had failed."""
         import ray
 
         if not self.finished and self.error is None:

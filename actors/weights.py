@@ -46,10 +46,12 @@ class WeightStore:
         self.blobs: dict[int, list] = {}  # version -> [ref] (a list, so Ray keeps the ref unresolved)
         self.meta: dict[int, dict] = {}
 
-    def put(self, version: int, blob: bytes, meta: dict) -> int:
+    def put(self, version: int, blob: bytes, meta: dict, restore: bool = False) -> int:
+        """Store ``version``; versions only go up, except ``restore=True`` (a restart from a checkpoint
+        puts back a version the store no longer holds)."""
         import ray
 
-        if self.blobs and version <= max(self.blobs):
+        if not restore and self.blobs and version <= max(self.blobs):
             raise WeightSyncError(f"policy version {version} is not newer than the latest {max(self.blobs)}")
         self.blobs[version] = [ray.put(blob)]  # owned by the store: outlives the publisher
         self.meta[version] = meta
@@ -63,6 +65,12 @@ class WeightStore:
                                   f"{sorted(self.blobs)}): a receiver fell more than {self.keep - 1} versions behind")
         return self.blobs[version], self.meta[version]
 
+    def rollback(self, version: int) -> list[int]:
+        """Forget every version newer than ``version`` (their trainer state was lost); returns what is left."""
+        for v in [v for v in self.blobs if v > version]:
+            del self.blobs[v], self.meta[v]
+        return sorted(self.blobs)
+
     def latest(self) -> int:
         return max(self.blobs) if self.blobs else 0
 
@@ -70,12 +78,23 @@ class WeightStore:
         return sorted(self.blobs)
 
 
+def on_this_node():
+    """Scheduling strategy that keeps a control actor (weight store, trainer coordinator) on the caller's
+    node, i.e. the driver's. A zero-CPU actor may otherwise land on any node, and losing that node would
+    lose the published weights or the trainer's queues; the driver's node going down ends the job anyway."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    return NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=False)
+
+
 def weight_store(keep: int = 3, name: str = STORE_NAME):
-    """The named store actor of this Ray namespace (created if missing, restarted if it dies)."""
+    """The named store actor of this Ray namespace (created if missing, restarted if it dies), on the
+    caller's node."""
     import ray
 
     cls = ray.remote(num_cpus=0, max_restarts=-1)(WeightStore)
-    return cls.options(name=name, get_if_exists=True).remote(keep)
+    return cls.options(name=name, get_if_exists=True, scheduling_strategy=on_this_node()).remote(keep)
 
 
 class ObjectStoreSync:
@@ -93,14 +112,15 @@ class ObjectStoreSync:
             self._store = ray.get_actor(self.store_name)
         return self._store
 
-    def publish(self, version: int, state: dict) -> dict:
-        """Put ``state`` as policy ``version``; returns what was published (version, bytes, sha256, seconds)."""
+    def publish(self, version: int, state: dict, restore: bool = False) -> dict:
+        """Put ``state`` as policy ``version``; returns what was published (version, bytes, sha256, seconds).
+        ``restore``: put back a version older than the newest (restart from a checkpoint)."""
         import ray
 
         t0 = time.time()
         blob = pack(state)
         meta = {"version": int(version), "bytes": len(blob), "sha256": hashlib.sha256(blob).hexdigest()}
-        ray.get(self.store.put.remote(int(version), blob, meta))
+        ray.get(self.store.put.remote(int(version), blob, meta, restore))
         return {**meta, "seconds": time.time() - t0}
 
     def fetch(self, version: int) -> tuple[dict, dict]:

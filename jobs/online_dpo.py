@@ -60,6 +60,7 @@ class OnlineConfig:
     # custom resources each generator actor asks for (cluster.yaml: {"generator": 1} puts it on a generator node)
     generator_resources: dict[str, float] = field(default_factory=dict)
     max_restarts: int = 3  # generator actor restarts
+    trainer_restarts: int = 2  # times a failed trainer group is restarted from the last checkpoint
     checkpoint_every: int = 2  # iterations (a checkpoint is also written at the end)
     resume: bool = False
     seed: int = 0
@@ -68,6 +69,7 @@ class OnlineConfig:
     eval_seeds: int = 2
     metrics_port: int = 0  # Prometheus export port of a local cluster (0 = Ray picks one)
     progress: bool = True
+    report_clips: int = 4  # report.html: held-out prompts shown pretrained vs aligned (-1 = no report)
     # The embedded default (what `make run` runs, measured in jobs/README.md): 10 Euler steps for rollouts and
     # evaluation alike, every pair of a group whose 1:1:1 reward differs by > 0.03, LoRA lr 3e-4, and the
     # oracle as the served reward (reward.model=default trains on the shipped VideoReward instead).
@@ -86,6 +88,8 @@ class OnlineConfig:
                 raise ValueError(f"{k} must be >= 1, got {getattr(self, k)}")
         if self.group < 2:
             raise ValueError(f"group must be >= 2 (pairs come from within a prompt group), got {self.group}")
+        if self.trainer_restarts < 0 or self.max_restarts < 0:
+            raise ValueError("trainer_restarts and max_restarts must be >= 0")
         if self.checkpoint_every < 0 or self.eval_n_prompts < 0 or self.eval_seeds < 1:
             raise ValueError("checkpoint_every and eval_n_prompts must be >= 0, eval_seeds >= 1")
         self.sampler.validate()
@@ -191,6 +195,29 @@ def latest_checkpoint(out: Path) -> dict | None:
     return json.loads(p.read_text()) if p.is_file() else None
 
 
+def _seeds_digest(seeds: list[int]) -> str:
+    import hashlib
+
+    import numpy as np
+
+    return hashlib.sha256(np.sort(np.asarray(seeds, np.int64)).tobytes()).hexdigest()
+
+
+def truncate_metrics(out: Path, next_iteration: int) -> int:
+    """Drop the records of iterations at or after ``next_iteration`` from ``metrics.jsonl`` (they are run
+    again after a restart from a checkpoint: no iteration is counted twice); returns how many went."""
+    p = out / "metrics.jsonl"
+    if not p.is_file():
+        return 0
+    lines = [ln for ln in p.read_text().splitlines() if ln.strip()]
+    keep = [ln for ln in lines if json.loads(ln)["iteration"] < next_iteration]
+    if len(keep) != len(lines):
+        tmp = p.with_suffix(".part")
+        tmp.write_text("".join(ln + "\n" for ln in keep))
+        tmp.replace(p)
+    return len(lines) - len(keep)
+
+
 def write_state(ck: Path, state: dict) -> None:
     (ck / "state.json").write_text(json.dumps(state, indent=2))
     latest = ck.parent / "latest.json"
@@ -207,6 +234,8 @@ class OnlineRun:
         self.started_ray = False
         self.gens: list = []
         self.trainer = None
+        self.trainer_starts = 0
+        self.trainer_failures: list[str] = []
         self.deployed = False
 
     # ------------------------------------------------------------------ start-up
@@ -249,18 +278,56 @@ class OnlineRun:
         if cfg.resume and self.resume_state is None:
             raise SystemExit(f"error: --resume but {self.out}/checkpoints/latest.json does not exist: "
                              "run without --resume first")
-        self.trainer = TrainerGroup(cfg.trainer, self.sync.store_name, str(self.out / "ray"),
-                                    resume_dir=self.resume_state["dir"] if self.resume_state else None)
-        if self.resume_state:  # re-push the weights the checkpoint holds
-            from safetensors.torch import load_file
-
-            ck = Path(self.resume_state["dir"])
-            if (ck / "prev_adapter.safetensors").is_file():
-                self.sync.publish(self.resume_state["policy_version"] - 1, load_file(ck / "prev_adapter.safetensors"))
-            self.sync.publish(self.resume_state["policy_version"], load_file(ck / "adapter" / "adapter.safetensors"))
+        if self.resume_state:  # iterations after the checkpoint are run again: their records go
+            truncate_metrics(self.out, self.resume_state["next_iteration"])
+        self.start_trainer(self.resume_state)
         get([g.info.remote() for g in self.gens])
         self.log(f"{cfg.generators} generator actors and {cfg.trainer.num_workers} trainer workers started "
                  f"in {time.time() - t0:.1f} s")
+
+    def start_trainer(self, state: dict | None) -> None:
+        """The trainer group, from ``state``'s checkpoint if given; the weight store is brought to the
+        checkpoint's policy versions (newer ones, whose trainer state is gone, are forgotten)."""
+        import ray
+
+        from actors.trainer import COORDINATOR_NAME, TrainerGroup
+
+        self.trainer_starts += 1
+        suffix = "" if self.trainer_starts == 1 else f"_{self.trainer_starts}"
+        self.trainer = TrainerGroup(self.cfg.trainer, self.sync.store_name, str(self.out / "ray"),
+                                    resume_dir=state["dir"] if state else None,
+                                    coordinator_name=COORDINATOR_NAME + suffix, run_name="online_trainer" + suffix)
+        version = state["policy_version"] if state else 0
+        have = ray.get(self.store.rollback.remote(version))
+        if state:  # re-push the weights the checkpoint holds (and the version before, for one-step-off)
+            from safetensors.torch import load_file
+
+            ck = Path(state["dir"])
+            for v, f in ((version - 1, ck / "prev_adapter.safetensors"), (version, ck / "adapter" / "adapter.safetensors")):
+                if v > 0 and v not in have and f.is_file():
+                    self.sync.publish(v, load_file(f), restore=True)
+
+    def recover_trainer(self, error: BaseException) -> dict | None:
+        """A trainer worker died (or the group stopped answering): stop what is left of the group and
+        start a new one from the last checkpoint; returns that checkpoint's state (None = from the start)."""
+        from actors.trainer import TrainerError
+
+        self.trainer_failures.append(str(error).splitlines()[0][:300])
+        if len(self.trainer_failures) > self.cfg.trainer_restarts:
+            raise error
+        try:
+            self.trainer.stop(timeout_s=30)
+        except TrainerError:
+            pass
+        state = latest_checkpoint(self.out)
+        dropped = truncate_metrics(self.out, state["next_iteration"] if state else 0)
+        where = f"checkpoint {state['dir']} (iteration {state['next_iteration']})" if state else "the start"
+        self.log(f"trainer group failed ({self.trainer_failures[-1]}); restart {len(self.trainer_failures)} of "
+                 f"{self.cfg.trainer_restarts} from {where}; {dropped} iteration record(s) will be redone")
+        self.start_trainer(state)
+        # the generators may hold weights of versions that will now be trained again: make them fetch
+        get([g.forget_weights.remote() for g in self.gens])
+        return state
 
     def dashboard_url(self) -> str:
         import ray
@@ -272,28 +339,52 @@ class OnlineRun:
         print(f"[online] {msg}", flush=True)
 
     # ------------------------------------------------------------------ one iteration
-    def launch(self, prompts: list[str], iteration: int, version: int) -> tuple[list, list]:
+    def launch(self, prompts: list[str], iteration: int, version: int) -> list[dict]:
+        """Send the clips of ``iteration`` to the generator actors (whole prompt groups each); returns the
+        in-flight rollouts (their arguments kept, so that a lost one can be sent again)."""
         texts, seeds = prompt_batch(self.cfg, prompts, iteration)
         G, n = self.cfg.group, len(self.gens)
-        metas, tables = [], []
-        for g, chunk in zip(self.gens, split_even(list(range(len(texts) // G)), n)):  # whole prompt groups
+        jobs = []
+        for a, chunk in enumerate(split_even(list(range(len(texts) // G)), n)):  # whole prompt groups
             ps = [texts[k * G + j] for k in chunk for j in range(G)]
             ss = [seeds[k * G + j] for k in chunk for j in range(G)]
             if ps:
-                m, t = g.rollout.options(num_returns=2).remote(ps, ss, version, iteration)
-                metas.append(m)
-                tables.append(t)
+                jobs.append({"actor": a, "args": (ps, ss, version, iteration), "attempts": 0})
+                self._send(jobs[-1])
+        return jobs
+
+    def _send(self, job: dict) -> None:
+        job["meta"], job["table"] = self.gens[job["actor"]].rollout.options(num_returns=2).remote(*job["args"])
+        job["attempts"] += 1
+
+    def collect(self, jobs: list[dict]) -> tuple[list[dict], list]:
+        """The rollouts' metadata and table refs. Ray restarts a dead actor and retries the call it died in;
+        a call lost with its node (ActorUnavailableError: "may or may not have been executed") is sent
+        again here, to the same (restarted) actor: sampling is a function of the seeds and the version, so
+        the clips are the same and none is counted twice."""
+        from ray.exceptions import RayActorError
+
+        metas, tables = [], []
+        for job in jobs:
+            while True:
+                try:
+                    metas.append(get(job["meta"]))
+                    tables.append(job["table"])
+                    break
+                except RayActorError as e:
+                    if job["attempts"] > self.cfg.max_restarts:
+                        raise
+                    self.log(f"rollout of iteration {job['args'][3]} on generator {job['actor']} lost "
+                             f"({type(e).__name__}); sending it again (attempt {job['attempts'] + 1})")
+                    self._send(job)
         return metas, tables
 
-    def run(self) -> dict:
-        from tqdm import tqdm
-
+    def iterations(self, prompts: list[str], state: dict | None, metrics: "Metrics", bar) -> int:
+        """Iterations from ``state``'s checkpoint (None = the first) to the end; returns the final version."""
         from actors.preferences import preference_dataset, stats_of
-        from rlhf.align.offline import read_prompts
 
         cfg = self.cfg
-        prompts = read_prompts(cfg.prompts)
-        st = self.resume_state
+        st = state
         start_it = st["next_iteration"] if st else 0
         version = st["policy_version"] if st else 0
         if start_it >= cfg.iterations:
@@ -303,14 +394,9 @@ class OnlineRun:
         # on batch i - 1); sync: with version i.
         pending = self.launch(prompts, start_it, max(version - 1, 0) if (one_off and start_it > 0) else version) \
             if start_it < cfg.iterations else None
-        metrics = Metrics(self.out)
-        bar = tqdm(total=cfg.iterations, initial=start_it, desc=f"online {cfg.trainer.algo.algo} ({cfg.mode})",
-                   unit="iter", disable=not cfg.progress, file=sys.stdout)
-        t_run = time.time()
         for it in range(start_it, cfg.iterations):
             t_it = time.time()
-            metas_ref, tables = pending
-            metas = get(metas_ref)
+            metas, tables = self.collect(pending)
             t_rolled = time.time()
             pending = None
             if one_off and it + 1 < cfg.iterations:  # overlap: sample batch i + 1 with the current version
@@ -335,14 +421,14 @@ class OnlineRun:
                 if ckpt:  # nothing trained: still checkpoint (same weights)
                     res = {**res, **self.trainer.train(ds, it, 0, None, str(ckpt))}
             if ckpt:
-                state = {"next_iteration": it + 1, "policy_version": version, "seed": cfg.seed, "mode": cfg.mode,
-                         "rng": {"prompts": [cfg.seed, it + 1], "trainer": [cfg.trainer.seed, it + 1, "rank"]}}
+                ck_state = {"next_iteration": it + 1, "policy_version": version, "seed": cfg.seed, "mode": cfg.mode,
+                            "rng": {"prompts": [cfg.seed, it + 1], "trainer": [cfg.trainer.seed, it + 1, "rank"]}}
                 if one_off and version > 1:
                     from safetensors.torch import save_file
 
                     prev, _ = self.sync.fetch(version - 1)
                     save_file(prev, ckpt / "prev_adapter.safetensors")
-                write_state(ckpt, state)
+                write_state(ckpt, ck_state)
             if not one_off and it + 1 < cfg.iterations:
                 pending = self.launch(prompts, it + 1, version)
             wall = time.time() - t_it
@@ -354,6 +440,30 @@ class OnlineRun:
                                 f"reward {rec['reward']['weighted']:+.3f} oracle {rec['oracle'].get('weighted', 0):.3f} "
                                 f"{rec['videos_per_second']:.2f} clip/s")
             self.log(self.describe(rec))
+        return version
+
+    def run(self) -> dict:
+        from tqdm import tqdm
+
+        from actors.trainer import TrainerError
+        from rlhf.align.offline import read_prompts
+
+        cfg = self.cfg
+        prompts = read_prompts(cfg.prompts)
+        state = self.resume_state
+        metrics = Metrics(self.out)
+        bar = tqdm(total=cfg.iterations, initial=state["next_iteration"] if state else 0,
+                   desc=f"online {cfg.trainer.algo.algo} ({cfg.mode})", unit="iter", disable=not cfg.progress,
+                   file=sys.stdout)
+        t_run = time.time()
+        while True:
+            try:
+                version = self.iterations(prompts, state, metrics, bar)
+                break
+            except TrainerError as e:
+                state = self.recover_trainer(e)
+                bar.n = state["next_iteration"] if state else 0
+                bar.refresh()
         bar.close()
         train_wall = time.time() - t_run
         self.out.mkdir(parents=True, exist_ok=True)
@@ -362,8 +472,11 @@ class OnlineRun:
 
         (self.out / "adapter").mkdir(exist_ok=True)
         save_file({k: v.contiguous() for k, v in state.items()}, self.out / "adapter" / "adapter.safetensors")
+        from rlhf.generator.model import LORA_TARGETS
+
         (self.out / "adapter" / "adapter.json").write_text(json.dumps(
-            {"rank": cfg.trainer.lora_rank, "alpha": cfg.trainer.lora_alpha, "policy_version": version}))
+            {"rank": cfg.trainer.lora_rank, "alpha": cfg.trainer.lora_alpha, "targets": sorted(LORA_TARGETS),
+             "policy_version": version}))
         evaluation = self.evaluate(version) if cfg.eval_n_prompts else None
         summary = self.summarize(version, train_wall, evaluation)
         (self.out / "summary.json").write_text(json.dumps(summary, indent=2))
@@ -398,7 +511,14 @@ class OnlineRun:
                 "reward": {**dict(zip(DIMS, reward.tolist())), "weighted": float(reward @ wv)},
                 "oracle": ({**dict(zip(DIMS, oracle.tolist())), "weighted": float(oracle @ wv)}
                            if np.isfinite(oracle).all() else {}),
-                "phases": phases, "queue_depth": queue, "restarted_actors": [m["actor"] for m in metas if m["restarted"]]}
+                "phases": phases, "queue_depth": queue, "restarted_actors": [m["actor"] for m in metas if m["restarted"]],
+                # accounting: every clip of the batch exactly once, the weights each actor sampled with
+                "samples_unique": len({s for m in metas for s in m["seeds"]}),
+                "seeds_sha256": _seeds_digest([s for m in metas for s in m["seeds"]]),
+                "weights_sha256": sorted({m["weights_sha256"] for m in metas}),
+                "published_sha256": res.get("publish", {}).get("sha256"),
+                "reward_retries": int(sum(m["reward_retries"] for m in metas)),
+                "reward_replica_pids": sorted({p for m in metas for p in m["reward_replica_pids"]})}
 
     def describe(self, rec: dict) -> str:
         ph = rec["phases"]
@@ -458,6 +578,8 @@ class OnlineRun:
                 "algo": self.cfg.trainer.algo.algo, "reward": self.cfg.reward.model,
                 "weights": self.cfg.pairs.weights.label, "videos": sum(r["videos"] for r in recs),
                 "loop_seconds": round(train_wall, 1), "phase_seconds": {k: round(v, 1) for k, v in phases.items()},
+                "trainer_restarts": self.trainer_failures,
+                "restarted_actors": sorted({a for r in recs for a in r.get("restarted_actors", [])}),
                 "evaluation": evaluation}
 
     # ------------------------------------------------------------------ shutdown
@@ -546,6 +668,14 @@ def run(cfg: OnlineConfig) -> dict:
               + (f"; learned reward {100 * ev['learned_win_rate']['weighted']:.1f}%"
                  f"{', HACKING FLAGGED on ' + ', '.join(ev['reward_hacking']) if ev['reward_hacking'] else ''}"
                  if "learned_win_rate" in ev else ""), flush=True)
+    if cfg.report_clips >= 0:  # a failed report never fails a finished run
+        try:
+            from rlhf.eval.report import build_report
+
+            print(f"[online] report: {build_report(out, cfg.report_clips)}", flush=True)
+        except Exception as e:  # noqa: BLE001
+            print(f"[online] report.html not written: {type(e).__name__}: {e} "
+                  f"(retry with: python -m rlhf.eval.report {out})", flush=True)
     print(f"[online] done in {summary['total_seconds']:.0f} s; run directory {out}", flush=True)
     return summary
 

@@ -88,6 +88,7 @@ def read_video_fps(src: Source, name: str | None = None) -> tuple[np.ndarray, fl
         stream = container.streams.video[0]
         rate = stream.average_rate or stream.base_rate or stream.guessed_rate
         fps = float(rate) if rate else 0.0
+        announced = int(stream.frames or 0)  # the container's frame count (0 where it has none, e.g. webm)
         frames = []
         # One reformatter for the whole clip: ``frame.to_ndarray(format=...)`` builds a new swscale
         # context per frame, which costs 5x the decode itself on small clips.
@@ -103,6 +104,9 @@ def read_video_fps(src: Source, name: str | None = None) -> tuple[np.ndarray, fl
         container.close()
     if not frames:
         raise VideoError(label, "contains zero decodable frames")
+    if announced and len(frames) < announced:
+        raise VideoError(label, f"was cut short: {len(frames)} of the {announced} frames its header announces "
+                                "decode (an incomplete upload or copy?); send the whole file")
     video = np.stack(frames)
     check_frames(video, label)
     if not fps or not math.isfinite(fps) or fps <= 0:

@@ -3,6 +3,7 @@
 #   1. torch (the local CPU build; anything else pulls a multi-GB CUDA build),
 #   2. deepspeed, source-only, built against that torch (--no-build-isolation, no ops),
 #   3. the project and its pinned dependencies, editable.
+#   4. Debian's chromium package (headless browser for the report test), when root and apt-get are there.
 # A second run with unchanged pyproject.toml and setup script is a no-op.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,17 +27,27 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PY" -m venv "$VENV" || fail "create virtual environment"
 fi
 
-step "1/3 torch 2.13.0 (CPU build)"
-pipq "torch==2.13.0" || fail "1/3 torch"
-step "2/3 deepspeed 0.19.8 (no ops, no build isolation)"
+step "1/4 torch 2.13.0 (CPU build)"
+pipq "torch==2.13.0" || fail "1/4 torch"
+step "2/4 deepspeed 0.19.8 (no ops, no build isolation)"
 if ! "$VENV/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.version('deepspeed') != '0.19.8')" 2>/dev/null; then
-  pipq setuptools wheel || fail "2/3 build tools"
-  DS_BUILD_OPS=0 pipq --no-build-isolation "deepspeed==0.19.8" || fail "2/3 deepspeed"
+  pipq setuptools wheel || fail "2/4 build tools"
+  DS_BUILD_OPS=0 pipq --no-build-isolation "deepspeed==0.19.8" || fail "2/4 deepspeed"
 fi
-step "3/3 project and pinned dependencies"
-pipq -e ".[dev]" || fail "3/3 project"
+step "3/4 project and pinned dependencies"
+pipq -e ".[dev]" || fail "3/4 project"
 if "$VENV/bin/pip" list 2>/dev/null | grep -qiE '^(torchvision|nvidia-)'; then
   fail "check: torchvision or nvidia-* got installed; they break this CPU environment"
+fi
+step "4/4 Chromium (Debian package: the report test renders report.html headless)"
+if ! command -v chromium >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    export DEBIAN_FRONTEND=noninteractive
+    (apt-get install -y -q chromium >/dev/null 2>&1 || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1; }) \
+      || echo "[setup] warning: 'apt-get install chromium' failed; the report rendering test will be skipped" >&2
+  else
+    echo "[setup] warning: no chromium and no root apt-get; install the 'chromium' package for the report test" >&2
+  fi
 fi
 echo "$want" > "$STAMP"
 step "done"

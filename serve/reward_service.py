@@ -19,6 +19,7 @@ import binascii
 import json
 import logging
 import math
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,6 +60,8 @@ class RewardServiceConfig:
     num_gpus: float = 0  # GPUs per replica; > 0 runs the learned model on cuda
     threads: int = 1  # torch intra-op threads per replica
     request_timeout_s: float = 30  # a request not scored by then fails (HTTP 504; RewardClient retries)
+    health_check_period_s: float = 10  # Serve's health check (a forward pass on a canned clip); a dead replica is
+    # noticed and replaced within about this long
     max_body_bytes: int = 8 * 2**20  # larger HTTP bodies, mp4s and server-side files are refused (413)
     http_host: str = "127.0.0.1"  # Serve's HTTP proxy address (cluster-wide); keep it on loopback
     http_port: int = 8123
@@ -78,6 +81,8 @@ class RewardServiceConfig:
             raise ValueError("model='oracle' runs on numpy and has no vllm backend; use backend=transformers")
         if self.max_batch_size < 1:
             raise ValueError(f"max_batch_size must be at least 1, got {self.max_batch_size}")
+        if self.health_check_period_s <= 0:
+            raise ValueError(f"health_check_period_s must be > 0, got {self.health_check_period_s}")
         if self.batch_wait_timeout_s < 0:
             raise ValueError(f"batch_wait_timeout_s must be >= 0, got {self.batch_wait_timeout_s}")
         if self.max_ongoing_requests < self.max_batch_size:
@@ -191,7 +196,7 @@ class RewardDeployment:
                                "overloaded; raise max_replicas or request_timeout_s") from None
         if isinstance(result, Exception):
             raise result
-        return {**result, "model": self.cfg.model, "backend": self.backend.name}
+        return {**result, "model": self.cfg.model, "backend": self.backend.name, "replica_pid": os.getpid()}
 
     async def _health(self) -> dict:
         scores = (await self._run([self._health_clip], [HEALTH_PROMPT], [WORLD_FPS]))[0]
@@ -362,6 +367,7 @@ def build_app(cfg: RewardServiceConfig):
                             "target_ongoing_requests": cfg.target_ongoing_requests},
         ray_actor_options={"num_cpus": cfg.num_cpus, "num_gpus": cfg.num_gpus},
         health_check_timeout_s=max(30.0, cfg.request_timeout_s),
+        health_check_period_s=cfg.health_check_period_s,
         # Loading fails for lasting reasons (no checkpoint, no vllm): fail the deploy in seconds, not
         # after Serve's default of 20 constructor attempts.
         max_constructor_retry_count=CONSTRUCTOR_RETRIES,
@@ -429,10 +435,11 @@ class RewardClient:
 
     Every video is one ``handle.score`` call, all sent at once, so the replica batches them with other
     callers' requests. A call that fails or takes longer than ``timeout_s`` is retried up to
-    ``retries`` times with exponential backoff (``backoff_s``, doubling); bad input
+    ``retries`` times with exponential backoff (``backoff_s``, doubling, at most ``max_backoff_s``); bad input
     (:class:`RewardRequestError`) is raised at once, never retried."""
 
-    def __init__(self, handle_or_app_name="reward", timeout_s: float = 60, retries: int = 3, backoff_s: float = 0.5):
+    def __init__(self, handle_or_app_name="reward", timeout_s: float = 60, retries: int = 3, backoff_s: float = 0.5,
+                 max_backoff_s: float = 8.0):
         if timeout_s <= 0 or retries < 0 or backoff_s < 0:
             raise ValueError(f"need timeout_s > 0, retries >= 0, backoff_s >= 0; got {timeout_s}, {retries}, {backoff_s}")
         if isinstance(handle_or_app_name, str):
@@ -440,7 +447,8 @@ class RewardClient:
         else:
             self._handle, self._by_name = handle_or_app_name, False
             self.app_name = getattr(handle_or_app_name, "app_name", None) or "<handle>"
-        self.timeout_s, self.retries, self.backoff_s = timeout_s, retries, backoff_s
+        self.timeout_s, self.retries, self.backoff_s, self.max_backoff_s = timeout_s, retries, backoff_s, max_backoff_s
+        self.retried = 0  # requests sent again after a failure, over this client's life
 
     def _resolve(self):
         if self._handle is None:
@@ -476,7 +484,7 @@ class RewardClient:
         pending, last_error = list(range(len(mp4s))), None
         for attempt in range(self.retries + 1):
             if attempt:
-                time.sleep(self.backoff_s * 2 ** (attempt - 1))
+                time.sleep(min(self.backoff_s * 2 ** (attempt - 1), self.max_backoff_s))
                 if self._by_name:
                     self._handle = None  # the app may have been redeployed
             try:
@@ -500,6 +508,7 @@ class RewardClient:
             pending = failed
             if not pending:
                 return results
+            self.retried += len(pending)
         brief = f"{type(last_error).__name__}: {str(last_error).strip().splitlines()[0] if str(last_error).strip() else ''}"
         raise RewardServiceError(
             f"reward service app {self.app_name!r}: {len(pending)} of {len(mp4s)} request(s) failed after "

@@ -1,14 +1,18 @@
 """The online loop on Ray, end to end, in the moving-shapes world (tiny batches, 4 Euler steps).
 
-One Ray session for the module (with a Prometheus export port) runs three jobs in-process:
+One Ray session for the module (with a Prometheus export port) runs the jobs:
 
 * ``full``: 3 iterations, uninterrupted — the end-to-end checks (2 generator actors, the Serve reward,
   a 2-worker Ray Train + DeepSpeed group): the policy version advanced once per iteration, every sample
   carries the version it came from, pairs were built, the loss moved away from ln 2 (a zero LoRA gives
   exactly ln 2: test_generator), the published adapter is the trained one, metrics reached metrics.jsonl
   and the Ray metrics endpoint;
-* ``cut``: the same config stopped after iteration 2 (its checkpoint), then ``--resume`` to 3: the batch
-  of iteration 3 and the final weights equal those of ``full``.
+* ``killed``: the same config, its driver killed after the checkpoint of iteration 2 and ``--resume`` d, with a
+  trainer worker killed mid-training in the resumed run; compared with ``full``;
+* ``off``: one-step-off mode (staleness 1) with its generator actors on two extra CPU-less nodes, with the
+  reward replica killed while it holds requests, a generator actor killed mid-sampling and a generator
+  node lost (tests/chaos.py finds a process by its Ray title and SIGKILLs it by PID; a node is joined and
+  lost the way ``ray.cluster_utils.Cluster`` adds and removes one).
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+
+from tests.chaos import remove_node
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "jobs" / "configs" / "online_tiny.yaml"
@@ -45,7 +51,12 @@ def ray_session():
     yield port
     from jobs.online_dpo import shutdown_local_cluster
 
+    for node in GENERATOR_NODES:
+        remove_node(node)
     shutdown_local_cluster()
+
+
+GENERATOR_NODES: list = []  # nodes joined for the node-loss run (tests/chaos.py add_node)
 
 
 HTTP_PORT = free_port()  # Serve keeps the HTTP options of its first start in a session
@@ -55,7 +66,7 @@ def run_job(out: Path, *overrides: str) -> dict:
     from jobs.online_dpo import OnlineConfig, run
     from rlhf.config import load_config
 
-    cfg = load_config(OnlineConfig, TINY, [f"out={out}", "progress=false", "eval_n_prompts=0",
+    cfg = load_config(OnlineConfig, TINY, [f"out={out}", "progress=false", "eval_n_prompts=0", "report_clips=-1",
                                            f"reward.http_port={HTTP_PORT}", *overrides])
     return run(cfg)
 
@@ -67,7 +78,7 @@ def records(out: Path) -> list[dict]:
 @pytest.fixture(scope="module")
 def full(ray_session, tmp_path_factory):
     out = tmp_path_factory.mktemp("online") / "full"
-    summary = run_job(out, "iterations=3")
+    summary = run_job(out, "iterations=3", "report_clips=2", "eval_n_prompts=2")
     return out, summary
 
 
@@ -102,31 +113,248 @@ def test_online_loop_end_to_end(full, ray_session):
     assert "videoalign_policy_version" in text and "videoalign_phase_seconds" in text
 
 
-def test_resume_continues_exactly(full, tmp_path_factory):
+def test_report_renders_in_headless_chromium(full, tmp_path):
+    """report.html of ``full`` (written by the job) opened from disk in headless Chromium: its own check finds
+    the 4 videos (2 prompts, pretrained and aligned) decoded and every plot drawn; the page names the
+    evaluation's win rates and the phases."""
+    import shutil
+    import subprocess
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("no chromium: the set-up installs Debian's 'chromium' package when run as root")
+    out, _ = full
+    page = out / "report.html"
+    assert page.is_file()
+    text = page.read_text()
+    assert "<th>oracle</th>" in text and "rollout_wait" in text and "pretrained" in text
+    cmd = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+           "--disable-background-networking", "--disable-component-update", "--disable-sync",
+           f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=15000", "--dump-dom", page.as_uri()]
+    dom = subprocess.run(cmd, capture_output=True, text=True, timeout=120).stdout
+    import re
+
+    m = re.search(r'<p id="report-status">(.*?)</p>', dom)
+    assert m, dom[-2000:]
+    status = json.loads(m.group(1).replace("&quot;", '"'))
+    assert status["videos_total"] == 4 and status["videos_loaded"] == 4 and status["videos_failed"] == 0, status
+    assert status["plots_total"] >= 6 and status["plots_drawn"] == status["plots_total"], status
+
+
+def _same_weights(a_dir: Path, b_dir: Path) -> float:
     from safetensors.torch import load_file
 
-    ref_out, _ = full
-    out = tmp_path_factory.mktemp("online") / "cut"
-    run_job(out, "iterations=2", "checkpoint_every=2")
-    state = json.loads((out / "checkpoints" / "latest.json").read_text())
-    assert state["next_iteration"] == 2 and state["policy_version"] == 2
-    run_job(out, "iterations=3", "resume=true")
-    ref, got = records(ref_out), records(out)
-    assert [r["iteration"] for r in got] == [0, 1, 2]
-    assert got[2]["batch_digest"] == ref[2]["batch_digest"]  # the same pairs, in the same order
-    assert got[2]["loss"] == pytest.approx(ref[2]["loss"], abs=1e-6)
-    a = load_file(ref_out / "adapter" / "adapter.safetensors")
-    b = load_file(out / "adapter" / "adapter.safetensors")
+    a = load_file(a_dir / "adapter" / "adapter.safetensors")
+    b = load_file(b_dir / "adapter" / "adapter.safetensors")
     assert a.keys() == b.keys()
-    assert max(float((a[k] - b[k]).abs().max()) for k in a) < 1e-6
+    return max(float((a[k] - b[k]).abs().max()) for k in a)
 
 
-def test_one_step_off_overlaps_with_staleness_one(ray_session, tmp_path):
-    out = tmp_path / "off"
-    run_job(out, "iterations=3", "mode=one_step_off", "checkpoint_every=0")
+def _hand_seeds_digest(iteration: int, n: int = 8, seed: int = 0) -> str:
+    """The clips of an iteration by the job's documented rule: seed * 1_000_000_007 + iteration * 100_000 + j."""
+    import hashlib
+
+    import numpy as np
+
+    return hashlib.sha256(np.array([seed * 1_000_000_007 + iteration * 100_000 + j for j in range(n)],
+                                   np.int64).tobytes()).hexdigest()
+
+
+# ------------------------------------------------------------------------------------- fault tolerance
+# Kills are aimed by process title (actors/status.py: "ray::GeneratorActor.rollout [scoring iteration 1, v0]",
+# "ray::RayTrainWorker [rank 0 train iteration 2]") and done by PID (tests/chaos.py).
+
+
+def _kill_trainer_worker_in_training(chaos) -> None:
+    """A trainer worker busy with iteration 2's training."""
+    from tests.chaos import processes
+
+    p = chaos.wait_for("a trainer worker training iteration 2", lambda: processes("train iteration 2]"))[0]
+    chaos.kill(p, "trainer worker, mid-training of iteration 2")
+
+
+@pytest.fixture(scope="module")
+def killed(full, ray_session, tmp_path_factory):
+    """The ``full`` config run by a driver process that is SIGKILLed as soon as the checkpoint after
+    iteration 2 of 3 is on disk, then ``--resume`` d in a new driver, during which a trainer worker is
+    killed mid-training of iteration 2 (the resumed run's first training)."""
+    import subprocess
+    import sys
+
+    import ray
+
+    from tests.chaos import Chaos, processes
+
+    out = tmp_path_factory.mktemp("online") / "killed"
+    cmd = [sys.executable, str(ROOT / "jobs" / "online_dpo.py"), "--config", str(TINY), f"out={out}",
+           "progress=false", "eval_n_prompts=0", "report_clips=-1", f"reward.http_port={HTTP_PORT}", "iterations=3",
+           f"ray_address={ray.get_runtime_context().gcs_address}"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    latest = out / "checkpoints" / "latest.json"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if latest.is_file() and json.loads(latest.read_text())["next_iteration"] == 2:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, f"the driver ended before it could be killed (exit {proc.returncode})"
+    proc.kill()
+    proc.wait(30)
+    driver_log = {"killed": "driver", "pid": proc.pid, "latest": json.loads(latest.read_text())}
+    # Ray ends a dead driver's job and its actors; wait until they are gone
+    deadline = time.time() + 90
+    while time.time() < deadline and (processes("GeneratorActor") or processes("RayTrainWorker")):
+        time.sleep(0.5)
+    chaos = Chaos(out).start(_kill_trainer_worker_in_training)
+    summary = run_job(out, "iterations=3", "resume=true")
+    return out, summary, [driver_log, *chaos.join()]
+
+
+def test_driver_killed_then_resumed(full, killed):
+    """Killed: the driver process (SIGKILL), right after the checkpoint of iteration 2 of 3 was written.
+    Checked: ``--resume`` finished the run; every iteration is recorded exactly once (records after the
+    checkpoint are dropped and run again); iteration 2's batch and loss and the final adapter equal the
+    uninterrupted run's."""
+    out, summary, log = killed
+    assert log[0]["killed"] == "driver" and log[0]["latest"]["next_iteration"] == 2
+    ref, got = records(full[0]), records(out)
+    assert [r["iteration"] for r in got] == [0, 1, 2]
+    assert [r["batch_digest"] for r in got] == [r["batch_digest"] for r in ref]  # the same pairs, same order
+    assert got[2]["loss"] == pytest.approx(ref[2]["loss"], abs=1e-6)
+    assert _same_weights(full[0], out) < 1e-6
+
+
+def test_trainer_worker_killed_mid_training(full, killed):
+    """Killed: one Ray Train worker while it trained iteration 2 (in the resumed run). Checked: the driver
+    restarted the trainer group from the checkpoint after iteration 2 (one restart in the summary), the
+    run finished with policy version 3, and iteration 2's loss and the final adapter equal the
+    uninterrupted run's (the optimiser state came back from the checkpoint too)."""
+    out, summary, log = killed
+    assert log[1]["killed"].startswith("trainer worker")
+    assert len(summary["trainer_restarts"]) == 1
+    assert summary["policy_version"] == 3
+    ref, got = records(full[0]), records(out)
+    assert got[2]["loss"] == pytest.approx(ref[2]["loss"], abs=1e-6)
+    assert _same_weights(full[0], out) < 1e-6
+
+
+def _kill_reward_replica_while_scoring(chaos) -> None:
+    """Iteration 1: a generator has sampled and waits for its scores, which sit in the replica's batch
+    queue (batches wait up to 1 s to fill); kill the replica."""
+    from tests.chaos import processes
+
+    chaos.wait_for("a generator scoring iteration 1", lambda: processes("[scoring iteration 1,"), poll_s=0.005)
+    replica = chaos.wait_for("the reward replica", lambda: processes("ServeReplica:reward"))[0]
+    chaos.kill(replica, "reward replica, with iteration 1's requests queued")
+
+
+def _kill_generator_in_rollout(chaos) -> None:
+    """Iteration 2 (sampled with version 1): a generator actor in the middle of sampling."""
+    from tests.chaos import processes
+
+    p = chaos.wait_for("a generator sampling iteration 2", lambda: processes("[sampling iteration 2,"))[0]
+    chaos.kill(p, "generator actor, mid-sampling of iteration 2")
+
+
+def _lose_a_generator_node(chaos) -> None:
+    """Iteration 3 (sampled with version 2): the node of a generator actor that is sampling, removed with
+    ``Cluster.remove_node`` (its raylet and every process on it killed)."""
+    import psutil
+    import ray
+
+    from tests.chaos import n_records, processes
+
+    p = chaos.wait_for("a generator sampling iteration 3", lambda: processes("[sampling iteration 3,"))[0]
+    raylets = {n.all_processes["raylet"][0].process.pid: n for n in GENERATOR_NODES}
+    node = next(raylets[a.pid] for a in psutil.Process(p.pid).parents() if a.pid in raylets)
+    alive = sum(1 for n in ray.nodes() if n["Alive"])
+    remove_node(node)
+    GENERATOR_NODES.remove(node)
+    chaos.log.append({"killed": f"node {node.node_id[:12]} (raylet and all its processes)", "actor_pid": p.pid,
+                      "nodes_alive_before": alive, "records_on_disk": n_records(chaos.out), "time": time.time()})
+
+
+@pytest.fixture(scope="module")
+def off(ray_session, tmp_path_factory):
+    """One-step-off mode, 4 iterations, generator actors pinned to the generator nodes, with three faults:
+    the reward replica killed while it holds iteration 1's requests, a generator actor killed while it
+    samples iteration 2, and the node of a generator actor lost while it samples iteration 3. The reward
+    batches wait up to 1 s to fill (max 16), so requests are queued on the replica when it dies; scores do
+    not depend on batching."""
+    from rlhf.config import load_config
+    from jobs.online_dpo import OnlineConfig, run
+    from tests.chaos import Chaos, add_node
+
+    out = tmp_path_factory.mktemp("online") / "off"
+    GENERATOR_NODES.extend(add_node({"generator": 2}) for _ in range(2))  # CPU-less nodes for the generator actors
+    chaos = Chaos(out).start(_kill_reward_replica_while_scoring, _kill_generator_in_rollout, _lose_a_generator_node)
+    cfg = load_config(OnlineConfig, TINY, [f"out={out}", "progress=false", "eval_n_prompts=0", "report_clips=-1",
+                                           f"reward.http_port={HTTP_PORT}", "iterations=4", "mode=one_step_off",
+                                           "reward.max_batch_size=16", "reward.max_ongoing_requests=32",
+                                           "reward.batch_wait_timeout_s=1.0", "reward.health_check_period_s=1",
+                                           "generator_cpus=0"],
+                      values={"generator_resources": {"generator": 1.0}})
+    summary = run(cfg)
+    return out, summary, chaos.join()
+
+
+def test_one_step_off_overlaps_with_staleness_one(off):
+    out, _, _ = off
     recs = records(out)
-    # batch i + 1 is sampled (with version i) while the trainer works on batch i
-    assert [r["sample_version"] for r in recs] == [0, 0, 1]
-    assert [r["policy_version"] for r in recs] == [1, 2, 3]
-    assert [r["staleness"] for r in recs] == [0, 1, 1]
-    assert [r["queue_depth"] for r in recs] == [1, 1, 0]  # a rollout in flight while training, but the last
+    # batch i + 1 is sampled (with version i) while the trainer works on batch i; faults change nothing here
+    assert [r["sample_version"] for r in recs] == [0, 0, 1, 2]
+    assert [r["policy_version"] for r in recs] == [1, 2, 3, 4]
+    assert [r["staleness"] for r in recs] == [0, 1, 1, 1]
+    assert [r["queue_depth"] for r in recs] == [1, 1, 1, 0]  # a rollout in flight while training, but the last
+
+
+def test_reward_replica_killed_mid_request(off):
+    """Killed: the reward replica while iteration 1's requests were queued on it. Checked: the job finished;
+    iteration 0 was scored by the killed replica and iteration 1 entirely by its replacement (the requests
+    were sent again: by Serve's router, or by the client, which counts its own retries); every clip's
+    reward is still its oracle score (computed independently in the actor)."""
+    out, _, log = off
+    assert log[0]["killed"].startswith("reward replica")
+    recs = records(out)
+    assert [r["iteration"] for r in recs] == [0, 1, 2, 3]
+    assert recs[0]["reward_replica_pids"] == [log[0]["pid"]]
+    assert recs[1]["reward_replica_pids"] and log[0]["pid"] not in recs[1]["reward_replica_pids"]
+    assert all(log[0]["pid"] not in r["reward_replica_pids"] for r in recs[1:])  # the replacement served on
+    for r in recs:
+        assert r["reward"] == pytest.approx({**r["oracle"]}, abs=1e-12)
+
+
+def test_generator_actor_killed_mid_rollout(off):
+    """Killed: a generator actor while it sampled iteration 2. Checked: the job finished; iteration 2 lists
+    the restarted actor; every iteration holds each of its 8 clips exactly once (the seeds of the job's
+    rule); the restarted actor sampled with version 1, the weights the trainer published after iteration 0
+    (same sha256)."""
+    out, _, log = off
+    assert log[1]["killed"].startswith("generator actor")
+    recs = records(out)
+    assert recs[2]["restarted_actors"]
+    for r in recs:
+        assert r["videos"] == r["samples_unique"] == 8
+        assert r["seeds_sha256"] == _hand_seeds_digest(r["iteration"])
+    assert recs[2]["sample_version"] == 1
+    assert recs[2]["weights_sha256"] == [recs[0]["published_sha256"]]
+
+
+def test_generator_node_lost_mid_rollout(off):
+    """Lost: a whole generator node (its raylet and every process on it, killed at once as
+    ``Cluster.remove_node`` does) while an actor on it sampled iteration 3. Checked: one node fewer is alive
+    (once the GCS notices); the job finished all 4 iterations;
+    iteration 3 was sampled by restarted actors on the node left, each clip exactly once, with version 2
+    (the weights published after iteration 1)."""
+    import ray
+
+    out, summary, log = off
+    assert log[2]["killed"].startswith("node")
+    deadline = time.time() + 60
+    while time.time() < deadline and sum(1 for n in ray.nodes() if n["Alive"]) != log[2]["nodes_alive_before"] - 1:
+        time.sleep(1)
+    assert sum(1 for n in ray.nodes() if n["Alive"]) == log[2]["nodes_alive_before"] - 1
+    recs = records(out)
+    assert summary["iterations"] == 4 and summary["policy_version"] == 4
+    assert recs[3]["restarted_actors"] and recs[3]["videos"] == recs[3]["samples_unique"] == 8
+    assert recs[3]["sample_version"] == 2
+    assert recs[3]["weights_sha256"] == [recs[1]["published_sha256"]]

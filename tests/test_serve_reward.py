@@ -285,6 +285,93 @@ def test_replica_keeps_serving_after_bad_requests(service):
     _assert_matches_oracle(reply, videos[0], prompts[0])
 
 
+def _malformed(rng: np.random.Generator, mp4: bytes, prompt: str) -> tuple[str, bytes, bool]:
+    """One random malformed request: (kind, raw body, chunked). Each kind is invalid by construction."""
+    b64 = lambda b: base64.b64encode(b).decode()  # noqa: E731
+    good = {"prompt": prompt, "video_b64": b64(mp4)}
+    junk_values = [None, True, 0, -1.5, 1e308, [], [1, "a"], {}, {"a": 1}, "", "\u0000", "\ud7ff" * 3]
+    kind = rng.choice(["bad_json", "wrong_type", "missing", "unknown_field", "corrupt_video", "truncated_video",
+                       "empty_video", "huge", "empty_body", "bad_list", "bad_prompt", "bad_base64", "not_object"])
+    if kind == "bad_json":
+        raw = json.dumps(good).encode()
+        choice = rng.integers(4)
+        if choice == 0:  # cut short
+            return kind, raw[: int(rng.integers(1, len(raw) - 1))], False
+        if choice == 1:  # random bytes
+            return kind, rng.bytes(int(rng.integers(1, 2000))), False
+        if choice == 2:  # invalid UTF-8 inside a string
+            return kind, raw[:12] + b"\xff\xfe\xfd" + raw[12:], False
+        return kind, b'{"prompt": "' + prompt.encode() + b'", "video_b64": ' + b"NaN}", False
+    if kind == "wrong_type":
+        body = dict(good)
+        key = rng.choice(["prompt", "video_b64"])
+        body[key] = junk_values[int(rng.integers(len(junk_values)))]
+        if key == "prompt" and isinstance(body[key], str):
+            body[key] = 7
+        if key == "video_b64" and isinstance(body[key], str):
+            body[key] = [body[key]]
+        return kind, json.dumps(body).encode(), False
+    if kind == "missing":
+        drop = rng.choice(list(good))
+        return kind, json.dumps({k: v for k, v in good.items() if k != drop}).encode(), False
+    if kind == "unknown_field":
+        return kind, json.dumps({**good, f"x{int(rng.integers(1000))}": 1}).encode(), False
+    if kind == "corrupt_video":  # a container header the demuxer cannot read, then the real payload
+        n = int(rng.integers(8, 64))
+        return kind, json.dumps({"prompt": prompt, "video_b64": b64(rng.bytes(n) + mp4[n + 32:])}).encode(), False
+    if kind == "truncated_video":  # cut within the first 90%: frames or the index (moov, at the end) are lost.
+        # (A cut that drops only trailing metadata boxes still decodes every frame: that clip is scored.)
+        return kind, json.dumps({"prompt": prompt, "video_b64": b64(mp4[: int(rng.integers(1, 0.9 * len(mp4)))])}).encode(), False
+    if kind == "empty_video":
+        return kind, json.dumps({"prompt": prompt, "video_b64": ""}).encode(), False
+    if kind == "huge":
+        return kind, json.dumps({"prompt": prompt, "video_b64": "A" * (MAX_BODY + int(rng.integers(1, 4096)))}).encode(), bool(rng.integers(2))
+    if kind == "empty_body":
+        return kind, b"", False
+    if kind == "bad_list":
+        items = [good, {"prompt": prompt}, {"video_b64": b64(mp4)}, 3, None, "x"]
+        bad = items[int(rng.integers(1, len(items)))]
+        return kind, json.dumps({"videos": [good, bad] if rng.integers(2) else [bad]}).encode(), False
+    if kind == "bad_prompt":
+        words = ["teapot", "blue", "zzz", "", "circle circle", "moving", "\u00e9\u00e8"]
+        text = " ".join(rng.choice(words, int(rng.integers(0, 6))))
+        return kind, json.dumps({"prompt": text, "video_b64": b64(mp4)}).encode(), False
+    if kind == "bad_base64":
+        alphabet = list("!@#$%^&*()~`<>?") + ["A"]
+        junk = "".join(rng.choice(alphabet, int(rng.integers(1, 60))))
+        return kind, json.dumps({"prompt": prompt, "video_b64": junk + "!"}).encode(), False
+    return kind, json.dumps([good] if rng.integers(2) else "text").encode(), False
+
+
+def test_http_fuzz_1000_malformed_requests_get_4xx(service):
+    """1,200 random malformed requests (bad JSON, wrong types, missing and unknown fields, corrupt, truncated
+    and empty videos, bodies over the limit with and without Content-Length, empty bodies, bad list items,
+    prompts outside the grammar, bad base64, non-objects), 8 at a time: every one gets a 4xx with a JSON
+    error, none a 5xx; the replica still scores a valid request exactly afterwards."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    cfg, _, _ = service
+    rng = np.random.default_rng(1234)
+    videos, prompts = _clips(2, seed=21)
+    mp4s = [encode_video(v) for v in videos]
+    cases = [_malformed(rng, mp4s[i % 2], prompts[i % 2]) for i in range(1200)]
+
+    def send(case):
+        kind, raw, chunked = case
+        status, reply = _http(cfg, "POST", "/score", raw, chunked=chunked)
+        return kind, status, reply
+
+    with ThreadPoolExecutor(8) as ex:
+        results = list(ex.map(send, cases))
+    kinds = {k for k, _, _ in results}
+    assert len(kinds) == 13, kinds
+    wrong = [(k, s, r) for k, s, r in results if not 400 <= s < 500 or not r.get("error")]
+    assert not wrong, wrong[:5]
+    status, reply = _post(cfg, {"prompt": prompts[0], "video_b64": base64.b64encode(mp4s[0]).decode()})
+    assert status == 200, reply
+    _assert_matches_oracle(reply, videos[0], prompts[0])
+
+
 # ---------------------------------------------------------------- config and backends (no Serve)
 
 

@@ -223,7 +223,7 @@ class FlowGenerator(torch.nn.Module):
                                  "adapter.json, as written by save_lora / align_offline)")
         meta = json.loads((path / "adapter.json").read_text())
         if not self.has_lora:
-            self.add_lora(meta["rank"], meta["alpha"], meta["targets"])
+            self.add_lora(meta["rank"], meta["alpha"], meta.get("targets", LORA_TARGETS))
         self.load_lora_state(load_file(path / "adapter.safetensors"), str(path))
 
     # ---------------------------------------------------------------- persistence
