@@ -165,3 +165,30 @@ def test_sample_for_reward_output():
     assert np.all(sample_for_reward(flat, 4.0, 2.0, min_pixels=56 * 56) == 77)
     with pytest.raises(VideoError, match="at least 2 frames"):
         sample_for_reward(v[:1], 8.0)
+
+
+def test_clip_cut_at_a_packet_boundary_is_refused(tmp_path):
+    """An mp4 with its index first (faststart) cut exactly before its last packets demuxes and decodes
+    without any error, only with fewer frames than the header announces: refused, not scored short."""
+    import av
+
+    from rlhf.synthetic.render import render
+    from rlhf.video import VideoError, read_video_fps
+
+    clip = render("a red circle moving left slowly on a black background", seed=1)
+    path, sizes = tmp_path / "fast.mp4", []
+    with av.open(str(path), "w", options={"movflags": "faststart"}) as c:
+        s = c.add_stream("libx264", rate=8)
+        s.width, s.height, s.pix_fmt = clip.shape[2], clip.shape[1], "yuv420p"
+        for f in clip:
+            for p in s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
+                sizes.append(p.size)
+                c.mux(p)
+        for p in s.encode():
+            sizes.append(p.size)
+            c.mux(p)
+    data = path.read_bytes()
+    assert read_video_fps(data)[0].shape[0] == len(clip) == len(sizes)
+    for k in (1, 2):  # the file minus its last k packets (the mdat ends the file)
+        with pytest.raises(VideoError, match=f"cut short: {len(clip) - k} of the {len(clip)} frames"):
+            read_video_fps(data[: len(data) - sum(sizes[-k:])])
