@@ -194,12 +194,3 @@ def test_repo_working_dir_upload_leaves_out_large_dirs(tmp_path):
     assert "rlhf/__init__.py" in names and "jobs/README.md" in names
     assert any(n.startswith("artefacts/generator_default/") for n in names)  # the job's default generator
     assert package.stat().st_size < GCS_STORAGE_MAX_SIZE // 8  # 512 MiB is Ray's hard limit
-
-
-def test_ray_job_submit_online_dpo(ray_head, tmp_path):
-    out = tmp_path / "run"  # one iteration is enough to see the whole loop run as a submitted job
-    r = submit(ray_head, ROOT, "python", "jobs/online_dpo.py", "--config", "jobs/configs/online_tiny.yaml",
-               "--out", str(out), "iterations=1", "eval_n_prompts=0", timeout=900)
-    assert r.returncode == 0, (r.stdout + r.stderr)[-6000:]
-    assert "succeeded" in r.stdout + r.stderr
-    assert (out / "summary.json").exists()

@@ -275,7 +275,8 @@ def _lose_a_generator_node(chaos) -> None:
 
 @pytest.fixture(scope="module")
 def off(ray_session, tmp_path_factory):
-    """One-step-off mode, 4 iterations, generator actors pinned to the generator nodes, with three faults:
+    """One-step-off mode, 4 iterations, generator actors pinned to the generator nodes, one trainer worker
+    (the two-worker group is ``full``'s), with three faults:
     the reward replica killed while it holds iteration 1's requests, a generator actor killed while it
     samples iteration 2, and the node of a generator actor lost while it samples iteration 3. The reward
     batches wait up to 1 s to fill (max 16), so requests are queued on the replica when it dies; scores do
@@ -291,7 +292,7 @@ def off(ray_session, tmp_path_factory):
                                            f"reward.http_port={HTTP_PORT}", "iterations=4", "mode=one_step_off",
                                            "reward.max_batch_size=16", "reward.max_ongoing_requests=32",
                                            "reward.batch_wait_timeout_s=1.0", "reward.health_check_period_s=1",
-                                           "generator_cpus=0"],
+                                           "generator_cpus=0", "trainer.num_workers=1"],
                       values={"generator_resources": {"generator": 1.0}})
     summary = run(cfg)
     return out, summary, chaos.join()
