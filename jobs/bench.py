@@ -406,7 +406,6 @@ def single_process_loop(ocfg, iterations: int) -> dict:
     algo, micro = tc.algo.algo, tc.micro_batch * tc.num_workers
     recs = []
     for it in range(iterations):
-        ph = {}
         t0 = time.time()
         texts, seeds = prompt_batch(ocfg, prompts, it)
         batch = sample(gen, texts, seeds, ocfg.sampler)

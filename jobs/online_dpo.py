@@ -384,9 +384,8 @@ class OnlineRun:
         from actors.preferences import preference_dataset, stats_of
 
         cfg = self.cfg
-        st = state
-        start_it = st["next_iteration"] if st else 0
-        version = st["policy_version"] if st else 0
+        start_it = state["next_iteration"] if state else 0
+        version = state["policy_version"] if state else 0
         if start_it >= cfg.iterations:
             self.log(f"nothing to do: the checkpoint is at iteration {start_it} of {cfg.iterations}")
         one_off = cfg.mode == "one_step_off"

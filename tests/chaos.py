@@ -8,7 +8,6 @@ never other processes of the machine; nothing is killed by name.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import threading
@@ -28,14 +27,6 @@ def processes(needle: str, root: psutil.Process | None = None) -> list[psutil.Pr
         except psutil.Error:
             continue
     return out
-
-
-def busy(p: psutil.Process, interval_s: float = 0.1) -> float:
-    """CPU percent of ``p`` over ``interval_s`` (0 if it is gone)."""
-    try:
-        return p.cpu_percent(interval=interval_s)
-    except psutil.Error:
-        return 0.0
 
 
 def n_records(out: Path) -> int:
@@ -89,9 +80,6 @@ class Chaos:
             raise self.error
         return self.log
 
-
-def records(out: Path) -> list[dict]:
-    return [json.loads(ln) for ln in (Path(out) / "metrics.jsonl").read_text().splitlines() if ln.strip()]
 
 
 def add_node(resources: dict[str, float], num_cpus: int = 0):

@@ -151,19 +151,20 @@ def sample_clips(run: Path, cfg: dict, n: int) -> list[dict]:
     after = sample(gen, prompts, seeds, scfg).videos
     out = []
     for p, s, a, b in zip(prompts, seeds, before, after):
-        out.append({"prompt": p, "seed": s, "pretrained": encode_video(a, crf=12), "aligned": encode_video(b, crf=12),
-                    "oracle": {"pretrained": _oracle(a, p), "aligned": _oracle(b, p)}})
+        clips = {"pretrained": encode_video(a, crf=12), "aligned": encode_video(b, crf=12)}
+        out.append({"prompt": p, "seed": s, **clips, "oracle": {k: _oracle(m, p) for k, m in clips.items()}})
     return out
 
 
-def _oracle(video, prompt: str) -> dict | None:
-    try:
-        from rlhf.synthetic.oracle import score
-        from rlhf.video import read_video
-        from rlhf.video import encode_video
+def _oracle(mp4: bytes, prompt: str) -> dict | None:
+    """The oracle's scores of the clip as embedded (stored quality); None for a prompt outside the grammar."""
+    from rlhf.synthetic.oracle import score
+    from rlhf.synthetic.prompts import PromptError
+    from rlhf.video import read_video
 
-        return score(read_video(encode_video(video, crf=12)), prompt)
-    except Exception:  # noqa: BLE001 (a prompt outside the moving-shapes grammar has no oracle score)
+    try:
+        return score(read_video(mp4), prompt)
+    except PromptError:
         return None
 
 
