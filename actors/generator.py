@@ -1,12 +1,18 @@
 """Generator actors: sample prompt groups with a given policy version, have them scored, hand back refs.
 
 Each actor holds the base generator plus one LoRA (a zero adapter until the first version arrives).
-``rollout`` returns two objects: small metadata the driver reads (timings, mean scores, the policy
-version) and an Arrow table with one row per sample (prompt, seed, policy_version, scores, the clean
-latent, the stored mp4) that goes straight to Ray Data as an object reference: bulk data never passes
-through the driver.
+``rollout`` returns three objects: small metadata the driver reads (timings, mean scores, the policy
+version), an Arrow table with one row per sample (prompt, seed, policy_version, scores, the clean
+latent, the stored mp4) that goes straight to Ray Data as an object reference, and the prompt
+embeddings of its prompts (one per prompt, :func:`pack_embeddings`), which go to the trainer workers
+with the iteration's task: the frozen text encoder lives here only. Bulk data never passes through
+the driver.
 
-Scoring: each clip is encoded as the datasets store it (H.264, crf 12) and sent to the reward
+Device: the actor's generator, noise, text embeddings and codec live on ``device`` (the GPU Ray gave
+the actor when ``num_gpus`` > 0: ``cuda``); clips are decoded to the host for encoding and scoring.
+
+Scoring: each clip is encoded as the datasets store it (H.264, crf 12, at the generator's frame rate,
+so that the reward's fps-based frame sampling sees the clip's true duration) and sent to the reward
 deployment through :class:`serve.reward_service.RewardClient` (batched on the replica, retried on
 failure). In the moving-shapes world the actor also scores the same stored clips with the oracle, so
 every claim about the policy stays measurable; the oracle does not train anything unless the run
@@ -25,6 +31,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from rlhf.device import DeviceConfig
 from rlhf.generator.guidance import GuidanceConfig
 from rlhf.generator.sampler import SamplerConfig
 
@@ -32,6 +39,10 @@ from rlhf.generator.sampler import SamplerConfig
 @dataclass
 class GeneratorActorConfig:
     generator: str = ""  # pretrained generator directory ("" = the shipped default)
+    video_shape: list[int] = field(default_factory=lambda: [81, 480, 832])  # frames, height, width (Wan only)
+    fps: float = 16.0  # frame rate of Wan checkpoints' clips (the world layout records its own: 8)
+    text_tokens: int = 512  # prompt tokens of Wan checkpoints (the world layout records its own)
+    device: DeviceConfig = field(default_factory=DeviceConfig)  # the generator's device and precision
     lora_rank: int = 8
     lora_alpha: float = 8.0
     threads: int = 1  # torch threads per actor
@@ -42,6 +53,28 @@ class GeneratorActorConfig:
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     guidance_model: str = ""  # latent reward model directory for Flow-NRG ("" = none)
     guidance: GuidanceConfig = field(default_factory=GuidanceConfig)  # scale 0 = unguided
+
+
+def pack_embeddings(prompts: list[str], text) -> dict:
+    """One embedding per distinct prompt, as float32 numpy trimmed to the prompt's own tokens (WanPipeline
+    zeroes every position past them): what the trainer workers receive instead of a text encoder."""
+    emb = text.detach().float().cpu().numpy()
+    out = {}
+    for p, e in zip(prompts, emb):
+        if p not in out:
+            used = np.flatnonzero(np.abs(e).sum(-1) > 0)
+            out[p] = e[: (used[-1] + 1 if len(used) else 0)].copy()
+    return {"tokens": int(emb.shape[1]), "dim": int(emb.shape[2]), "embeddings": out}
+
+
+def unpack_embeddings(packed: dict) -> dict[str, np.ndarray]:
+    """Inverse of :func:`pack_embeddings`: ``(tokens, dim)`` float32 arrays, zero past each prompt."""
+    out = {}
+    for p, e in packed["embeddings"].items():
+        full = np.zeros((packed["tokens"], packed["dim"]), np.float32)
+        full[: len(e)] = e
+        out[p] = full
+    return out
 
 
 def _oracle_scores(mp4s: list[bytes], prompts: list[str]) -> np.ndarray:
@@ -65,7 +98,9 @@ class GeneratorActor:
         self.cfg = load_config(GeneratorActorConfig, values=cfg)
         torch.set_num_threads(self.cfg.threads)
         self.index = index
-        self.gen = load_generator(self.cfg.generator or DEFAULT_GENERATOR)
+        self.gen = load_generator(self.cfg.generator or DEFAULT_GENERATOR, device=self.cfg.device,
+                                  text_tokens=self.cfg.text_tokens, video_shape=tuple(self.cfg.video_shape),
+                                  fps=self.cfg.fps)
         torch.manual_seed(0)
         self.gen.add_lora(self.cfg.lora_rank, self.cfg.lora_alpha)
         self.version = 0  # B = 0: the adapter is the identity, this is the pretrained policy
@@ -78,7 +113,7 @@ class GeneratorActor:
             self.cfg.guidance.validate()
             if not self.cfg.guidance_model:
                 raise ValueError("guidance.scale > 0 needs guidance_model (jobs/train_latent_reward.py writes one)")
-            self.guide = (LatentReward.load(self.cfg.guidance_model), self.cfg.guidance)
+            self.guide = (LatentReward.load(self.cfg.guidance_model, device=self.cfg.device), self.cfg.guidance)
         self.client = None
         self.replica_pids: list[int] = []  # reward replicas that answered the last scoring call
         self.restarted = ray.get_runtime_context().was_current_actor_reconstructed
@@ -122,13 +157,20 @@ class GeneratorActor:
         raw = np.array([[o["raw"][d] for d in ("VQ", "MQ", "TA")] for o in out])
         return norm, raw
 
+    def _encode(self, videos: np.ndarray) -> list[bytes]:
+        from rlhf.video import encode_video
+
+        return [encode_video(v, fps=self.gen.fps, crf=12) for v in videos]
+
     def rollout(self, prompts: list[str], seeds: list[int], version: int, iteration: int):
-        """Sample one clip per (prompt, seed) with policy ``version``; score; return (meta, arrow table)."""
+        """Sample one clip per (prompt, seed) with policy ``version``; score; return (meta, arrow table,
+        packed prompt embeddings)."""
         import pyarrow as pa
         from ray.data.extensions import ArrowTensorArray
 
+        import torch
+
         from rlhf.generator.sampler import sample
-        from rlhf.video import encode_video
 
         from actors.status import show
 
@@ -136,7 +178,10 @@ class GeneratorActor:
         sync_s = self._use(version)
         t0 = time.time()
         batch = sample(self.gen, prompts, seeds, self.cfg.sampler, guidance=self.guide)
-        mp4s = [encode_video(v, crf=12) for v in batch.videos]
+        with torch.no_grad():
+            uniq = list(dict.fromkeys(prompts))
+            text = pack_embeddings(uniq, self.gen.encode_prompts(uniq))
+        mp4s = self._encode(batch.videos)
         t1 = time.time()
         show("GeneratorActor.rollout", f"scoring iteration {iteration}, v{version}")
         retried = self.client.retried if self.client is not None else 0
@@ -159,16 +204,15 @@ class GeneratorActor:
                 "weight_sync_s": sync_s, "weights_sha256": self.weights_sha, "seeds": [int(x) for x in seeds],
                 "reward_retries": retried, "reward_replica_pids": self.replica_pids,
                 "reward": reward.mean(0).tolist(), "oracle": oracle.mean(0).tolist()}
-        return meta, table
+        return meta, table, text
 
     def evaluate(self, prompts: list[str], seeds: list[int], version: int, score_reward: bool = True) -> dict:
         """Scores of policy ``version``'s clips (0 = pretrained) for evaluation: oracle and reward, no bulk data."""
         from rlhf.generator.sampler import sample
-        from rlhf.video import encode_video
 
         self._use(version)
         batch = sample(self.gen, prompts, seeds, self.cfg.sampler, guidance=self.guide)
-        mp4s = [encode_video(v, crf=12) for v in batch.videos]
+        mp4s = self._encode(batch.videos)
         out = {"seeds": list(seeds), "oracle": _oracle_scores(mp4s, prompts)}
         if score_reward:
             out["reward"] = self._scores(mp4s, prompts)[0]

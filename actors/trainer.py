@@ -10,8 +10,13 @@ publish.
 Per step, every worker takes the next micro-batch of its rows (in the pipeline's seeded order) and
 draws noise and timesteps from a generator seeded by ``(seed, iteration, rank)``: no RNG state to
 carry, so a resumed run is exact; computes the Flow-DPO or
-Flow-RWR loss with the base (adapter disabled) as reference, and DeepSpeed all-reduces the LoRA
-gradients (gloo on CPU, NCCL on GPU) and steps AdamW. After K steps rank 0 publishes the adapter
+Flow-RWR loss with the base (adapter disabled) as reference (:func:`rlhf.align.step.train_step`, the
+one step function of every trainer), and DeepSpeed all-reduces the LoRA gradients (gloo on CPU,
+NCCL on GPU) and steps AdamW (bf16 with fp32 master weights when ``device.precision`` is bf16).
+
+The workers hold the transformer, its LoRA and the optimiser state only: the frozen text encoder
+(UMT5-XXL for Wan2.1: ~11 GB in bf16) stays with the generator actors, which encode each prompt
+once and ship the embeddings with the rollout (``task["text"]``: object refs, one per actor). After K steps rank 0 publishes the adapter
 through the weight-sync backend and, when asked, all ranks write a DeepSpeed checkpoint (LoRA and
 optimiser) and rank 0 an adapter directory.
 """
@@ -28,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from rlhf.align.step import AlgoConfig
+from rlhf.device import DeviceConfig
 
 COORDINATOR_NAME = "videoalign_trainer_coordinator"
 
@@ -39,13 +45,15 @@ class TrainerError(RuntimeError):
 @dataclass
 class TrainerConfig:
     generator: str = ""  # pretrained generator directory ("" = the shipped default)
+    video_shape: list[int] = field(default_factory=lambda: [81, 480, 832])  # frames, height, width (Wan only)
     lora_rank: int = 8
     lora_alpha: float = 8.0
     lr: float = 1e-4  # AdamW on the LoRA parameters
     micro_batch: int = 4  # pairs (DPO) or samples (RWR) per worker per step
     zero_stage: int = 0  # DeepSpeed ZeRO stage (0-3)
     num_workers: int = 2
-    use_gpu: bool = False
+    # cpu/fp32 here; cuda/bf16 (+ gradient_checkpointing) on GPU nodes: each worker gets one GPU from Ray Train
+    device: DeviceConfig = field(default_factory=DeviceConfig)
     threads: int = 1  # torch threads per worker
     # custom resources per worker besides 1 CPU (cluster.yaml: {"trainer": 1} puts it on a trainer node)
     resources_per_worker: dict[str, float] = field(default_factory=dict)
@@ -62,7 +70,10 @@ class TrainerConfig:
             raise ValueError(f"trainer.lr must be > 0, got {self.lr}")
         if self.algo.algo == "sft":
             raise ValueError("the online loop trains dpo, dpo_timestep or rwr (sft needs no reward model online)")
+        if len(self.video_shape) != 3:
+            raise ValueError(f"trainer.video_shape must be [frames, height, width], got {self.video_shape}")
         self.algo.validate()
+        self.device.validate()
 
 
 class TrainerCoordinator:
@@ -137,16 +148,19 @@ def trainer_loop(config: dict) -> None:
     torch.set_num_threads(cfg.threads)
     ctx = rt.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    init_deepspeed(cfg.use_gpu)
+    init_deepspeed(cfg.device.is_cuda)
     import deepspeed
 
-    gen = load_generator(cfg.generator or DEFAULT_GENERATOR)
+    device = worker_device(cfg.device)
+    gen = load_generator(cfg.generator or DEFAULT_GENERATOR, device=device, video_shape=tuple(cfg.video_shape),
+                         text_encoder=False)
     torch.manual_seed(cfg.seed)  # same LoRA A on every rank (DeepSpeed also broadcasts rank 0's)
     gen.add_lora(cfg.lora_rank, cfg.lora_alpha)
     params = gen.lora_parameters()
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
-    engine, _, _, _ = deepspeed.initialize(model=gen, optimizer=opt, model_parameters=params,
-                                           config=deepspeed_config(cfg.micro_batch, cfg.zero_stage, False, cfg.grad_clip))
+    engine, _, _, _ = deepspeed.initialize(
+        model=gen, optimizer=opt, model_parameters=params,
+        config=deepspeed_config(cfg.micro_batch, cfg.zero_stage, cfg.device.precision == "bf16", cfg.grad_clip))
     coord = ray.get_actor(config["coordinator"])
     sync = ObjectStoreSync(config["store"])
     if config.get("resume_dir"):
@@ -178,44 +192,70 @@ def trainer_loop(config: dict) -> None:
     torch.distributed.barrier()
 
 
+def worker_device(cfg: DeviceConfig) -> DeviceConfig:
+    """The role's device setting with a CUDA device resolved to the GPU Ray Train gave this worker."""
+    from dataclasses import replace
+
+    if not cfg.is_cuda:
+        return cfg
+    import ray.train.torch
+
+    return replace(cfg, device=str(ray.train.torch.get_device()))
+
+
+def _text_of(task: dict) -> dict:
+    """Prompt -> embedding tensor, from the generator actors' shipped embeddings (``task["text"]``)."""
+    import ray
+    import torch
+
+    from actors.generator import unpack_embeddings
+
+    out = {}
+    for part in ray.get(list(task.get("text") or [])):
+        out.update({p: torch.from_numpy(e) for p, e in unpack_embeddings(part).items()})
+    return out
+
+
 def _train_iteration(engine, gen, cfg: TrainerConfig, task: dict, rank: int, world: int) -> dict:
     import torch
 
-    from rlhf.align.step import dpo_loss, weighted_fm_loss
+    from rlhf.align.step import train_step
+    from rlhf.device import seeded_generator
 
     t0 = time.time()
     algo = cfg.algo.algo
     data = _worker_rows(task["data"], algo, rank, world)
     seed = [cfg.seed, task["iteration"], rank]
-    trng = torch.Generator().manual_seed(int(np.random.default_rng(seed).integers(2**62)))
+    trng = seeded_generator(int(np.random.default_rng(seed).integers(2**62)), gen.device)
     n = 0 if data is None else len(data["prompt"])
-    emb = {}
-    if n:
-        uniq = sorted(set(data["prompt"]))
-        with torch.no_grad():
-            emb = dict(zip(uniq, gen.encode_prompts(uniq)))
+    emb = _text_of(task) if n else {}
+    missing = sorted({p for p in (data["prompt"] if n else [])} - set(emb))
+    if missing:
+        raise TrainerError(f"no prompt embedding shipped for {len(missing)} prompt(s) of iteration "
+                           f"{task['iteration']} (e.g. {missing[0]!r}): the rollouts' text refs must come with the task")
     order, pos = np.arange(max(n, 1)), 0  # rows come in the seeded order of the preference pipeline
     sums = torch.zeros(4, dtype=torch.float64)  # loss, implicit accuracy, steps with data, rows seen
     losses = []
-    gen.train()
+
+    def update(loss):
+        engine.backward(loss)
+        engine.step()
+
     for _ in range(task["steps"]):
         if n:
             idx = np.array([order[(pos + j) % n] for j in range(min(cfg.micro_batch, n))])
             pos += len(idx)
-            text = torch.stack([emb[data["prompt"][i]] for i in idx])
-            if algo.startswith("dpo"):
-                out = dpo_loss(gen, data["x_w"][idx], data["x_l"][idx], text, cfg.algo, trng)
-            else:
-                out = weighted_fm_loss(gen, data["x0"][idx], text, data["reward"][idx], cfg.algo, trng)
-            loss = out["loss"]
-            sums += torch.tensor([float(loss.detach()), float(out.get("implicit_accuracy", 0.0)), 1.0, len(idx)],
-                                 dtype=torch.float64)
-            losses.append(float(loss.detach()))
+            batch = {k: v[idx] for k, v in data.items() if k != "prompt"}
+            batch["text"] = torch.stack([emb[data["prompt"][i]] for i in idx])
+            rec = train_step(gen, batch, cfg.algo, trng, update)
+            sums += torch.tensor([rec["loss"], rec.get("implicit_accuracy", 0.0), 1.0, len(idx)], dtype=torch.float64)
+            losses.append(rec["loss"])
         else:  # an empty shard still joins every collective of the step
-            loss = sum(p.sum() * 0.0 for p in gen.lora_parameters())
-        engine.backward(loss)
-        engine.step()
+            gen.train()
+            update(sum(p.sum() * 0.0 for p in gen.lora_parameters()))
+    sums = sums.to(gen.device)  # NCCL reduces device tensors
     torch.distributed.all_reduce(sums)
+    sums = sums.cpu()
     steps = max(float(sums[2]), 1.0)
     return {"loss": float(sums[0]) / steps,
             "implicit_accuracy": float(sums[1]) / steps if algo.startswith("dpo") else None,
@@ -242,8 +282,8 @@ class TrainerGroup:
             trainer_loop,
             train_loop_config={"trainer": asdict(cfg), "coordinator": coordinator_name, "store": store_name,
                                "resume_dir": resume_dir},
-            torch_config=TorchConfig(backend="nccl" if cfg.use_gpu else "gloo"),
-            scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu,
+            torch_config=TorchConfig(backend="nccl" if cfg.device.is_cuda else "gloo"),
+            scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.device.is_cuda,
                                          resources_per_worker={"CPU": 1, **cfg.resources_per_worker}),
             run_config=RunConfig(name=run_name, storage_path=str(Path(storage).resolve())),
         )
@@ -285,11 +325,13 @@ class TrainerGroup:
         return self._wait(self._key, timeout_s)
 
     def train(self, data, iteration: int, steps: int, version: int | None, checkpoint: str | None = None,
-              timeout_s: float = 3600.0) -> dict:
-        """K optimiser steps on ``data`` (a materialised preference dataset); publishes ``version`` (rank 0);
+              timeout_s: float = 3600.0, text: list | None = None) -> dict:
+        """K optimiser steps on ``data`` (a materialised preference dataset) whose prompts' embeddings are in
+        ``text`` (object refs of the generator actors' packed embeddings); publishes ``version`` (rank 0);
         returns rank 0's result."""
         res = self._submit(lambda r, key: {"kind": "train", "key": key, "data": data, "iteration": iteration,
-                                           "steps": steps, "version": version, "checkpoint": checkpoint}, timeout_s)
+                                           "steps": steps, "version": version, "checkpoint": checkpoint,
+                                           "text": list(text or [])}, timeout_s)
         return res[0]
 
     def lora_state(self, timeout_s: float = 600.0) -> dict:

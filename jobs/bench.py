@@ -231,7 +231,7 @@ def bench_hot(cfg: BenchConfig) -> dict:
     import torch
 
     from actors.trainer import TrainerConfig
-    from rlhf.align.step import dpo_loss
+    from rlhf.align.step import plain_update, train_step
     from rlhf.generator.model import DEFAULT_GENERATOR, load_generator
     from rlhf.reward.distributed import deepspeed_config, init_deepspeed
 
@@ -251,13 +251,11 @@ def bench_hot(cfg: BenchConfig) -> dict:
     params = gen.lora_parameters()
     opt = torch.optim.AdamW(params, lr=tc.lr, weight_decay=0.0)
     rng = torch.Generator().manual_seed(1)
+    batch = {"x_w": x_w, "x_l": x_l, "text": text}
+    update = plain_update(opt, params, tc.grad_clip)
 
     def plain_step():
-        loss = dpo_loss(gen, x_w, x_l, text, tc.algo, rng)["loss"]
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, tc.grad_clip)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+        train_step(gen, batch, tc.algo, rng, update)
 
     plain = _time_steps(plain_step, cfg.hot_steps)
 
@@ -274,10 +272,12 @@ def bench_hot(cfg: BenchConfig) -> dict:
                                            config=deepspeed_config(micro, tc.zero_stage, False, tc.grad_clip))
     rng2 = torch.Generator().manual_seed(1)
 
-    def ds_step():
-        loss = dpo_loss(gen2, x_w, x_l, text, tc.algo, rng2)["loss"]
+    def ds_update(loss):
         engine.backward(loss)
         engine.step()
+
+    def ds_step():
+        train_step(gen2, batch, tc.algo, rng2, ds_update)
 
     ds = _time_steps(ds_step, cfg.hot_steps)
     # the two loops trained the same model on the same batches and noise: their adapters agree
@@ -386,7 +386,7 @@ def single_process_loop(ocfg, iterations: int) -> dict:
     from actors.preferences import block_rows, shuffled, to_tensors
     from jobs.online_dpo import prompt_batch
     from rlhf.align.offline import read_prompts
-    from rlhf.align.step import dpo_loss, weighted_fm_loss
+    from rlhf.align.step import plain_update, train_step
     from rlhf.generator.model import DEFAULT_GENERATOR, load_generator
     from rlhf.generator.sampler import sample
     from rlhf.video import encode_video, read_video
@@ -400,6 +400,7 @@ def single_process_loop(ocfg, iterations: int) -> dict:
     gen.add_lora(tc.lora_rank, tc.lora_alpha)
     params = gen.lora_parameters()
     opt = torch.optim.AdamW(params, lr=tc.lr, weight_decay=0.0)
+    update = plain_update(opt, params, tc.grad_clip)
     backend = OracleBackend() if ocfg.reward.model == "oracle" else TransformersBackend(ocfg.reward.model, threads=os.cpu_count() or 2)
     prompts = read_prompts(ocfg.prompts)
     startup = time.time() - t_start
@@ -409,7 +410,7 @@ def single_process_loop(ocfg, iterations: int) -> dict:
         t0 = time.time()
         texts, seeds = prompt_batch(ocfg, prompts, it)
         batch = sample(gen, texts, seeds, ocfg.sampler)
-        mp4s = [encode_video(v, crf=12) for v in batch.videos]
+        mp4s = [encode_video(v, fps=gen.fps, crf=12) for v in batch.videos]
         t1 = time.time()
         scores = backend.score([read_video(m) for m in mp4s], texts)
         reward = np.array([[s["normalised"][d] for d in ("VQ", "MQ", "TA")] for s in scores])
@@ -427,18 +428,11 @@ def single_process_loop(ocfg, iterations: int) -> dict:
         if n:
             with torch.no_grad():
                 emb = dict(zip(sorted(set(data["prompt"])), gen.encode_prompts(sorted(set(data["prompt"])))))
-            gen.train()
             for k in range(ocfg.steps_per_iter):
                 idx = np.array([(k * micro + j) % n for j in range(min(micro, n))])
-                text = torch.stack([emb[data["prompt"][i]] for i in idx])
-                if algo.startswith("dpo"):
-                    loss = dpo_loss(gen, data["x_w"][idx], data["x_l"][idx], text, tc.algo, trng)["loss"]
-                else:
-                    loss = weighted_fm_loss(gen, data["x0"][idx], text, data["reward"][idx], tc.algo, trng)["loss"]
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(params, tc.grad_clip)
-                opt.step()
-                opt.zero_grad(set_to_none=True)
+                step = {key: v[idx] for key, v in data.items() if key != "prompt"}
+                step["text"] = torch.stack([emb[data["prompt"][i]] for i in idx])
+                train_step(gen, step, tc.algo, trng, update)
         t5 = time.time()
         ph = {"generate": t1 - t0, "reward": t2 - t1, "oracle_metrics": t3 - t2, "data": t4 - t3, "train": t5 - t4,
               "iteration": t5 - t0}

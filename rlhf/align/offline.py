@@ -6,7 +6,6 @@ reuses :func:`train_lora_steps` on its own batches.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,7 +13,9 @@ import numpy as np
 import torch
 
 from .pairs import PairConfig, best_of_groups, build_pairs
-from .step import AlgoConfig, dpo_loss, weighted_fm_loss
+from rlhf.device import seeded_generator
+
+from .step import AlgoConfig, plain_update, train_step
 
 PROMPT_SPLITS = ("train", "heldout", "all")
 
@@ -85,25 +86,17 @@ def train_lora_steps(gen, latents: torch.Tensor, text: torch.Tensor, data: dict,
                      steps: int, rng: np.random.Generator, trng: torch.Generator, log=None, progress=None) -> list[dict]:
     """``steps`` optimiser steps of ``cfg.algo`` on ``data`` (from :func:`training_set`); ``text`` holds the
     prompt embedding of every sample. Returns one record per step."""
-    gen.train()
-    params = gen.lora_parameters()
+    update = plain_update(opt, gen.lora_parameters(), 1.0)
     records = []
     for _ in range(steps):
-        t0 = time.time()
         if "pairs" in data:
             idx = data["pairs"][rng.integers(len(data["pairs"]), size=cfg.batch)]
-            out = dpo_loss(gen, latents[idx[:, 0]], latents[idx[:, 1]], text[idx[:, 0]], cfg.algo, trng)
+            batch = {"x_w": latents[idx[:, 0]], "x_l": latents[idx[:, 1]], "text": text[idx[:, 0]]}
         else:
             idx = data["samples"][rng.integers(len(data["samples"]), size=2 * cfg.batch)]
-            r = torch.as_tensor(data["rewards"][idx]) if "rewards" in data else None
-            out = weighted_fm_loss(gen, latents[idx], text[idx], r, cfg.algo, trng)
-        opt.zero_grad(set_to_none=True)
-        out["loss"].backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        rec = {"loss": float(out["loss"].detach()), "seconds": time.time() - t0}
-        if "implicit_accuracy" in out:
-            rec["implicit_accuracy"] = float(out["implicit_accuracy"])
+            batch = {"x0": latents[idx], "text": text[idx],
+                     "reward": torch.as_tensor(data["rewards"][idx]) if "rewards" in data else None}
+        rec = train_step(gen, batch, cfg.algo, trng, update)
         records.append(rec)
         if log is not None:
             log(rec)
@@ -128,7 +121,7 @@ def align(gen, latents: torch.Tensor, prompts: list[str], scores: np.ndarray, cf
         text = torch.stack([emb[p] for p in prompts])
     opt = torch.optim.AdamW(gen.lora_parameters(), lr=cfg.lr, weight_decay=0.0)
     rng = np.random.default_rng(cfg.seed)
-    trng = torch.Generator().manual_seed(cfg.seed)
+    trng = seeded_generator(cfg.seed, gen.device)
     return train_lora_steps(gen, latents, text, data, cfg, opt, cfg.steps, rng, trng, log, progress)
 
 

@@ -56,7 +56,7 @@ class GuidanceConfig:
 
 def reward_gradient(reward_fn, x: torch.Tensor, t: torch.Tensor, cfg: GuidanceConfig) -> torch.Tensor:
     """``grad_x`` of ``sum_b (w . r(x_t, t))_b``; ``reward_fn(x, t) -> (B, 3)`` VQ/MQ/TA."""
-    w = torch.tensor([cfg.VQ, cfg.MQ, cfg.TA], dtype=torch.float32)
+    w = torch.tensor([cfg.VQ, cfg.MQ, cfg.TA], dtype=torch.float32, device=x.device)
     with torch.enable_grad():
         xg = x.detach().float().requires_grad_(True)
         r = reward_fn(xg, t)

@@ -33,6 +33,8 @@ from pathlib import Path
 
 import torch
 
+from rlhf.device import DeviceConfig, module_device, module_dtype, place
+
 from .codec import SpaceToDepthCodec, WanVAECodec
 from .text import TextEncoder, world_text_encoder
 
@@ -65,6 +67,7 @@ class GeneratorConfig:
     frames: int = 8
     height: int = 32
     width: int = 32
+    fps: float = 8.0  # frame rate of the clips (written into the mp4s the reward reads)
     seed: int = 0  # initial weights
 
     def validate(self) -> None:
@@ -80,11 +83,15 @@ class GeneratorConfig:
 
 
 class FlowGenerator(torch.nn.Module):
-    """Velocity model ``v(x_t, t, text)`` plus what turns prompts and latents into it and back."""
+    """Velocity model ``v(x_t, t, text)`` plus what turns prompts and latents into it and back.
 
-    def __init__(self, transformer, text: TextEncoder, codec, video_shape: tuple[int, int, int],
+    ``text`` (the frozen prompt encoder) is optional: trainer workers hold the transformer, its LoRA
+    and the optimiser state only, and get prompt embeddings with their batch (see ``actors/``).
+    ``fps`` is the clips' frame rate (8 in the world, 16 for Wan2.1)."""
+
+    def __init__(self, transformer, text: TextEncoder | None, codec, video_shape: tuple[int, int, int],
                  position: torch.Tensor | None = None, config: GeneratorConfig | None = None,
-                 layout: torch.nn.Linear | None = None):
+                 layout: torch.nn.Linear | None = None, fps: float | None = None):
         super().__init__()
         self.transformer = transformer
         self.text = text
@@ -93,6 +100,7 @@ class FlowGenerator(torch.nn.Module):
         self.position = torch.nn.Parameter(position) if position is not None else None
         self.layout = layout
         self.config = config
+        self.fps = float(fps if fps is not None else (config.fps if config is not None else 16.0))
 
     # ---------------------------------------------------------------- construction
     @classmethod
@@ -117,9 +125,42 @@ class FlowGenerator(torch.nn.Module):
     def latent_shape(self) -> tuple[int, int, int, int]:
         return self.codec.latent_shape(*self.video_shape)
 
+    # ---------------------------------------------------------------- device and precision
+    @property
+    def device(self) -> torch.device:
+        """Where the transformer runs: every tensor made for it is made here."""
+        return module_device(self.transformer)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The transformer's compute precision (its frozen base weights)."""
+        return module_dtype(self.transformer)
+
+    def place(self, cfg: DeviceConfig) -> "FlowGenerator":
+        """Move the generator to ``cfg``'s device and precision; the codec follows (a VAE stays in fp32,
+        as ``WanPipeline`` runs it); LoRA parameters, if attached, are kept in fp32 for the optimiser.
+        ``cfg.gradient_checkpointing`` switches on diffusers' per-block activation checkpointing."""
+        place(self, cfg)
+        if hasattr(self.codec, "to"):
+            self.codec.to(cfg.torch_device())
+        if self.has_lora:
+            self._lora_fp32()
+        if cfg.gradient_checkpointing:
+            self.transformer.enable_gradient_checkpointing()
+        return self
+
+    def _lora_fp32(self) -> None:
+        for p in self.lora_parameters():
+            p.data = p.data.float()
+
     # ---------------------------------------------------------------- the model
     def encode_prompts(self, prompts: list[str]) -> torch.Tensor:
-        return self.text(list(prompts))
+        """``(B, tokens, dim)`` prompt embeddings on the generator's device, in its precision."""
+        if self.text is None:
+            raise GeneratorError("this generator was loaded without its text encoder (text_encoder=False, as "
+                                 "trainer workers load it): pass prompt embeddings computed where the clips "
+                                 "were sampled")
+        return self.text(list(prompts)).to(self.device, self.dtype)
 
     def velocity(self, x_t: torch.Tensor, t: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
         """Predicted ``v = noise - x0`` at ``x_t``; ``t`` in [0, 1], shape ``(B,)``."""
@@ -131,6 +172,7 @@ class FlowGenerator(torch.nn.Module):
         if x_t.shape[1:] != torch.Size(self.latent_shape):
             raise GeneratorError(f"latents must be (B, {', '.join(map(str, self.latent_shape))}), "
                                  f"got {tuple(x_t.shape)}")
+        x_t, text = x_t.to(self.dtype), text.to(self.dtype)
         parts = [x_t]
         if self.position is not None:
             parts.append(self.position.to(x_t.dtype).expand(x_t.shape[0], -1, -1, -1, -1))
@@ -141,8 +183,7 @@ class FlowGenerator(torch.nn.Module):
             parts.append(self.layout(pooled).view(x_t.shape[0], -1, *x_t.shape[2:]).to(x_t.dtype))
         inp = torch.cat(parts, dim=1) if len(parts) > 1 else x_t
         t = torch.as_tensor(t, dtype=torch.float32, device=x_t.device).reshape(-1).expand(x_t.shape[0])
-        return self.transformer(inp, timestep=t * 1000.0, encoder_hidden_states=text.to(x_t.dtype),
-                                return_dict=False)[0]
+        return self.transformer(inp, timestep=t * 1000.0, encoder_hidden_states=text, return_dict=False)[0]
 
     # ---------------------------------------------------------------- LoRA
     @property
@@ -158,6 +199,7 @@ class FlowGenerator(torch.nn.Module):
         self.requires_grad_(False)
         self.transformer.add_adapter(LoraConfig(r=rank, lora_alpha=alpha or rank, target_modules=list(targets),
                                                 init_lora_weights=True))
+        self._lora_fp32()  # a bf16 base trains an fp32 adapter (peft casts the input to the adapter's dtype)
 
     def lora_parameters(self) -> list[torch.nn.Parameter]:
         return [p for n, p in self.transformer.named_parameters() if "lora_" in n]
@@ -235,6 +277,8 @@ class FlowGenerator(torch.nn.Module):
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         self.transformer.save_pretrained(path / "transformer", safe_serialization=True)
+        if self.text is None:
+            raise GeneratorError("a generator loaded without its text encoder cannot be saved whole")
         self.text.encoder.save_pretrained(path / "text_encoder", safe_serialization=True)
         self.text.tokenizer.save_pretrained(path / "tokenizer")
         inputs = {}
@@ -248,13 +292,19 @@ class FlowGenerator(torch.nn.Module):
         return path
 
 
-def load_generator(path: str | Path, dtype: torch.dtype = torch.float32, text_tokens: int = 512,
-                   video_shape: tuple[int, int, int] = (81, 480, 832)) -> FlowGenerator:
-    """Load our world layout (``generator.json``) or a Wan2.1 diffusers checkpoint (``model_index.json``).
+def load_generator(path: str | Path, device: DeviceConfig | None = None, text_tokens: int = 512,
+                   video_shape: tuple[int, int, int] = (81, 480, 832), fps: float = 16.0,
+                   text_encoder: bool = True) -> FlowGenerator:
+    """Load our world layout (``generator.json``) or a Wan2.1 diffusers checkpoint (``model_index.json``)
+    onto ``device`` (a :class:`DeviceConfig`; default CPU fp32). Weights are read in the role's precision.
 
-    ``text_tokens`` and ``video_shape`` (frames, height, width) apply to Wan checkpoints only (their
-    defaults are Wan2.1's: 512 tokens, 81 frames at 480x832); the world layout records its own.
+    ``text_tokens``, ``video_shape`` (frames, height, width) and ``fps`` apply to Wan checkpoints only
+    (their defaults are Wan2.1's: 512 tokens, 81 frames at 480x832, 16 fps); the world layout records
+    its own. ``text_encoder=False`` leaves the frozen prompt encoder out (trainer workers).
     """
+    device = device or DeviceConfig()
+    device.validate()
+    dtype = device.dtype
     from diffusers import WanTransformer3DModel
     from transformers import AutoTokenizer, UMT5EncoderModel
 
@@ -267,13 +317,15 @@ def load_generator(path: str | Path, dtype: torch.dtype = torch.float32, text_to
         from rlhf.artefacts import verify_manifest
 
         verify_manifest(path, GeneratorError)
-    for part in ("transformer", "text_encoder", "tokenizer"):
+    for part in ("transformer", "text_encoder", "tokenizer") if text_encoder else ("transformer",):
         if not (path / part).is_dir():
             raise GeneratorError(f"generator checkpoint {path} lacks {part}/ (expected the world layout with "
                                  "generator.json or a Wan2.1 diffusers layout with model_index.json)")
     transformer = WanTransformer3DModel.from_pretrained(path / "transformer", torch_dtype=dtype)
-    encoder = UMT5EncoderModel.from_pretrained(path / "text_encoder", torch_dtype=dtype)
-    tokenizer = AutoTokenizer.from_pretrained(path / "tokenizer")
+    text = None
+    if text_encoder:
+        encoder = UMT5EncoderModel.from_pretrained(path / "text_encoder", torch_dtype=dtype)
+        text = TextEncoder(encoder, AutoTokenizer.from_pretrained(path / "tokenizer"), text_tokens)
     if (path / "generator.json").is_file():
         from safetensors.torch import load_file
 
@@ -286,15 +338,17 @@ def load_generator(path: str | Path, dtype: torch.dtype = torch.float32, text_to
             w = inputs["layout.weight"]
             layout = torch.nn.Linear(w.shape[1], w.shape[0])
             layout.load_state_dict({"weight": w, "bias": inputs["layout.bias"]})
-        text = TextEncoder(encoder, tokenizer, cfg.max_text_tokens)
-        return FlowGenerator(transformer, text, SpaceToDepthCodec(cfg.codec_factor),
-                             (cfg.frames, cfg.height, cfg.width), inputs.get("position"), cfg, layout)
+        if text is not None:
+            text.max_tokens = cfg.max_text_tokens
+        gen = FlowGenerator(transformer, text, SpaceToDepthCodec(cfg.codec_factor),
+                            (cfg.frames, cfg.height, cfg.width), inputs.get("position"), cfg, layout)
+        return gen.place(device)
     if (path / "model_index.json").is_file():
         from diffusers import AutoencoderKLWan
 
         if not (path / "vae").is_dir():
             raise GeneratorError(f"Wan checkpoint {path} lacks vae/")
-        codec = WanVAECodec(AutoencoderKLWan.from_pretrained(path / "vae", torch_dtype=dtype))
+        codec = WanVAECodec(AutoencoderKLWan.from_pretrained(path / "vae", torch_dtype=torch.float32))
         codec.latent_shape(*video_shape)
-        return FlowGenerator(transformer, TextEncoder(encoder, tokenizer, text_tokens), codec, video_shape)
+        return FlowGenerator(transformer, text, codec, video_shape, fps=fps).place(device)
     raise GeneratorError(f"{path} has neither generator.json nor model_index.json")

@@ -8,7 +8,9 @@ where the layout of the clip is decided. Guidance: ``v = v_uncond + g (v_cond - 
 empty prompt as the unconditional branch.
 
 Each sample's starting noise depends only on its own seed, so a sample is reproduced by
-``(prompt, seed, SamplerConfig, policy)`` whatever batch it was drawn in.
+``(prompt, seed, SamplerConfig, policy, device)`` whatever batch it was drawn in. Noise is drawn on the
+generator's device by a generator on that device (CUDA and CPU streams differ, as in diffusers); the
+integration runs in fp32, the network in the generator's precision.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
+
+from rlhf.device import seeded_generator
 
 
 @dataclass
@@ -46,18 +50,21 @@ class SampleBatch:
     config: dict = field(default_factory=dict)  # the SamplerConfig used
 
 
-def schedule(cfg: SamplerConfig) -> torch.Tensor:
-    """The ``steps + 1`` times ``1 = t_0 > ... > t_N = 0`` of the shifted flow-matching schedule."""
+def schedule(cfg: SamplerConfig, device: torch.device | str | None = None) -> torch.Tensor:
+    """The ``steps + 1`` times ``1 = t_0 > ... > t_N = 0`` of the shifted flow-matching schedule, on
+    ``device`` (diffusers' scheduler builds them on the device it is given)."""
     from diffusers import FlowMatchEulerDiscreteScheduler
 
     sched = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=cfg.shift)
-    sched.set_timesteps(cfg.steps)
-    return sched.sigmas.float()
+    sched.set_timesteps(cfg.steps, device=device)
+    return sched.sigmas.to(device=device, dtype=torch.float32)
 
 
-def initial_noise(seeds: list[int], shape: tuple[int, ...]) -> torch.Tensor:
-    """Starting noise, one ``torch.Generator`` per seed (independent of batch composition)."""
-    return torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(int(s))) for s in seeds])
+def initial_noise(seeds: list[int], shape: tuple[int, ...], device: torch.device | str = "cpu") -> torch.Tensor:
+    """Starting noise (fp32) on ``device``, one ``torch.Generator`` per seed on that device (independent of
+    batch composition)."""
+    return torch.stack([torch.randn(shape, generator=seeded_generator(s, device), device=device,
+                                    dtype=torch.float32) for s in seeds])
 
 
 def euler_sample(velocity, noise: torch.Tensor, cond: torch.Tensor, uncond: torch.Tensor | None,
@@ -66,22 +73,22 @@ def euler_sample(velocity, noise: torch.Tensor, cond: torch.Tensor, uncond: torc
 
     ``reward_guidance = (reward_fn, GuidanceConfig)`` applies Flow-NRG on the configured steps:
     ``v' = v - w grad_x r(x_t, t)`` with ``reward_fn(x, t) -> (B, 3)`` (see ``guidance.py``)."""
-    sigmas = schedule(cfg).to(noise.device)
-    x = noise
+    sigmas = schedule(cfg, noise.device)
+    x = noise.float()
     guided = uncond is not None and cfg.guidance != 1.0
     for i in range(cfg.steps):
         t, t_next = sigmas[i], sigmas[i + 1]
         tb = t.expand(x.shape[0])
         if guided:
-            v_c, v_u = velocity(torch.cat([x, x]), torch.cat([tb, tb]), torch.cat([cond, uncond])).chunk(2)
+            v_c, v_u = velocity(torch.cat([x, x]), torch.cat([tb, tb]), torch.cat([cond, uncond])).float().chunk(2)
             v = v_u + cfg.guidance * (v_c - v_u)
         else:
-            v = velocity(x, tb, cond)
+            v = velocity(x, tb, cond).float()
         if reward_guidance is not None and reward_guidance[1].active(i, cfg.steps):
             from .guidance import guided_velocity
 
-            v = guided_velocity(v.float(), x, tb, *reward_guidance)
-        x = x + (t_next - t) * v.float()
+            v = guided_velocity(v, x, tb, *reward_guidance)
+        x = x + (t_next - t) * v
     return x
 
 
@@ -108,12 +115,13 @@ def sample(generator, prompts: list[str], seeds: list[int], cfg: SamplerConfig =
         ps, ss = list(prompts[start:start + cfg.batch_size]), seeds[start:start + cfg.batch_size]
         cond = generator.encode_prompts(ps)
         uncond = generator.encode_prompts([""] * len(ps))
-        noise = initial_noise(ss, generator.latent_shape)
+        noise = initial_noise(ss, generator.latent_shape, generator.device)
         rg = (guidance[0].reward_fn(ps), guidance[1]) if guidance is not None else None
         out.append(euler_sample(generator.velocity, noise, cond, uncond, cfg, rg))
     generator.train(was_training)
     latents = torch.cat(out)
     videos = generator.codec.decode(latents) if decode else np.zeros((0,), np.uint8)
+    latents = latents.cpu()  # the batch's record leaves the device (Arrow tables, object store)
     config = asdict(cfg)
     if guidance is not None:
         config["reward_guidance"] = asdict(guidance[1])
