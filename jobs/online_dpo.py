@@ -33,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from actors.trainer import TrainerConfig  # noqa: E402
 from rlhf.align.pairs import PairConfig  # noqa: E402
 from rlhf.config import parse_cli, save_config  # noqa: E402
+from rlhf.device import DeviceConfig  # noqa: E402
 from rlhf.generator.guidance import GuidanceConfig  # noqa: E402
 from rlhf.generator.sampler import SamplerConfig  # noqa: E402
 from serve.reward_service import RewardServiceConfig  # noqa: E402
@@ -47,6 +48,13 @@ class OnlineConfig:
     ray_address: str = ""  # "" = RAY_ADDRESS if set (ray job submit), else start a local cluster
     num_cpus: int = 0  # logical CPUs of a local cluster (0 = enough for every role)
     generator: str = ""  # pretrained generator ("" = artefacts/generator_default)
+    # Wan checkpoints only (the world layout records its own): clip shape, frame rate, prompt tokens
+    video_shape: list[int] = field(default_factory=lambda: [81, 480, 832])  # frames, height, width
+    fps: float = 16.0  # carried into the mp4s, so the reward's fps-based frame sampling sees the true duration
+    text_tokens: int = 512
+    # device and precision of the generator actors (cuda needs generator_gpus > 0); trainer.device and
+    # reward.device set the other roles
+    generator_device: DeviceConfig = field(default_factory=DeviceConfig)
     mode: str = "sync"  # sync (strictly on-policy) | one_step_off (staleness 1)
     iterations: int = 8
     prompts: str = "train"  # train | heldout | all | a prompt file
@@ -92,6 +100,14 @@ class OnlineConfig:
             raise ValueError("trainer_restarts and max_restarts must be >= 0")
         if self.checkpoint_every < 0 or self.eval_n_prompts < 0 or self.eval_seeds < 1:
             raise ValueError("checkpoint_every and eval_n_prompts must be >= 0, eval_seeds >= 1")
+        if len(self.video_shape) != 3 or min(self.video_shape) < 1 or self.fps <= 0:
+            raise ValueError(f"video_shape must be [frames, height, width] and fps > 0, got {self.video_shape}, "
+                             f"{self.fps}")
+        self.generator_device.validate()
+        if self.generator_device.is_cuda != (self.generator_gpus > 0):
+            raise ValueError(f"generator_device.device={self.generator_device.device} with generator_gpus="
+                             f"{self.generator_gpus}: a cuda device needs generator_gpus > 0 (Ray gives the actor its "
+                             "GPU) and a cpu device needs generator_gpus 0")
         self.sampler.validate()
         self.guidance.validate()
         if self.guidance.scale > 0 and not self.guidance_model:
@@ -268,7 +284,9 @@ class OnlineRun:
         deploy(cfg.reward)
         self.deployed = True
         self.log(f"reward service '{cfg.reward.app_name}' ({cfg.reward.model}) up in {time.time() - t0:.1f} s")
-        gcfg = GeneratorActorConfig(generator=cfg.generator, lora_rank=cfg.trainer.lora_rank,
+        gcfg = GeneratorActorConfig(generator=cfg.generator, video_shape=list(cfg.video_shape), fps=cfg.fps,
+                                    text_tokens=cfg.text_tokens, device=cfg.generator_device,
+                                    lora_rank=cfg.trainer.lora_rank,
                                     lora_alpha=cfg.trainer.lora_alpha, threads=cfg.generator_threads,
                                     reward_app=cfg.reward.app_name, sampler=cfg.sampler,
                                     guidance_model=cfg.guidance_model, guidance=cfg.guidance)
@@ -294,7 +312,11 @@ class OnlineRun:
 
         self.trainer_starts += 1
         suffix = "" if self.trainer_starts == 1 else f"_{self.trainer_starts}"
-        self.trainer = TrainerGroup(self.cfg.trainer, self.sync.store_name, str(self.out / "ray"),
+        from dataclasses import replace
+
+        tcfg = replace(self.cfg.trainer, generator=self.cfg.trainer.generator or self.cfg.generator,
+                       video_shape=list(self.cfg.video_shape))
+        self.trainer = TrainerGroup(tcfg, self.sync.store_name, str(self.out / "ray"),
                                     resume_dir=state["dir"] if state else None,
                                     coordinator_name=COORDINATOR_NAME + suffix, run_name="online_trainer" + suffix)
         version = state["policy_version"] if state else 0
@@ -354,22 +376,24 @@ class OnlineRun:
         return jobs
 
     def _send(self, job: dict) -> None:
-        job["meta"], job["table"] = self.gens[job["actor"]].rollout.options(num_returns=2).remote(*job["args"])
+        job["meta"], job["table"], job["text"] = self.gens[job["actor"]].rollout.options(num_returns=3).remote(
+            *job["args"])
         job["attempts"] += 1
 
-    def collect(self, jobs: list[dict]) -> tuple[list[dict], list]:
-        """The rollouts' metadata and table refs. Ray restarts a dead actor and retries the call it died in;
+    def collect(self, jobs: list[dict]) -> tuple[list[dict], list, list]:
+        """The rollouts' metadata, table refs and prompt-embedding refs. Ray restarts a dead actor and retries the call it died in;
         a call lost with its node (ActorUnavailableError: "may or may not have been executed") is sent
         again here, to the same (restarted) actor: sampling is a function of the seeds and the version, so
         the clips are the same and none is counted twice."""
         from ray.exceptions import RayActorError
 
-        metas, tables = [], []
+        metas, tables, texts = [], [], []
         for job in jobs:
             while True:
                 try:
                     metas.append(get(job["meta"]))
                     tables.append(job["table"])
+                    texts.append(job["text"])
                     break
                 except RayActorError as e:
                     if job["attempts"] > self.cfg.max_restarts:
@@ -377,7 +401,7 @@ class OnlineRun:
                     self.log(f"rollout of iteration {job['args'][3]} on generator {job['actor']} lost "
                              f"({type(e).__name__}); sending it again (attempt {job['attempts'] + 1})")
                     self._send(job)
-        return metas, tables
+        return metas, tables, texts
 
     def iterations(self, prompts: list[str], state: dict | None, metrics: "Metrics", bar) -> int:
         """Iterations from ``state``'s checkpoint (None = the first) to the end; returns the final version."""
@@ -395,7 +419,7 @@ class OnlineRun:
             if start_it < cfg.iterations else None
         for it in range(start_it, cfg.iterations):
             t_it = time.time()
-            metas, tables = self.collect(pending)
+            metas, tables, texts = self.collect(pending)
             t_rolled = time.time()
             pending = None
             if one_off and it + 1 < cfg.iterations:  # overlap: sample batch i + 1 with the current version
@@ -412,7 +436,8 @@ class OnlineRun:
                 ckpt.mkdir(parents=True, exist_ok=True)
             sample_version = metas[0]["policy_version"]
             if pstats.rows:
-                res = self.trainer.train(ds, it, cfg.steps_per_iter, version + 1, str(ckpt) if ckpt else None)
+                res = self.trainer.train(ds, it, cfg.steps_per_iter, version + 1, str(ckpt) if ckpt else None,
+                                         text=texts)
                 version += 1
             else:
                 self.log(f"iteration {it}: every prompt group is a tie under the weights; no update")
