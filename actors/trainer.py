@@ -139,7 +139,6 @@ def trainer_loop(config: dict) -> None:
 
     from actors.weights import ObjectStoreSync
     from rlhf.config import load_config
-    from rlhf.generator.model import DEFAULT_GENERATOR, load_generator
     from rlhf.reward.distributed import deepspeed_config, init_deepspeed
 
     cfg = load_config(TrainerConfig, values=config["trainer"])
@@ -151,11 +150,7 @@ def trainer_loop(config: dict) -> None:
     init_deepspeed(cfg.device.is_cuda)
     import deepspeed
 
-    device = worker_device(cfg.device)
-    gen = load_generator(cfg.generator or DEFAULT_GENERATOR, device=device, video_shape=tuple(cfg.video_shape),
-                         text_encoder=False)
-    torch.manual_seed(cfg.seed)  # same LoRA A on every rank (DeepSpeed also broadcasts rank 0's)
-    gen.add_lora(cfg.lora_rank, cfg.lora_alpha)
+    gen = worker_generator(cfg, worker_device(cfg.device))
     params = gen.lora_parameters()
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
     engine, _, _, _ = deepspeed.initialize(
@@ -190,6 +185,20 @@ def trainer_loop(config: dict) -> None:
             result["checkpoint_s"] = time.time() - t0
         ray.get(coord.report.remote(rank, task["key"], result))
     torch.distributed.barrier()
+
+
+def worker_generator(cfg: TrainerConfig, device: DeviceConfig):
+    """The module a trainer worker trains: the transformer (with the world's input maps) and a LoRA on
+    ``device``, without the frozen text encoder (prompt embeddings come with each task)."""
+    import torch
+
+    from rlhf.generator.model import DEFAULT_GENERATOR, load_generator
+
+    gen = load_generator(cfg.generator or DEFAULT_GENERATOR, device=device, video_shape=tuple(cfg.video_shape),
+                         text_encoder=False)
+    torch.manual_seed(cfg.seed)  # same LoRA A on every rank (DeepSpeed also broadcasts rank 0's)
+    gen.add_lora(cfg.lora_rank, cfg.lora_alpha)
+    return gen
 
 
 def worker_device(cfg: DeviceConfig) -> DeviceConfig:
