@@ -21,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from rlhf.align.offline import TrainConfig  # noqa: E402
 from rlhf.config import parse_cli, save_config  # noqa: E402
+from rlhf.device import DeviceConfig  # noqa: E402
 from rlhf.generator.model import DEFAULT_GENERATOR  # noqa: E402
 from rlhf.generator.sampler import SamplerConfig  # noqa: E402
 
@@ -37,6 +38,7 @@ class AlignOfflineConfig:
     seed: int = 0  # sample i of the set uses seed + i
     samples: str = ""  # sample-set cache (default: out/samples.pt); rows of a table share one
     threads: int = 2
+    device: DeviceConfig = field(default_factory=DeviceConfig)  # cpu/fp32; cuda/bf16 (+ gradient_checkpointing) on a GPU
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
@@ -81,7 +83,7 @@ def run(cfg: AlignOfflineConfig, judge=None, samples=None) -> dict:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    gen = load_generator(cfg.generator)
+    gen = load_generator(cfg.generator, device=cfg.device)
     samples = samples or training_samples(cfg, gen)
     judge = judge or make_judge(cfg.reward)
     scores = samples.score(judge)
