@@ -66,6 +66,9 @@ class TrainerConfig:
             raise ValueError("trainer.num_workers, trainer.micro_batch and trainer.lora_rank must be >= 1")
         if self.zero_stage not in (0, 1, 2, 3):
             raise ValueError(f"trainer.zero_stage must be 0-3, got {self.zero_stage}")
+        if self.device.precision == "bf16" and self.zero_stage == 0:
+            raise ValueError("trainer.device.precision=bf16 needs trainer.zero_stage >= 1 (DeepSpeed 0.19 steps AdamW "
+                             "wrongly for bf16 at stage 0; stage 1 shards only the optimiser state)")
         if self.lr <= 0:
             raise ValueError(f"trainer.lr must be > 0, got {self.lr}")
         if self.algo.algo == "sft":

@@ -164,3 +164,55 @@ def test_device_config_errors():
     if not torch.cuda.is_available():
         with pytest.raises(DeviceError, match="set its device to cpu"):
             DeviceConfig(device="cuda").torch_device()
+
+
+def test_deepspeed_bf16_engine_trains_the_worker_module(monkeypatch):
+    """The online trainer's path in one process: the worker's module under a DeepSpeed engine with the
+    bf16 config (module cast to bf16, fp32 master weights in DeepSpeed's ZeRO-1 optimiser) and the one
+    step function. By hand: the zero LoRA's first loss is ln 2, and after one step every LoRA B entry that
+    moved moved by lr (Adam's first step, see above) up to bf16's rounding of the stored weight (u = 2^-8,
+    relative to lr as the weight is ~lr), and no entry moved by more."""
+    import socket
+
+    from actors.trainer import TrainerConfig, worker_generator
+    from rlhf.reward.distributed import deepspeed_config, init_deepspeed
+
+    with socket.socket() as sk:
+        sk.bind(("127.0.0.1", 0))
+        port = sk.getsockname()[1]
+    for k, v in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1",
+                 "MASTER_PORT": str(port)}.items():
+        monkeypatch.setenv(k, v)
+    init_deepspeed(False)
+    import deepspeed
+
+    with pytest.raises(ValueError, match="ZeRO stage 1"):
+        deepspeed_config(2, 0, True)
+    tc = TrainerConfig(lora_rank=4, device=DeviceConfig(precision="bf16"), zero_stage=1)
+    gen = worker_generator(tc, tc.device)
+    full = load_generator(DEFAULT_GENERATOR)
+    text = full.encode_prompts(PROMPTS)
+    params = gen.lora_parameters()
+    lr = 1e-3
+    engine, _, _, _ = deepspeed.initialize(model=gen, optimizer=torch.optim.AdamW(params, lr=lr, weight_decay=0.0),
+                                           model_parameters=params, config=deepspeed_config(2, tc.zero_stage, True, 1e9))
+    try:
+        assert gen.dtype == torch.bfloat16
+        before = {n: p.detach().float().clone() for n, p in gen.transformer.named_parameters() if "lora_B" in n}
+        x = torch.randn(2, *gen.latent_shape, generator=torch.Generator().manual_seed(0))
+
+        def update(loss):
+            engine.backward(loss)
+            engine.step()
+
+        rec = train_step(gen, {"x_w": x, "x_l": x.flip(0), "text": text}, AlgoConfig(),
+                         seeded_generator(0, gen.device), update)
+        assert rec["loss"] == pytest.approx(math.log(2), abs=1e-6)
+        delta = torch.cat([(p.detach().float() - before[n]).flatten() for n, p in gen.transformer.named_parameters()
+                           if "lora_B" in n])
+        moved = delta.abs() > 0
+        assert float(moved.float().mean()) > 0.5
+        assert float(delta.abs().max()) <= lr * (1 + 2 * U_BF16)
+        assert float(((delta[moved].abs() - lr).abs() <= 2 * U_BF16 * lr).float().mean()) >= 0.99
+    finally:
+        torch.distributed.destroy_process_group()

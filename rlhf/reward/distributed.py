@@ -23,6 +23,12 @@ def init_deepspeed(use_gpu: bool) -> None:
 
 
 def deepspeed_config(batch_size: int, zero_stage: int, bf16: bool, grad_clip: float = 1.0) -> dict:
+    """The DeepSpeed config of both trainers (alignment and reward). bf16 needs ZeRO stage >= 1: at stage 0
+    DeepSpeed 0.19 routes bf16 through its ``FP16_UnfusedOptimizer``, whose first AdamW step measured
+    lr / sqrt(2) instead of lr (tests/test_device.py); ZeRO 1-3 keep fp32 master weights and step exactly."""
+    if bf16 and zero_stage == 0:
+        raise ValueError("bf16 training needs DeepSpeed ZeRO stage 1, 2 or 3 (zero_stage=1 shards only the optimiser "
+                         "state and costs nothing on one GPU); stage 0 with bf16 steps AdamW wrongly in DeepSpeed 0.19")
     return {
         "train_micro_batch_size_per_gpu": batch_size,
         "gradient_accumulation_steps": 1,
