@@ -269,6 +269,16 @@ def timed(fn, device, warmup: int, reps: int) -> list[float]:
     return out
 
 
+def peak_gib(device) -> float | None:
+    """Peak CUDA memory since the last reset, GiB (None off CUDA)."""
+    return round(torch.cuda.max_memory_allocated() / 2**30, 2) if device.type == "cuda" else None
+
+
+def reset_peak(device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+
+
 def flow_dpo(pred_w, pred_l, ref_w, ref_l, v_w, v_l, beta):
     err = lambda a, b: (a.float() - b.float()).pow(2).mean(dim=(1, 2))  # noqa: E731
     diff = (err(pred_w, v_w) - err(ref_w, v_w)) - (err(pred_l, v_l) - err(ref_l, v_l))
@@ -308,11 +318,12 @@ def bench_wan(s: WanShape, device, dtype, warmup: int, reps: int) -> dict:
         v = model(torch.cat([x_w, x_w]), t, torch.cat([text, torch.zeros_like(text)]), rope, grad_ckpt=False)
         return x_w - 0.05 * (v[1:] + 5.0 * (v[:1] - v[1:]))
 
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
+    reset_peak(device)
     dpo = timed(dpo_step, device, warmup, reps)
-    dpo_mem = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None
+    dpo_mem = peak_gib(device)
+    reset_peak(device)
     smp = timed(sample_step, device, warmup, reps)
+    smp_mem = peak_gib(device)
     params = sum(p.numel() for p in model.parameters())
     lora = sum(p.numel() for p in model.lora_parameters())
     med = lambda xs: sorted(xs)[len(xs) // 2]  # noqa: E731
@@ -320,9 +331,9 @@ def bench_wan(s: WanShape, device, dtype, warmup: int, reps: int) -> dict:
         "shape": asdict(s), "latent_tokens_per_clip": N, "params_m": round(params / 1e6, 1), "lora_params_m": round(lora / 1e6, 2),
         "wan_dpo_step": {"seconds": [round(x, 4) for x in dpo], "median_s": round(med(dpo), 4),
                          "latent_tokens_per_s": round(2 * N / med(dpo)), "pairs_per_s": round(1 / med(dpo), 3),
-                         "peak_gib": None if dpo_mem is None else round(dpo_mem, 2)},
+                         "peak_gib": dpo_mem},
         "wan_sample_step": {"seconds": [round(x, 4) for x in smp], "median_s": round(med(smp), 4),
-                            "latent_tokens_per_s": round(2 * N / med(smp)),
+                            "latent_tokens_per_s": round(2 * N / med(smp)), "peak_gib": smp_mem,
                             "seconds_per_50_step_clip": round(50 * med(smp), 2)},
     }
 
@@ -339,12 +350,14 @@ def bench_reward(s: RewardShape, device, dtype, warmup: int, reps: int) -> dict:
     def fwd():
         return model(patches, ids)
 
+    reset_peak(device)
     sec = timed(fwd, device, warmup, reps)
+    mem = peak_gib(device)
     med = sorted(sec)[len(sec) // 2]
     return {"shape": asdict(s), "visual_tokens_per_clip": s.visual_tokens,
             "params_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 1),
             "reward_forward": {"seconds": [round(x, 4) for x in sec], "median_s": round(med, 4),
-                               "clips_per_s": round(s.batch / med, 2),
+                               "clips_per_s": round(s.batch / med, 2), "peak_gib": mem,
                                "visual_tokens_per_s": round(s.batch * s.visual_tokens / med)}}
 
 
