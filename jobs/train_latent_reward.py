@@ -27,6 +27,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from rlhf.config import parse_cli, run_job, save_config  # noqa: E402
+from rlhf.device import DeviceConfig  # noqa: E402
 from rlhf.generator.model import DEFAULT_GENERATOR  # noqa: E402
 from rlhf.generator.sampler import SamplerConfig  # noqa: E402
 from rlhf.reward.latent import LatentRewardConfig, LatentTrainConfig  # noqa: E402
@@ -50,6 +51,10 @@ class LatentRewardJobConfig:
     log_every: int = 25
     threads: int = 2
     resume: bool = False
+    # Where the generator draws the clips and the latent reward model trains (cpu | cuda; precision fp32:
+    # see validate; gradient_checkpointing for the copied blocks). The training latents stay on the CPU,
+    # each batch is moved and its noise drawn on the device.
+    device: DeviceConfig = field(default_factory=DeviceConfig)
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     model: LatentRewardConfig = field(default_factory=LatentRewardConfig)
     train: LatentTrainConfig = field(default_factory=LatentTrainConfig)
@@ -65,6 +70,12 @@ class LatentRewardJobConfig:
             raise ValueError(f"eval_times must be comma-separated numbers in [0, 1], got {self.eval_times!r}") from None
         if not all(0.0 <= t <= 1.0 for t in times):
             raise ValueError(f"eval_times must lie in [0, 1], got {self.eval_times!r}")
+        self.device.validate()
+        if self.device.precision != "fp32":
+            raise ValueError(f"device.precision={self.device.precision} cannot train the latent reward: its copied "
+                             "blocks would train in that precision, where AdamW's steps below 2^-8 of a weight round "
+                             "away; train in fp32 and load the model in bf16 for guidance "
+                             "(LatentReward.load(path, device=DeviceConfig(device='cuda', precision='bf16')))")
         self.sampler.validate()
         self.model.validate()
         self.train.validate()
@@ -98,6 +109,7 @@ def run(cfg: LatentRewardJobConfig) -> dict:
     from rlhf.reward.latent import LatentReward, evaluate, pairs_from_scores, prompt_embeddings, train_step
 
     cfg.validate()
+    cfg.device.torch_device()  # a device this machine lacks fails now, not after the clips are drawn
     torch.set_num_threads(cfg.threads)
     out = Path(cfg.out)
     state_path = out / "state.pt"
@@ -107,7 +119,7 @@ def run(cfg: LatentRewardJobConfig) -> dict:
         raise FileNotFoundError(f"--resume: {state_path} does not exist; run without --resume to start")
     save_config(cfg, out)
     t_start = time.time()
-    gen = load_generator(cfg.generator)
+    gen = load_generator(cfg.generator, device=cfg.device)
     train_set = scored_samples(cfg, gen, cfg.prompts, cfg.group, cfg.seed,
                                cfg.samples or str(out / "samples_train.pt"), "train clips")
     eval_set = None
@@ -132,12 +144,12 @@ def run(cfg: LatentRewardJobConfig) -> dict:
           + ", ".join(f"{d} {float((labels[:, i] == 0).float().mean()):.0%}" for i, d in enumerate("VQ MQ TA".split())),
           flush=True)
 
-    model = LatentReward.from_generator(cfg.generator, cfg.model)
+    model = LatentReward.from_generator(cfg.generator, cfg.model).place(cfg.device)
     model.train()
     opt = torch.optim.AdamW(model.trainable_parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
     step = 0
     if cfg.resume:
-        st = torch.load(state_path, weights_only=False)
+        st = torch.load(state_path, map_location=cfg.device.torch_device(), weights_only=False)
         model.load_state_dict(st["model"])
         opt.load_state_dict(st["optimizer"])
         step = st["step"]

@@ -106,7 +106,7 @@ def train_loop(config: dict) -> None:
     torch.set_num_threads(max(1, (os.cpu_count() or 2) // cfg.num_workers))
     ctx = rt.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    init_deepspeed(cfg.use_gpu)
+    init_deepspeed(cfg.device.is_cuda)
     import deepspeed
 
     out = Path(cfg.out)
@@ -116,12 +116,18 @@ def train_loop(config: dict) -> None:
         save_backbone(model.vlm, tokenizer, out)
     parts = dataclasses.replace(cfg.parts, lm_head=cfg.parts.lm_head or cfg.caption_weight > 0)
     model = apply_trainable_parts(model, parts)
+    device = cfg.device
+    if device.is_cuda:  # Ray Train may show a worker every GPU of its node: get_device() names its own
+        from ray.train.torch import get_device
+
+        device = dataclasses.replace(device, device=str(get_device()))
+    model.place(device)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_multiplier(cfg, step))
     engine, optimizer, _, _ = deepspeed.initialize(  # the engine steps the schedule and checkpoints it
         model=model, optimizer=optimizer, model_parameters=params, lr_scheduler=schedule,
-        config=deepspeed_config(cfg.batch_size, cfg.zero_stage, cfg.bf16))
+        config=deepspeed_config(cfg.batch_size, cfg.zero_stage, cfg.device.precision == "bf16"))
     processor = RewardProcessor(tokenizer, cfg.sampling, cfg.separate_tokens, caption_mask=cfg.caption_weight > 0,
                                 geometry=VisionGeometry.of(model.vlm))
     info = RewardCheckpointInfo(separate_tokens=cfg.separate_tokens, parts=parts, sampling=cfg.sampling)
@@ -273,8 +279,8 @@ def run(cfg: TrainRewardJob) -> dict:
         trainer = TorchTrainer(
             train_loop,
             train_loop_config={"config_file": str(cfg_file.resolve())},
-            torch_config=TorchConfig(backend="nccl" if cfg.use_gpu else "gloo"),
-            scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu,
+            torch_config=TorchConfig(backend="nccl" if cfg.device.is_cuda else "gloo"),
+            scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.device.is_cuda,
                                          resources_per_worker={"CPU": 1}),
             run_config=RunConfig(name="train_reward", storage_path=str((out / "ray").resolve())),
             datasets=datasets,

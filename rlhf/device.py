@@ -66,6 +66,16 @@ class DeviceConfig:
         return torch.device(self.device)
 
 
+def as_device_config(device: DeviceConfig | str | torch.device) -> DeviceConfig:
+    """``device`` as a DeviceConfig; a plain string (``"cpu"``, ``"cuda:1"``, the older API) means that
+    device in fp32."""
+    if isinstance(device, DeviceConfig):
+        return device
+    if isinstance(device, (str, torch.device)):
+        return DeviceConfig(device=str(device))
+    raise DeviceError(f"device must be a DeviceConfig or a string such as 'cpu' or 'cuda', got {device!r}")
+
+
 def place(module: torch.nn.Module, cfg: DeviceConfig) -> torch.nn.Module:
     """``module`` on the role's device in the role's precision (in place; returned for chaining)."""
     return module.to(device=cfg.torch_device(), dtype=cfg.dtype)
@@ -99,4 +109,5 @@ def seeded_generator(seed: int, device: torch.device | str) -> torch.Generator:
     return gen.manual_seed(int(seed))
 
 
-__all__ = ["DeviceConfig", "DeviceError", "PRECISIONS", "module_device", "module_dtype", "place", "seeded_generator"]
+__all__ = ["DeviceConfig", "DeviceError", "PRECISIONS", "as_device_config", "module_device", "module_dtype", "place",
+           "seeded_generator"]

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from rlhf.device import DeviceConfig
+
 DIMS = ("VQ", "MQ", "TA")
 WORLD_FPS = 8.0  # frame rate of the moving-shapes world, used when a caller gives none
 VLLM_MISSING = ("the vllm backend needs a GPU machine and `pip install '.[gpu]'`; use backend=transformers")
@@ -92,7 +94,7 @@ class OracleBackend(RewardBackend):
         return out
 
 
-def _load_video_reward(model: str, device: str):
+def _load_video_reward(model: str, device: DeviceConfig | str):
     from rlhf.reward.checkpoint import CheckpointError, VideoReward
 
     try:
@@ -119,7 +121,7 @@ class TransformersBackend(RewardBackend):
 
     name = "transformers"
 
-    def __init__(self, model: str = "default", device: str = "cpu", threads: int = 1):
+    def __init__(self, model: str = "default", device: DeviceConfig | str = "cpu", threads: int = 1):
         import torch
 
         torch.set_num_threads(threads)
@@ -210,4 +212,4 @@ def make_backend(cfg) -> RewardBackend:
                                  "directory on this machine")
     if cfg.backend == "vllm":
         return VLLMBackend(cfg.model, threads=cfg.threads)
-    return TransformersBackend(cfg.model, device="cuda" if cfg.num_gpus > 0 else "cpu", threads=cfg.threads)
+    return TransformersBackend(cfg.model, device=cfg.device, threads=cfg.threads)

@@ -21,10 +21,12 @@ import logging
 import math
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from rlhf.device import DeviceConfig
 
 from .backends import (
     DIMS,
@@ -57,7 +59,10 @@ class RewardServiceConfig:
     max_replicas: int = 1
     target_ongoing_requests: float = 8  # autoscaling adds replicas above this many ongoing requests each
     num_cpus: float = 1  # CPUs Ray reserves per replica
-    num_gpus: float = 0  # GPUs per replica; > 0 runs the learned model on cuda
+    num_gpus: float = 0  # GPUs Ray reserves per replica: > 0 needs device.device=cuda, a cuda device needs > 0
+    # Where and in what precision a replica runs the learned model (bf16 is for GPUs: slower on CPUs);
+    # scores come back in fp32 either way. The oracle ignores it.
+    device: DeviceConfig = field(default_factory=DeviceConfig)
     threads: int = 1  # torch intra-op threads per replica
     request_timeout_s: float = 30  # a request not scored by then fails (HTTP 504; RewardClient retries)
     health_check_period_s: float = 10  # Serve's health check (a forward pass on a canned clip); a dead replica is
@@ -96,6 +101,14 @@ class RewardServiceConfig:
             raise ValueError(f"target_ongoing_requests must be positive, got {self.target_ongoing_requests}")
         if self.num_cpus < 0 or self.num_gpus < 0:
             raise ValueError(f"num_cpus and num_gpus must be >= 0, got {self.num_cpus}, {self.num_gpus}")
+        self.device.validate()
+        if self.num_gpus > 0 and not self.device.is_cuda:
+            raise ValueError(f"num_gpus={self.num_gpus:g} reserves a GPU per replica but device.device="
+                             f"{self.device.device!r} runs the model on the CPU: set device.device=cuda to use it, "
+                             "or num_gpus=0")
+        if self.device.is_cuda and self.num_gpus == 0:
+            raise ValueError(f"device.device={self.device.device!r} but num_gpus=0: Ray gives the replica no GPU; "
+                             "set num_gpus=1 (or a fraction to share one), or device.device=cpu")
         if self.threads < 1:
             raise ValueError(f"threads must be at least 1, got {self.threads}")
         if self.request_timeout_s <= 0:

@@ -17,8 +17,9 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
+# random ops by base name: out-of-place (randn) and in-place (normal_, uniform_, ...) alike
 RANDOM_OPS = ("randn", "rand", "randint", "normal", "bernoulli", "uniform", "multinomial", "randperm",
-              "exponential", "random_")
+              "exponential", "random", "cauchy", "geometric", "log_normal")
 
 
 class DeviceGuard(TorchDispatchMode):
@@ -35,7 +36,7 @@ class DeviceGuard(TorchDispatchMode):
         if len(devices) > 1 and not name.startswith(("_to_copy", "copy_", "lift_fresh")):
             raise AssertionError(f"{name} mixes devices {sorted(map(str, devices))}")
         out = func(*args, **kwargs)
-        if name.split(".")[0].lstrip("_") in RANDOM_OPS or name.split(".")[0] in RANDOM_OPS:
+        if name.split(".")[0].strip("_") in RANDOM_OPS:
             for t in tree_flatten(out)[0]:
                 if isinstance(t, torch.Tensor) and t.device != self.device:
                     raise AssertionError(f"{name} drew a random tensor on {t.device}, not on {self.device}")

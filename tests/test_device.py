@@ -136,6 +136,8 @@ def test_device_guard_catches_host_made_tensors():
     """The guard is not vacuous: the two mistakes this work removed fail under it."""
     with pytest.raises(AssertionError, match="random tensor on cpu"), DeviceGuard("meta"):
         torch.randn(2, 3, generator=torch.Generator().manual_seed(0))  # noise drawn on the host
+    with pytest.raises(AssertionError, match="random tensor on cpu"), DeviceGuard("meta"):
+        torch.empty(4).normal_()  # in place, too
     w = torch.tensor([1.0, 0.0, 0.0])  # guidance weights made on the host, then used with device scores
     with pytest.raises(AssertionError, match="mixes devices"), DeviceGuard("meta"):
         torch.zeros(2, 3, device="meta") @ w

@@ -55,8 +55,12 @@ def draw_batch(rng: np.random.Generator, batch: int, data: PretrainData, spec: R
     return np.stack(videos), texts, defects
 
 
-def shifted_times(n: int, shift: float, generator: torch.Generator | None = None) -> torch.Tensor:
-    u = torch.rand(n, generator=generator)
+def shifted_times(n: int, shift: float, generator: torch.Generator | None = None,
+                  device: torch.device | str | None = None) -> torch.Tensor:
+    """Training times ``s u / (1 + (s - 1) u)``, ``u`` uniform, drawn on ``device`` (the generator's by default)."""
+    if device is None and generator is not None:
+        device = generator.device
+    u = torch.rand(n, generator=generator, device=device)
     return shift * u / (1.0 + (shift - 1.0) * u)
 
 

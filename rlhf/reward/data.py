@@ -8,7 +8,7 @@ file never stops training. Labels per dimension: 1 (A), -1 (B), 0 (tie), ``MASK`
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -48,6 +48,13 @@ class PairBatch:
     score_b: torch.Tensor
     records: list[dict]
     skipped: list[SkippedPair] = field(default_factory=list)
+
+    def to(self, device: torch.device, dtype: torch.dtype = torch.float32) -> PairBatch:
+        """This batch on ``device`` (the model's), pixel values in ``dtype`` (the model's); labels and
+        scores keep their own types (scores are loss targets: fp32)."""
+        inputs = {k: v.to(device, dtype) if v.is_floating_point() else v.to(device) for k, v in self.inputs.items()}
+        return replace(self, inputs=inputs, labels=self.labels.to(device), overall=self.overall.to(device),
+                       score_a=self.score_a.to(device), score_b=self.score_b.to(device))
 
 
 def build_batch(records: list[dict], root: str | Path, processor, rows: list[int] | None = None) -> PairBatch | None:

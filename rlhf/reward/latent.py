@@ -38,6 +38,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from rlhf.device import DeviceConfig, as_device_config, seeded_generator
+
 DIMS = ("VQ", "MQ", "TA")
 
 
@@ -78,8 +80,8 @@ class LatentReward(torch.nn.Module):
         self._freeze()
 
     def _freeze(self) -> None:
-        for p in self.backbone.text.parameters():
-            p.requires_grad_(False)
+        if self.backbone.text is not None:  # a backbone without its text encoder reads given embeddings
+            self.backbone.text.requires_grad_(False)
         for p in (self.backbone.position, *(self.backbone.layout.parameters() if self.backbone.layout else ())):
             if p is not None:
                 p.requires_grad_(False)
@@ -116,8 +118,23 @@ class LatentReward(torch.nn.Module):
                                  replace(gen.config, layers=config.blocks), gen.layout)
         return cls(backbone, config, {"generator": str(generator)})
 
+    @property
+    def device(self) -> torch.device:
+        """Where the model runs: every tensor made for it (t, noise, targets) is made here."""
+        return self.backbone.device
+
+    def place(self, device: DeviceConfig) -> LatentReward:
+        """The backbone on ``device.device`` in ``device.precision`` (``FlowGenerator.place``: with
+        ``device.gradient_checkpointing``, diffusers' per-block checkpointing of the copied blocks); the
+        head on the same device in fp32, as it computes the rewards that losses and guidance read."""
+        self.backbone.place(device)
+        self.head.to(device=device.torch_device(), dtype=torch.float32)
+        return self
+
     # ---------------------------------------------------------------- the model
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        """(B, 3) fp32 scores; the backbone reads ``x_t`` in its own precision (guidance differentiates
+        through the cast)."""
         feats = self.backbone.transformer_output(x_t, t, text).float()  # (B, D, F, h, w)
         frames = [feats.mean(dim=(3, 4))]  # (B, D, F)
         k = self.config.keypoints
@@ -136,9 +153,10 @@ class LatentReward(torch.nn.Module):
         with torch.no_grad():
             return self.backbone.encode_prompts(list(prompts))
 
-    def reward_fn(self, prompts: list[str]):
-        """``(x, t) -> (B, 3)`` with the prompts' text conditioning bound (what guidance calls)."""
-        text = self.encode_prompts(prompts)
+    def reward_fn(self, prompts: list[str] | torch.Tensor):
+        """``(x, t) -> (B, 3)`` with the prompts' text conditioning bound (what guidance calls); ``prompts``
+        may be their embeddings already (a backbone loaded without its text encoder)."""
+        text = prompts if isinstance(prompts, torch.Tensor) else self.encode_prompts(prompts)
 
         def fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             return self(x, t, text)
@@ -147,7 +165,7 @@ class LatentReward(torch.nn.Module):
 
     @torch.no_grad()
     def score(self, x_t: torch.Tensor, t, prompts: list[str]) -> torch.Tensor:
-        t = torch.as_tensor(t, dtype=torch.float32).reshape(-1).expand(x_t.shape[0])
+        t = torch.as_tensor(t, dtype=torch.float32, device=self.device).reshape(-1).expand(x_t.shape[0])
         return self(x_t, t, self.encode_prompts(prompts))
 
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
@@ -166,7 +184,8 @@ class LatentReward(torch.nn.Module):
         return path
 
     @classmethod
-    def load(cls, path: str | Path) -> "LatentReward":
+    def load(cls, path: str | Path, device: DeviceConfig | str = "cpu") -> LatentReward:
+        """A saved model on ``device`` (a DeviceConfig, or a device string meaning fp32), in eval mode."""
         from safetensors.torch import load_file
 
         from rlhf.generator.model import load_generator
@@ -184,8 +203,7 @@ class LatentReward(torch.nn.Module):
             raise LatentRewardError(f"{meta_path} is malformed ({e}); retrain or restore the file") from None
         model = cls(load_generator(path / "backbone"), config, {k: v for k, v in meta.items() if k != "dims"})
         model.head.load_state_dict(load_file(path / "head.safetensors"))
-        model.eval()
-        return model
+        return model.place(as_device_config(device)).eval()
 
 
 # -------------------------------------------------------------------- training data
@@ -292,9 +310,11 @@ def noised(x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tens
 
 
 def pair_inputs(pairs: LatentPairs, idx: np.ndarray, t: torch.Tensor, gen: torch.Generator):
-    """Both clips of pairs ``idx`` noised to their pair's ``t`` with one shared noise per pair."""
-    x0a, x0b = pairs.latents[pairs.a[idx]], pairs.latents[pairs.b[idx]]
-    noise = torch.randn(x0a.shape, generator=gen)
+    """Both clips of pairs ``idx`` noised to their pair's ``t`` with one shared noise per pair, on ``t``'s
+    device (the model's): the clean latents of the batch are moved there, the noise is drawn there
+    from ``gen`` (a generator on that device, ``rlhf.device.seeded_generator``)."""
+    x0a, x0b = pairs.latents[pairs.a[idx]].to(t.device), pairs.latents[pairs.b[idx]].to(t.device)
+    noise = torch.randn(x0a.shape, generator=gen, device=t.device)
     return noised(x0a, t, noise), noised(x0b, t, noise)
 
 
@@ -306,20 +326,30 @@ def step_order(n_pairs: int, step: int, batch: int, seed: int) -> np.ndarray:
     return perm[k * batch:(k + 1) * batch]
 
 
-def train_step(model: LatentReward, opt, pairs: LatentPairs, text: dict[str, torch.Tensor], step: int,
-               cfg: LatentTrainConfig) -> float:
+def step_loss(model: LatentReward, pairs: LatentPairs, text: dict[str, torch.Tensor], step: int,
+              cfg: LatentTrainConfig) -> torch.Tensor:
+    """The fp32 BTT loss of optimiser step ``step``'s pairs; ``t``, noise and labels on the model's device."""
     from rlhf.generator.pretrain import shifted_times
 
     from .losses import btt_loss
 
     idx = step_order(len(pairs), step, cfg.batch, cfg.seed)
-    gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
-    t = shifted_times(len(idx), cfg.t_shift, gen) if cfg.noise else torch.zeros(len(idx))
+    device = model.device
+    gen = seeded_generator(cfg.seed * 1_000_003 + step, device)
+    if cfg.noise:
+        t = shifted_times(len(idx), cfg.t_shift, gen, device=device)
+    else:
+        t = torch.zeros(len(idx), device=device)
     xa, xb = pair_inputs(pairs, idx, t, gen)
     emb = torch.stack([text[pairs.prompts[i]] for i in pairs.a[idx]])
     r = model(torch.cat([xa, xb]), torch.cat([t, t]), torch.cat([emb, emb]))
     ra, rb = r.chunk(2)
-    loss = btt_loss(ra, rb, pairs.labels[idx], k=cfg.tie_k)
+    return btt_loss(ra, rb, pairs.labels[idx].to(device), k=cfg.tie_k)
+
+
+def train_step(model: LatentReward, opt, pairs: LatentPairs, text: dict[str, torch.Tensor], step: int,
+               cfg: LatentTrainConfig) -> float:
+    loss = step_loss(model, pairs, text, step, cfg)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.trainable_parameters(), 1.0)
@@ -341,19 +371,20 @@ def evaluate(model: LatentReward, pairs: LatentPairs, times=(0.0, 0.25, 0.5, 0.7
 
     was = model.training
     model.eval()
+    device = model.device
     text = prompt_embeddings(model, pairs.prompts)
     out = {}
     for t_val in times:
-        gen = torch.Generator().manual_seed(seed)
+        gen = seeded_generator(seed, device)
         margins = []
         for s in range(0, len(pairs), batch):
             idx = np.arange(s, min(len(pairs), s + batch))
-            t = torch.full((len(idx),), float(t_val))
+            t = torch.full((len(idx),), float(t_val), device=device)
             xa, xb = pair_inputs(pairs, idx, t, gen)
             emb = torch.stack([text[pairs.prompts[i]] for i in pairs.a[idx]])
             r = model(torch.cat([xa, xb]), torch.cat([t, t]), torch.cat([emb, emb]))
             ra, rb = r.chunk(2)
-            margins.append((ra - rb).numpy())
+            margins.append((ra - rb).cpu().numpy())
         m = np.concatenate(margins)
         lab = pairs.labels.numpy()
         row = {}

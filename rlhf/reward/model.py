@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from rlhf.device import DeviceConfig, place
+
 DIMS = ("VQ", "MQ", "TA")
 
 
@@ -100,6 +102,19 @@ class VideoRewardModel(nn.Module):
         hidden = vlm.config.text_config.hidden_size
         self.rm_head = nn.Linear(hidden, 3, bias=False)
         nn.init.normal_(self.rm_head.weight, std=1.0 / hidden**0.5)
+
+    def place(self, device: DeviceConfig) -> VideoRewardModel:
+        """On ``device.device`` in ``device.precision``, except the reward head, which stays fp32 (the
+        rewards are what losses and comparisons read); with ``device.gradient_checkpointing``, transformers'
+        own activation checkpointing of the backbone's layers. Non-reentrant checkpointing: the reentrant
+        variant passes no gradient through a layer whose inputs do not require grad (frozen embeddings
+        under LoRA) unless the embeddings' outputs are forced to (``enable_input_require_grads``);
+        the non-reentrant one needs no such hook (same gradients, tests/test_reward_device.py)."""
+        place(self, device)
+        self.rm_head.float()
+        if device.gradient_checkpointing:
+            self.vlm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        return self
 
     def base_model(self) -> nn.Module:
         """The Qwen2VLModel inside (through a peft wrapper when there is one)."""

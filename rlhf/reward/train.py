@@ -16,6 +16,8 @@ from typing import Literal
 import numpy as np
 import torch
 
+from rlhf.device import DeviceConfig, module_device, module_dtype
+
 from .data import PairBatch, build_batch
 from .losses import bt_loss, btt_loss, regression_loss
 from .metrics import accuracy_with_ties, accuracy_without_ties
@@ -51,9 +53,11 @@ class RewardTrainConfig:
     train_split: str = "train"
     eval_split: str = "heldout"
     num_workers: int = 2  # Ray Train workers
-    use_gpu: bool = False
     zero_stage: int = 0  # DeepSpeed ZeRO stage 0-3
-    bf16: bool = False  # bf16 (GPU)
+    # Each worker's device and precision: cuda gives every Ray Train worker one GPU (use_gpu) and NCCL,
+    # bf16 turns on DeepSpeed's bf16 (fp32 on CPU: bf16 is slower there), gradient_checkpointing
+    # transformers' own activation checkpointing of the Qwen2-VL backbone.
+    device: DeviceConfig = field(default_factory=DeviceConfig)
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     parts: TrainableParts = field(default_factory=TrainableParts)
     sampling: FrameSampling = field(default_factory=FrameSampling)
@@ -69,6 +73,9 @@ class RewardTrainConfig:
             raise ValueError("caption_warmup_steps needs caption_weight > 0")
         if self.zero_stage not in (0, 1, 2, 3):
             raise ValueError(f"zero_stage must be 0..3, got {self.zero_stage}")
+        if self.device.precision == "bf16" and self.zero_stage == 0:  # why: distributed.deepspeed_config
+            raise ValueError("device.precision=bf16 needs zero_stage=1, 2 or 3 (DeepSpeed 0.19 steps AdamW wrongly "
+                             "in bf16 at stage 0; stage 1 costs nothing on one GPU)")
 
 
 def lr_multiplier(cfg: RewardTrainConfig, step: int) -> float:
@@ -82,9 +89,16 @@ def lr_multiplier(cfg: RewardTrainConfig, step: int) -> float:
     return warm * (cfg.lr_floor + (1.0 - cfg.lr_floor) * 0.5 * (1.0 + math.cos(math.pi * progress)))
 
 
+def on_model(model: torch.nn.Module, batch: PairBatch) -> PairBatch:
+    """``batch`` on the device and in the precision of ``model`` (a DeepSpeed engine or the model)."""
+    return batch.to(module_device(model), module_dtype(model))
+
+
 def pair_rewards(model, batch: PairBatch) -> tuple[torch.Tensor, torch.Tensor]:
+    """fp32 raw rewards (B, 3) of the A and B videos of every pair, on the model's device."""
+    batch = on_model(model, batch)
     inputs = {k: v for k, v in batch.inputs.items() if k != "caption_mask"}
-    out = model(**inputs)
+    out = model(**inputs).float()
     n = len(batch.records)
     return out[:n], out[n:]
 
@@ -105,34 +119,36 @@ def pair_loss(model, batch: PairBatch, loss: str, tie_k: float, caption_weight: 
               caption_min_ta: float = 0.9, reward_weight: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
     """(scalar loss, detached margins (B, 3)). ``caption_weight`` > 0 adds that times the mean prompt
     NLL of the videos ``caption_targets`` picks (the batch needs ``caption_mask``); ``reward_weight``
-    scales the preference loss (0 during a caption warm-up)."""
+    scales the preference loss (0 during a caption warm-up). The batch goes to the model's device and
+    the loss is computed in fp32 whatever the model's precision."""
     n = len(batch.records)
+    batch = on_model(model, batch)
     if caption_weight > 0:
         if "caption_mask" not in batch.inputs:
             raise ValueError("caption_weight > 0 needs a RewardProcessor(caption_mask=True)")
         rewards, nll = model(**batch.inputs)
-        r_a, r_b = rewards[:n], rewards[n:]
+        r_a, r_b = rewards[:n].float(), rewards[n:].float()
     else:
         r_a, r_b = pair_rewards(model, batch)
-    labels = batch.labels.to(r_a.device)
     if loss == "btt":
-        value = btt_loss(r_a, r_b, labels, k=tie_k)
+        value = btt_loss(r_a, r_b, batch.labels, k=tie_k)
     elif loss == "bt":
-        value = bt_loss(r_a, r_b, labels)
+        value = bt_loss(r_a, r_b, batch.labels)
     elif loss == "regression":
-        value = regression_loss(r_a, r_b, batch.score_a.to(r_a.device), batch.score_b.to(r_a.device))
+        value = regression_loss(r_a, r_b, batch.score_a, batch.score_b)
     else:
         raise ValueError(f"unknown loss {loss!r}; use btt, bt or regression")
     value = reward_weight * value
     if caption_weight > 0:
-        w = caption_targets(batch, caption_min_ta).to(nll.device)
-        value = value + caption_weight * (w * nll).sum() / w.sum().clamp(min=1)
+        w = caption_targets(batch, caption_min_ta)
+        value = value + caption_weight * (w * nll.float()).sum() / w.sum().clamp(min=1)
     return value, (r_a - r_b).detach()
 
 
 @torch.no_grad()
 def score_pairs(model, records: list[dict], root, processor, batch_size: int = 16):
-    """Raw rewards of both videos of every usable pair -> (records, r_a (N, 3), r_b (N, 3), skipped)."""
+    """Raw fp32 rewards of both videos of every usable pair, on the model's device ->
+    (records, r_a (N, 3), r_b (N, 3), skipped)."""
     was_training = model.training
     model.eval()
     kept, ra, rb, skipped = [], [], [], []
@@ -143,12 +159,13 @@ def score_pairs(model, records: list[dict], root, processor, batch_size: int = 1
             continue
         a, b = pair_rewards(model, batch)
         kept += batch.records
-        ra.append(a.float().cpu())
-        rb.append(b.float().cpu())
+        ra.append(a)
+        rb.append(b)
         skipped += batch.skipped
     model.train(was_training)
     if not kept:
-        return [], torch.zeros(0, 3), torch.zeros(0, 3), skipped
+        empty = torch.zeros(0, 3, device=module_device(model))
+        return [], empty, empty, skipped
     return kept, torch.cat(ra), torch.cat(rb), skipped
 
 
@@ -166,6 +183,7 @@ def accuracy_table(records: list[dict], r_a: torch.Tensor, r_b: torch.Tensor, no
     """Per dimension and Overall: accuracy with ties (and its threshold) and without ties."""
     from .data import label_tensor
 
+    r_a, r_b = r_a.float().cpu(), r_b.float().cpu()
     table = {}
     labels = label_tensor(records).numpy()
     margins = (r_a - r_b).numpy()
