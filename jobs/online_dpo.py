@@ -705,7 +705,11 @@ def run(cfg: OnlineConfig) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    cfg = parse_cli(OnlineConfig, argv, __doc__.splitlines()[0],
+    argv = list(sys.argv[1:] if argv is None else argv)
+    check = "--check" in argv  # not a config key: the check replaces the run
+    argv = [a for a in argv if a != "--check"]
+    cfg = parse_cli(OnlineConfig, argv, __doc__.splitlines()[0] + " (--check: validate the config and estimate "
+                    "each role's GPU memory against cluster.yaml, then exit: 0 fits, 2 does not)",
                     {"--out": ("out", str, "run directory"), "--mode": ("mode", str, "sync | one_step_off"),
                      "--iterations": ("iterations", int, "online iterations"),
                      "--reward": ("reward.model", str, "default | oracle | VideoReward checkpoint"),
@@ -716,6 +720,14 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if check:
+        try:
+            from rlhf.memory import check_online
+
+            return check_online(cfg, Path(__file__).resolve().parents[1] / "cluster.yaml")
+        except (ValueError, FileNotFoundError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
     run(cfg)
     return 0
 

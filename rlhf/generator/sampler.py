@@ -29,6 +29,8 @@ class SamplerConfig:
     guidance: float = 3.0  # classifier-free guidance scale (1 = no guidance)
     shift: float = 3.0  # timestep shift toward high noise (Wan uses 3-5)
     batch_size: int = 32  # samples per forward pass (CFG doubles it)
+    # clips per codec decode (0 = all at once): a Wan VAE holds ~7 GiB per 480x832 clip while decoding
+    decode_batch_size: int = 0
 
     def validate(self) -> None:
         if self.steps < 1:
@@ -37,6 +39,8 @@ class SamplerConfig:
             raise ValueError(f"sampler.shift must be > 0, got {self.shift}")
         if self.batch_size < 1:
             raise ValueError(f"sampler.batch_size must be >= 1, got {self.batch_size}")
+        if self.decode_batch_size < 0:
+            raise ValueError(f"sampler.decode_batch_size must be >= 0 (0 = all at once), got {self.decode_batch_size}")
 
 
 @dataclass
@@ -120,7 +124,9 @@ def sample(generator, prompts: list[str], seeds: list[int], cfg: SamplerConfig =
         out.append(euler_sample(generator.velocity, noise, cond, uncond, cfg, rg))
     generator.train(was_training)
     latents = torch.cat(out)
-    videos = generator.codec.decode(latents) if decode else np.zeros((0,), np.uint8)
+    step = cfg.decode_batch_size or len(latents)
+    videos = (np.concatenate([generator.codec.decode(latents[i:i + step]) for i in range(0, len(latents), step)])
+              if decode else np.zeros((0,), np.uint8))
     latents = latents.cpu()  # the batch's record leaves the device (Arrow tables, object store)
     config = asdict(cfg)
     if guidance is not None:
