@@ -54,6 +54,7 @@ from rlhf.device import DeviceConfig, DeviceError, seeded_generator  # noqa: E40
 from rlhf.generator.guidance import GuidanceConfig  # noqa: E402
 from rlhf.generator.model import LORA_TARGETS, FlowGenerator  # noqa: E402
 from rlhf.generator.sampler import SamplerConfig, euler_sample  # noqa: E402
+from rlhf.memory import WanDims  # noqa: E402
 from rlhf.reward.data import PairBatch  # noqa: E402
 from rlhf.reward.latent import LatentReward, LatentRewardConfig  # noqa: E402
 from rlhf.reward.model import (BackboneConfig, TrainableParts, apply_trainable_parts, build_model,  # noqa: E402
@@ -101,11 +102,8 @@ class WanCheck:
         return cls(heads=4, head_dim=16, ffn=128, layers=2, text_dim=32, text_tokens=8, video=(9, 64, 64), lora_rank=4)
 
     def diffusers_config(self, **override) -> dict:
-        return {"patch_size": (1, 2, 2), "num_attention_heads": self.heads, "attention_head_dim": self.head_dim,
-                "in_channels": 16, "out_channels": 16, "text_dim": self.text_dim, "freq_dim": self.freq_dim,
-                "ffn_dim": self.ffn, "num_layers": self.layers, "cross_attn_norm": True,
-                "qk_norm": "rms_norm_across_heads", "eps": 1e-6, "rope_max_seq_len": 1024, "image_dim": None,
-                "added_kv_proj_dim": None, **override}
+        return WanDims(layers=self.layers, heads=self.heads, head_dim=self.head_dim, ffn_dim=self.ffn,
+                       text_dim=self.text_dim, freq_dim=self.freq_dim).diffusers_config(**override)
 
     def bench_shape(self) -> WanShape:
         _, frames, height, width = WanLatentCodec().latent_shape(*self.video)

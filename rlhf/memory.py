@@ -172,6 +172,15 @@ class WanDims:
                    text_dim=c["text_dim"], freq_dim=c["freq_dim"], patch=tuple(c["patch_size"]),
                    cross_attn_norm=bool(c.get("cross_attn_norm", False)))
 
+    def diffusers_config(self, **override) -> dict:
+        """The ``WanTransformer3DModel`` config of these dimensions (with Wan2.1's fixed settings: q/k RMS norm
+        across heads, eps 1e-6, RoPE up to 1024 positions, no image branch)."""
+        return {"patch_size": self.patch, "num_attention_heads": self.heads, "attention_head_dim": self.head_dim,
+                "in_channels": self.in_channels, "out_channels": self.out_channels, "text_dim": self.text_dim,
+                "freq_dim": self.freq_dim, "ffn_dim": self.ffn_dim, "num_layers": self.layers,
+                "cross_attn_norm": self.cross_attn_norm, "qk_norm": "rms_norm_across_heads", "eps": 1e-6,
+                "rope_max_seq_len": 1024, "image_dim": None, "added_kv_proj_dim": None, **override}
+
     def block_params(self) -> int:
         D, F = self.dim, self.ffn_dim
         attention = 4 * (D * D + D) + 2 * D  # q, k, v, out (+ bias) and the RMSNorms of q and k across heads

@@ -35,6 +35,7 @@ def test_wan_transformer_count_matches_diffusers_and_the_published_size():
     with torch.device("meta"):
         real = meta_params(WanTransformer3DModel(**WAN_1_3B))
     ours = mem.WanDims.from_config({**WAN_1_3B, "patch_size": list(WAN_1_3B["patch_size"])}).params()
+    assert {k: v for k, v in mem.WanDims().diffusers_config().items() if k in WAN_1_3B} == WAN_1_3B
     assert abs(ours - real) / real < 0.03
     assert ours == mem.WanDims().params()  # the built-in dimensions are Wan2.1-T2V-1.3B's
     assert abs(ours - 1.42e9) / 1.42e9 < 0.03  # "1.3B" on the model card; 1.42 B counted
