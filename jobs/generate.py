@@ -23,6 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from rlhf.config import parse_cli, run_job, save_config  # noqa: E402
+from rlhf.device import DeviceConfig  # noqa: E402
 from rlhf.generator.guidance import GuidanceConfig  # noqa: E402
 from rlhf.generator.model import DEFAULT_GENERATOR  # noqa: E402
 from rlhf.generator.sampler import SamplerConfig  # noqa: E402
@@ -40,6 +41,7 @@ class GenerateConfig:
     crf: int = 12  # H.264 quality of the written mp4s
     oracle: bool = True  # score clips with the moving-shapes oracle when the prompt parses
     threads: int = 2
+    device: DeviceConfig = field(default_factory=DeviceConfig)  # generator and latent reward (cuda/bf16 on a GPU)
     guidance_model: str = ""  # latent reward model directory (jobs/train_latent_reward.py)
     guidance_weights: str = ""  # VQ,MQ,TA weights, e.g. 0.1,0.1,0.8 (sets guidance.VQ/MQ/TA)
     guidance: GuidanceConfig = field(default_factory=GuidanceConfig)  # scale 0 = unguided
@@ -86,14 +88,14 @@ def run(cfg: GenerateConfig) -> dict:
     prompts = [p.strip() for p in cfg.prompt.split(";") if p.strip()] if cfg.prompt else read_prompts(cfg.prompts)
     texts = [p for p in prompts for _ in range(cfg.per_prompt)]
     seeds = [cfg.seed + i for i in range(len(texts))]
-    gen = load_generator(cfg.generator)
+    gen = load_generator(cfg.generator, device=cfg.device)
     if cfg.lora:
         gen.load_lora(cfg.lora)
     guidance = None
     if cfg.guidance.scale > 0:
         from rlhf.reward.latent import LatentReward
 
-        guidance = (LatentReward.load(cfg.guidance_model), cfg.guidance)
+        guidance = (LatentReward.load(cfg.guidance_model, device=cfg.device), cfg.guidance)
     out = Path(cfg.out)
     (out / "videos").mkdir(parents=True, exist_ok=True)
     save_config(cfg, out)
@@ -107,7 +109,7 @@ def run(cfg: GenerateConfig) -> dict:
             t_sample += time.time() - t0
             for j, (frames, p, s) in enumerate(zip(batch.videos, batch.prompts, batch.seeds)):
                 name = f"videos/{i + j:04d}_seed{s}.mp4"
-                write_video(out / name, frames, crf=cfg.crf)
+                write_video(out / name, frames, fps=gen.fps, crf=cfg.crf)
                 row = {"prompt": p, "seed": s, "file": name}
                 if cfg.oracle:
                     sc = oracle_row(frames, p)
