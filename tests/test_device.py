@@ -218,3 +218,19 @@ def test_deepspeed_bf16_engine_trains_the_worker_module(monkeypatch):
         assert float(((delta[moved].abs() - lr).abs() <= 2 * U_BF16 * lr).float().mean()) >= 0.99
     finally:
         torch.distributed.destroy_process_group()
+
+
+def test_generator_actor_encodes_clips_at_the_generators_frame_rate():
+    """The reward samples frames by time (VideoAlign: 2 fps), so a clip must carry its generator's frame rate:
+    8 fps in the world layout, 16 fps for Wan2.1 (the loader's default for diffusers checkpoints)."""
+    from types import SimpleNamespace
+
+    from actors.generator import GeneratorActor
+    from rlhf.video import read_video_fps
+
+    assert load_generator(DEFAULT_GENERATOR).fps == 8.0
+    videos = np.zeros((2, 16, 32, 32, 3), np.uint8)
+    for fps in (8.0, 16.0):
+        mp4s = GeneratorActor._encode(SimpleNamespace(gen=SimpleNamespace(fps=fps)), videos)
+        frames, got = read_video_fps(mp4s[0])
+        assert got == pytest.approx(fps) and frames.shape[0] == 16
