@@ -34,6 +34,7 @@ import numpy as np
 
 from rlhf.align.step import AlgoConfig
 from rlhf.device import DeviceConfig
+from rlhf.reward.distributed import check_zero_stage
 
 COORDINATOR_NAME = "videoalign_trainer_coordinator"
 
@@ -64,11 +65,7 @@ class TrainerConfig:
     def validate(self) -> None:
         if self.num_workers < 1 or self.micro_batch < 1 or self.lora_rank < 1:
             raise ValueError("trainer.num_workers, trainer.micro_batch and trainer.lora_rank must be >= 1")
-        if self.zero_stage not in (0, 1, 2, 3):
-            raise ValueError(f"trainer.zero_stage must be 0-3, got {self.zero_stage}")
-        if self.device.precision == "bf16" and self.zero_stage == 0:
-            raise ValueError("trainer.device.precision=bf16 needs trainer.zero_stage >= 1 (DeepSpeed 0.19 steps AdamW "
-                             "wrongly for bf16 at stage 0; stage 1 shards only the optimiser state)")
+        check_zero_stage(self.zero_stage, self.device.precision == "bf16", "trainer.")
         if self.lr <= 0:
             raise ValueError(f"trainer.lr must be > 0, got {self.lr}")
         if self.algo.algo == "sft":
@@ -205,7 +202,8 @@ def worker_generator(cfg: TrainerConfig, device: DeviceConfig):
 
 
 def worker_device(cfg: DeviceConfig) -> DeviceConfig:
-    """The role's device setting with a CUDA device resolved to the GPU Ray Train gave this worker."""
+    """The role's device setting with a CUDA device resolved to the GPU Ray Train gave this worker (a
+    worker may see every GPU of its node: ``get_device()`` names its own). Used by both trainers."""
     from dataclasses import replace
 
     if not cfg.is_cuda:
@@ -241,7 +239,7 @@ def _train_iteration(engine, gen, cfg: TrainerConfig, task: dict, rank: int, wor
     trng = seeded_generator(int(np.random.default_rng(seed).integers(2**62)), gen.device)
     n = 0 if data is None else len(data["prompt"])
     emb = _text_of(task) if n else {}
-    missing = sorted({p for p in (data["prompt"] if n else [])} - set(emb))
+    missing = sorted(set(data["prompt"]) - set(emb)) if n else []
     if missing:
         raise TrainerError(f"no prompt embedding shipped for {len(missing)} prompt(s) of iteration "
                            f"{task['iteration']} (e.g. {missing[0]!r}): the rollouts' text refs must come with the task")
@@ -270,7 +268,7 @@ def _train_iteration(engine, gen, cfg: TrainerConfig, task: dict, rank: int, wor
     sums = sums.cpu()
     steps = max(float(sums[2]), 1.0)
     return {"loss": float(sums[0]) / steps,
-            "implicit_accuracy": float(sums[1]) / steps if algo.startswith("dpo") else None,
+            "implicit_accuracy": float(sums[1]) / steps if cfg.algo.pairwise else None,
             "rows_seen": int(sums[3]), "steps": task["steps"], "first_loss": losses[0] if losses else None,
             "train_s": time.time() - t0, "rows": n}
 

@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from jobs.align_offline import AlignOfflineConfig, run, training_samples  # noqa: E402
 from jobs.evaluate import EvaluateConfig, evaluate  # noqa: E402
 from rlhf.align.pairs import RewardWeights  # noqa: E402
+from rlhf.artefacts import repo_relative  # noqa: E402
 from rlhf.config import parse_cli  # noqa: E402
 
 ROW_NAMES = {"sft": "SFT", "rwr": "Flow-RWR", "dpo_timestep": "Flow-DPO (beta_t)", "dpo": "Flow-DPO (constant beta)"}
@@ -135,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
             (Path(a.out) / "row.json").write_text(json.dumps(rows[-1], indent=2))
             print(f"[{w.label}] {ROW_NAMES[algo]}: oracle {ev['oracle']['win_rate']}", flush=True)
         tables.append({"weights": w.label, "rows": rows})
-    result = {"generator": cfg.align.generator, "reward": judge.name, "group": cfg.align.group,
+    result = {"generator": repo_relative(cfg.align.generator), "reward": judge.name, "group": cfg.align.group,
               "train_samples": len(samples.prompts), "eval_n": tables[0]["rows"][0]["eval"]["n"],
               "sample_seconds": sample_seconds, "total_seconds": time.time() - t0,
               "command": "python jobs/align_table.py " + " ".join(argv if argv is not None else sys.argv[1:]),

@@ -27,6 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from rlhf.artefacts import repo_relative  # noqa: E402
 from rlhf.config import parse_cli, run_job, save_config  # noqa: E402
 from rlhf.generator.model import DEFAULT_GENERATOR  # noqa: E402
 from rlhf.generator.sampler import SamplerConfig  # noqa: E402
@@ -173,7 +174,7 @@ def run(cfg: NRGTableConfig) -> dict:
     gen = load_generator(cfg.generator)
     noise_model = LatentReward.load(cfg.noise_model)
     rows6 = cfg.weight_rows()
-    report: dict = {"config": asdict(cfg)}
+    report: dict = {"config": repo_relative(asdict(cfg))}
 
     scale = cfg.scale
     if cfg.tune_scales:

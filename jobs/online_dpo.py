@@ -103,11 +103,7 @@ class OnlineConfig:
         if len(self.video_shape) != 3 or min(self.video_shape) < 1 or self.fps <= 0:
             raise ValueError(f"video_shape must be [frames, height, width] and fps > 0, got {self.video_shape}, "
                              f"{self.fps}")
-        self.generator_device.validate()
-        if self.generator_device.is_cuda != (self.generator_gpus > 0):
-            raise ValueError(f"generator_device.device={self.generator_device.device} with generator_gpus="
-                             f"{self.generator_gpus}: a cuda device needs generator_gpus > 0 (Ray gives the actor its "
-                             "GPU) and a cpu device needs generator_gpus 0")
+        self.generator_device.check_gpus(self.generator_gpus, "generator_device", "generator_gpus")
         self.sampler.validate()
         self.guidance.validate()
         if self.guidance.scale > 0 and not self.guidance_model:

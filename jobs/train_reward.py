@@ -95,6 +95,7 @@ def train_loop(config: dict) -> None:
     import ray.train as rt
     import torch
 
+    from actors.trainer import worker_device
     from rlhf.reward.checkpoint import RewardCheckpointInfo, save_backbone, save_checkpoint
     from rlhf.reward.distributed import deepspeed_config, init_deepspeed
     from rlhf.reward.model import apply_trainable_parts, build_model
@@ -116,12 +117,7 @@ def train_loop(config: dict) -> None:
         save_backbone(model.vlm, tokenizer, out)
     parts = dataclasses.replace(cfg.parts, lm_head=cfg.parts.lm_head or cfg.caption_weight > 0)
     model = apply_trainable_parts(model, parts)
-    device = cfg.device
-    if device.is_cuda:  # Ray Train may show a worker every GPU of its node: get_device() names its own
-        from ray.train.torch import get_device
-
-        device = dataclasses.replace(device, device=str(get_device()))
-    model.place(device)
+    model.place(worker_device(cfg.device))
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_multiplier(cfg, step))

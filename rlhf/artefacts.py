@@ -7,7 +7,8 @@ import json
 import shutil
 from pathlib import Path
 
-ARTEFACTS = Path(__file__).resolve().parents[1] / "artefacts"
+REPO = Path(__file__).resolve().parents[1]
+ARTEFACTS = REPO / "artefacts"
 
 
 class ArtefactError(ValueError):
@@ -22,12 +23,28 @@ def sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def repo_relative(value):
+    """``value`` with every absolute path inside the repository written relative to it (recursively through
+    dicts and lists): committed records must not name one machine's directories."""
+    if isinstance(value, dict):
+        return {k: repo_relative(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(repo_relative(v) for v in value)
+    if isinstance(value, str) and value.startswith("/"):
+        try:
+            return str(Path(value).relative_to(REPO))
+        except ValueError:
+            return value
+    return value
+
+
 def write_manifest(root: str | Path, meta: dict) -> dict:
-    """Write ``root/MANIFEST.json``: ``meta`` plus every file's size and sha256."""
+    """Write ``root/MANIFEST.json``: ``meta`` (paths inside the repository made relative) plus every
+    file's size and sha256."""
     root = Path(root)
     files = {str(p.relative_to(root)): {"bytes": p.stat().st_size, "sha256": sha256(p)}
              for p in sorted(root.rglob("*")) if p.is_file() and p.name != "MANIFEST.json"}
-    manifest = {**meta, "files": files}
+    manifest = {**repo_relative(meta), "files": files}
     (root / "MANIFEST.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
 

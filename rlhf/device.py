@@ -42,6 +42,17 @@ class DeviceConfig:
         if kind == "cuda" and ":" in self.device and not self.device.split(":")[1].isdigit():
             raise DeviceError(f"device {self.device!r}: the GPU index must be a number (cuda:0)")
 
+    def check_gpus(self, gpus: float, device_key: str, gpus_key: str) -> None:
+        """A role's device against the GPUs Ray reserves for it (``gpus_key``): a cuda device needs some, a
+        cpu device none (a reserved GPU it never uses would idle)."""
+        self.validate()
+        if gpus > 0 and not self.is_cuda:
+            raise DeviceError(f"{gpus_key}={gpus:g} reserves a GPU but {device_key}.device={self.device!r} runs on "
+                              f"the CPU: set {device_key}.device=cuda to use it, or {gpus_key}=0")
+        if self.is_cuda and gpus <= 0:
+            raise DeviceError(f"{device_key}.device={self.device!r} but {gpus_key}={gpus:g}: Ray gives the role no "
+                              f"GPU; set {gpus_key}=1 (or a fraction to share one), or {device_key}.device=cpu")
+
     @property
     def is_cuda(self) -> bool:
         return self.device.startswith("cuda")

@@ -101,14 +101,7 @@ class RewardServiceConfig:
             raise ValueError(f"target_ongoing_requests must be positive, got {self.target_ongoing_requests}")
         if self.num_cpus < 0 or self.num_gpus < 0:
             raise ValueError(f"num_cpus and num_gpus must be >= 0, got {self.num_cpus}, {self.num_gpus}")
-        self.device.validate()
-        if self.num_gpus > 0 and not self.device.is_cuda:
-            raise ValueError(f"num_gpus={self.num_gpus:g} reserves a GPU per replica but device.device="
-                             f"{self.device.device!r} runs the model on the CPU: set device.device=cuda to use it, "
-                             "or num_gpus=0")
-        if self.device.is_cuda and self.num_gpus == 0:
-            raise ValueError(f"device.device={self.device.device!r} but num_gpus=0: Ray gives the replica no GPU; "
-                             "set num_gpus=1 (or a fraction to share one), or device.device=cpu")
+        self.device.check_gpus(self.num_gpus, "device", "num_gpus")
         if self.threads < 1:
             raise ValueError(f"threads must be at least 1, got {self.threads}")
         if self.request_timeout_s <= 0:

@@ -37,3 +37,16 @@ def test_second_run_in_the_same_directory_is_refused(tmp_path):
     assert main(["--out", str(tmp_path), "steps=1", *TINY]) == 0
     with pytest.raises(FileExistsError, match="--resume"):
         main(["--out", str(tmp_path), "steps=1", *TINY])
+
+
+def test_manifest_records_paths_inside_the_repository_relative_to_it(tmp_path):
+    import json
+
+    from rlhf.artefacts import REPO, write_manifest
+
+    (tmp_path / "w.bin").write_bytes(b"x")
+    meta = {"config": {"out": str(REPO / "runs" / "r"), "data": [str(REPO / "artefacts" / "a")],
+                       "elsewhere": "/opt/data", "note": "runs/r"}}
+    write_manifest(tmp_path, meta)
+    got = json.loads((tmp_path / "MANIFEST.json").read_text())["config"]
+    assert got == {"out": "runs/r", "data": ["artefacts/a"], "elsewhere": "/opt/data", "note": "runs/r"}

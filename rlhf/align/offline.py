@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .pairs import PairConfig, best_of_groups, build_pairs
 from rlhf.device import seeded_generator
 
+from .pairs import PairConfig, best_of_groups, build_pairs
 from .step import AlgoConfig, plain_update, train_step
 
 PROMPT_SPLITS = ("train", "heldout", "all")
@@ -70,7 +70,7 @@ def weighted_rewards(scores: np.ndarray, cfg: PairConfig) -> np.ndarray:
 def training_set(prompts: list[str], rewards: np.ndarray, cfg: TrainConfig) -> dict:
     """What the chosen algorithm trains on: pairs (DPO), all samples with z-scored rewards (RWR), or
     the best sample of each group (SFT)."""
-    if cfg.algo.algo.startswith("dpo"):
+    if cfg.algo.pairwise:
         pairs = build_pairs(prompts, list(rewards), cfg.pairs)
         if not pairs:
             raise ValueError("no preference pair: every prompt group is a tie under the chosen weights; "

@@ -22,13 +22,22 @@ def init_deepspeed(use_gpu: bool) -> None:
     deepspeed.init_distributed(dist_backend="nccl" if use_gpu else "gloo")
 
 
-def deepspeed_config(batch_size: int, zero_stage: int, bf16: bool, grad_clip: float = 1.0) -> dict:
-    """The DeepSpeed config of both trainers (alignment and reward). bf16 needs ZeRO stage >= 1: at stage 0
-    DeepSpeed 0.19 routes bf16 through its ``FP16_UnfusedOptimizer``, whose first AdamW step measured
-    lr / sqrt(2) instead of lr (tests/test_device.py); ZeRO 1-3 keep fp32 master weights and step exactly."""
+def check_zero_stage(zero_stage: int, bf16: bool, prefix: str = "") -> None:
+    """ZeRO stage 0-3, and >= 1 with bf16: at stage 0 DeepSpeed 0.19 routes bf16 through its
+    ``FP16_UnfusedOptimizer``, whose first AdamW step measured lr / sqrt(2) instead of lr
+    (tests/test_device.py); ZeRO 1-3 keep fp32 master weights and step exactly. ``prefix`` names the
+    config's keys (``trainer.``)."""
+    if zero_stage not in (0, 1, 2, 3):
+        raise ValueError(f"{prefix}zero_stage must be 0-3, got {zero_stage}")
     if bf16 and zero_stage == 0:
-        raise ValueError("bf16 training needs DeepSpeed ZeRO stage 1, 2 or 3 (zero_stage=1 shards only the optimiser "
-                         "state and costs nothing on one GPU); stage 0 with bf16 steps AdamW wrongly in DeepSpeed 0.19")
+        raise ValueError(f"{prefix}device.precision=bf16 needs {prefix}zero_stage=1, 2 or 3 (DeepSpeed ZeRO stage 1 shards "
+                         "only the optimiser state and costs nothing on one GPU); stage 0 with bf16 steps AdamW wrongly in "
+                         "DeepSpeed 0.19")
+
+
+def deepspeed_config(batch_size: int, zero_stage: int, bf16: bool, grad_clip: float = 1.0) -> dict:
+    """The DeepSpeed config of both trainers (alignment and reward); see :func:`check_zero_stage`."""
+    check_zero_stage(zero_stage, bf16)
     return {
         "train_micro_batch_size_per_gpu": batch_size,
         "gradient_accumulation_steps": 1,

@@ -303,19 +303,15 @@ class LatentTrainConfig:
             raise LatentRewardError("train.lr must be > 0, train.tie_k > 1 and train.t_shift > 0")
 
 
-def noised(x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-    """``x_t = (1 - t) x0 + t noise`` (the generator's convention)."""
-    tb = t.view(-1, *([1] * (x0.dim() - 1)))
-    return (1 - tb) * x0 + tb * noise
-
-
 def pair_inputs(pairs: LatentPairs, idx: np.ndarray, t: torch.Tensor, gen: torch.Generator):
     """Both clips of pairs ``idx`` noised to their pair's ``t`` with one shared noise per pair, on ``t``'s
     device (the model's): the clean latents of the batch are moved there, the noise is drawn there
     from ``gen`` (a generator on that device, ``rlhf.device.seeded_generator``)."""
     x0a, x0b = pairs.latents[pairs.a[idx]].to(t.device), pairs.latents[pairs.b[idx]].to(t.device)
     noise = torch.randn(x0a.shape, generator=gen, device=t.device)
-    return noised(x0a, t, noise), noised(x0b, t, noise)
+    from rlhf.align.step import noised
+
+    return noised(x0a, noise, t)[0], noised(x0b, noise, t)[0]
 
 
 def step_order(n_pairs: int, step: int, batch: int, seed: int) -> np.ndarray:

@@ -18,6 +18,8 @@ import torch
 
 from rlhf.device import DeviceConfig, module_device, module_dtype
 
+from .distributed import check_zero_stage
+
 from .data import PairBatch, build_batch
 from .losses import bt_loss, btt_loss, regression_loss
 from .metrics import accuracy_with_ties, accuracy_without_ties
@@ -71,11 +73,7 @@ class RewardTrainConfig:
             raise ValueError("lr_schedule=cosine needs max_steps=N (the schedule ends there)")
         if self.caption_warmup_steps and self.caption_weight <= 0:
             raise ValueError("caption_warmup_steps needs caption_weight > 0")
-        if self.zero_stage not in (0, 1, 2, 3):
-            raise ValueError(f"zero_stage must be 0..3, got {self.zero_stage}")
-        if self.device.precision == "bf16" and self.zero_stage == 0:  # why: distributed.deepspeed_config
-            raise ValueError("device.precision=bf16 needs zero_stage=1, 2 or 3 (DeepSpeed 0.19 steps AdamW wrongly "
-                             "in bf16 at stage 0; stage 1 costs nothing on one GPU)")
+        check_zero_stage(self.zero_stage, self.device.precision == "bf16")
 
 
 def lr_multiplier(cfg: RewardTrainConfig, step: int) -> float:
