@@ -184,8 +184,8 @@ def smart_resize(
         raise ValueError(f"frame size must be positive, got {height}x{width}")
     if max(height, width) / min(height, width) > MAX_ASPECT_RATIO:
         raise ValueError(f"aspect ratio of {height}x{width} exceeds {MAX_ASPECT_RATIO}")
-    if not (factor * factor <= min_pixels <= max_pixels):
-        raise ValueError(f"need {factor}*{factor} <= min_pixels <= max_pixels, got {min_pixels}, {max_pixels}")
+    if min(min_pixels, max_pixels) < factor * factor:  # min > max is allowed: max wins, as in Qwen2-VL
+        raise ValueError(f"need min_pixels and max_pixels >= {factor}*{factor}, got {min_pixels}, {max_pixels}")
     h = max(factor, _round_by(height, factor))
     w = max(factor, _round_by(width, factor))
     if h * w > max_pixels:
@@ -200,16 +200,27 @@ def smart_resize(
 
 
 def sample_indices(num_frames: int, src_fps: float, fps: float = 2.0, max_frames: int = 768,
-                   frame_factor: int = FRAME_FACTOR) -> np.ndarray:
-    """Indices of the frames VideoAlign keeps: ``round(T / src_fps * fps)`` evenly spaced, a multiple
-    of ``frame_factor`` (Qwen2-VL: 2), at least ``frame_factor``."""
+                   frame_factor: int = FRAME_FACTOR, min_frames: int = FRAME_FACTOR, nframes: int = 0) -> np.ndarray:
+    """Indices of the frames VideoAlign keeps (qwen-vl-utils' ``smart_nframes``): ``T / src_fps * fps``
+    clamped to [``min_frames``, min(``max_frames``, T)] (rounded up / down to multiples of ``frame_factor``),
+    then rounded to a multiple of ``frame_factor``; or ``nframes`` rounded so. At most T, evenly spaced. A
+    count that is not a multiple of ``frame_factor`` (T odd) repeats the last index (the processor's padding)."""
     if num_frames < frame_factor:
         raise ValueError(f"need at least {frame_factor} frames to sample, got {num_frames}")
     if src_fps <= 0 or fps <= 0:
         raise ValueError(f"frame rates must be positive, got src_fps={src_fps}, fps={fps}")
-    n = _round_by(num_frames / src_fps * fps, frame_factor)
-    n = min(max(n, frame_factor), _floor_by(max_frames, frame_factor), _floor_by(num_frames, frame_factor))
-    return np.linspace(0, num_frames - 1, n).round().astype(np.int64)
+    if nframes:
+        n = _round_by(nframes, frame_factor)
+    else:
+        lo = _ceil_by(min_frames, frame_factor)
+        hi = _floor_by(min(max_frames, num_frames), frame_factor)
+        n = _round_by(min(max(num_frames / src_fps * fps, lo), hi), frame_factor)
+    n = min(n, num_frames)
+    if n < frame_factor:
+        raise ValueError(f"frame count {n} is below {frame_factor} (num_frames / max_frames too small)")
+    idx = np.linspace(0, num_frames - 1, n).round().astype(np.int64)
+    pad = -n % frame_factor
+    return np.concatenate([idx, np.repeat(idx[-1:], pad)]) if pad else idx
 
 
 def resize_frames(frames: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -234,12 +245,16 @@ def sample_for_reward(
     name: str = "<array>",
     factor: int = PATCH_FACTOR,
     frame_factor: int = FRAME_FACTOR,
+    min_frames: int = FRAME_FACTOR,
+    num_frames: int = 0,
 ) -> np.ndarray:
-    """VideoAlign frame sampling: pick frames at ``fps``, resize to multiples of ``factor`` (Qwen2-VL:
-    28) within the pixel range."""
+    """VideoAlign frame sampling (qwen-vl-utils' ``fetch_video``): pick frames at ``fps`` (or exactly
+    ``num_frames``), resize to multiples of ``factor`` (Qwen2-VL: 28) within the pixel range. An odd frame
+    count is completed by repeating the last frame, as Qwen2-VL's processor does. Resized frames are
+    rounded to uint8, as torchvision's resize of the uint8 frames qwen-vl-utils reads does."""
     frames = check_frames(frames, name, require_even=False)
     try:
-        idx = sample_indices(frames.shape[0], src_fps, fps, max_frames, frame_factor)
+        idx = sample_indices(frames.shape[0], src_fps, fps, max_frames, frame_factor, min_frames, num_frames)
         h, w = smart_resize(frames.shape[1], frames.shape[2], factor, min_pixels, max_pixels)
     except ValueError as e:
         raise VideoError(name, str(e)) from None

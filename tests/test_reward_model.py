@@ -105,47 +105,38 @@ def test_trainable_parts_follow_the_recipe(tok):
     assert not any(".visual." in n for n, p in no_vision.named_parameters() if p.requires_grad)
 
 
-def write_videoalign_dir(root, model, vlm_plain, tok, step):
-    """Write a checkpoint the way VideoAlign lays it out, with peft / safetensors / torch directly."""
-    from peft import get_peft_model_state_dict
-    from safetensors.torch import save_file
+def test_own_lora_checkpoint_round_trips_in_the_release_layout(tok, videos, tmp_path):
+    """save_checkpoint writes the release's names (transformers 4.45 under peft), the trained reward-token rows
+    merged into the full embedding matrix, and loads back with identical outputs."""
+    from safetensors.torch import load_file
 
-    vlm_plain.save_pretrained(root / "backbone")
-    tok.save_pretrained(root / "backbone")
-    (root / "model_config.json").write_text(json.dumps({
-        "model_config": {"model_name_or_path": "backbone", "output_dim": 3, "use_special_tokens": True},
-        "peft_lora_config": {"lora_enable": True, "lora_r": 4, "lora_alpha": 8},
-        "data_config": {"fps": 8.0, "max_frame_pixels": 3136, "min_frame_pixels": 3136},
-        "inference_config": {"VQ_mean": 0.5, "VQ_std": 2.0, "MQ_mean": -1.0, "MQ_std": 0.5, "TA_mean": 0.0,
-                             "TA_std": 1.0},
-    }))
-    ck = root / f"checkpoint-{step}"
-    ck.mkdir()
-    save_file({k: v.contiguous() for k, v in get_peft_model_state_dict(model.vlm).items()},
-              str(ck / "adapter_model.safetensors"))
-    torch.save({k: v.detach() for k, v in model.named_parameters()
-                if v.requires_grad and "lora_" not in k and "trainable_tokens" not in k},
-               ck / "non_lora_state_dict.pth")
-    return ck
-
-
-def test_videoalign_layout_loads_with_identical_outputs(tok, videos, tmp_path):
-    from transformers import Qwen2VLForConditionalGeneration
+    from rlhf.reward.checkpoint import save_backbone, save_checkpoint
+    from rlhf.reward.processor import FrameSampling
 
     model = build_model(tok, seed=3)
-    plain = Qwen2VLForConditionalGeneration(model.vlm.config)
-    plain.load_state_dict(model.vlm.state_dict())
+    save_backbone(model.vlm, tok, tmp_path)
     model = apply_trainable_parts(model, TrainableParts(lora_rank=4, lora_alpha=8))
     with torch.no_grad():
         for p in model.parameters():
             if p.requires_grad:
                 p.add_(0.05 * torch.randn_like(p))
-    ck = write_videoalign_dir(tmp_path, model, plain, tok, step=120)
+    norm = {"VQ_mean": 0.5, "VQ_std": 2.0, "MQ_mean": -1.0, "MQ_std": 0.5, "TA_mean": 0.0, "TA_std": 1.0}
+    sampling = FrameSampling(fps=8.0, min_pixels=3136, max_pixels=3136)
+    ck = save_checkpoint(model, tmp_path, 120, RewardCheckpointInfo(sampling=sampling, norm=norm))
+    lora = load_file(ck / "adapter_model.safetensors")
+    rest = torch.load(ck / "non_lora_state_dict.pth", weights_only=True)
+    assert "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight" in lora
+    assert {"base_model.model.rm_head.weight", "base_model.model.model.embed_tokens.weight"} <= set(rest)
+    assert any(k.startswith("base_model.model.visual.blocks.0.") for k in rest)
+    ids = [tok.convert_tokens_to_ids(t) for t in REWARD_TOKENS.values()]
+    base_rows = dict(model.named_parameters())[  # the rows before training
+        "vlm.base_model.model.model.language_model.embed_tokens.token_adapter.base_layer.weight"][ids]
+    assert not torch.allclose(rest["base_model.model.model.embed_tokens.weight"][ids], base_rows)
     proc = RewardProcessor(tok)
     with torch.no_grad():
         expected = model.eval()(**proc(videos, [P1, P1, P2]))
     loaded, _, info, step = load_checkpoint(tmp_path)
-    assert step == 120 and info.norm["MQ_mean"] == -1.0 and info.sampling.max_pixels == 3136
+    assert step == 120 and info.norm["MQ_mean"] == -1.0 and info.sampling == sampling
     with torch.no_grad():
         got = loaded(**proc(videos, [P1, P1, P2]))
     assert torch.allclose(expected, got, atol=1e-5)
@@ -164,10 +155,11 @@ def test_videoalign_layout_loads_with_identical_outputs(tok, videos, tmp_path):
 
 
 def test_checkpoint_without_steps(tmp_path):
-    (tmp_path / "model_config.json").write_text(json.dumps({"model_config": {}, "peft_lora_config": {}}))
+    (tmp_path / "model_config.json").write_text(json.dumps({"model_config": {"use_special_tokens": True},
+                                                            "peft_lora_config": {}}))
     with pytest.raises(CheckpointError, match="no checkpoint-<step> folder"):
         load_checkpoint(tmp_path)
-    with pytest.raises(CheckpointError, match="does not exist"):
+    with pytest.raises(CheckpointError, match="nope: no such directory, and not a hub id"):
         load_checkpoint(tmp_path / "nope")
     assert RewardCheckpointInfo().norm["VQ_std"] == 1.0
 

@@ -171,9 +171,15 @@ def build_model(tokenizer, bc: BackboneConfig = BackboneConfig(), separate_token
     return VideoRewardModel(vlm, [tokenizer.convert_tokens_to_ids(t) for t in names], separate_tokens)
 
 
-def apply_trainable_parts(model: VideoRewardModel, parts: TrainableParts) -> VideoRewardModel:
+LORA_TARGETS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
+
+
+def apply_trainable_parts(model: VideoRewardModel, parts: TrainableParts, lora_targets: list[str] | None = None,
+                          use_rslora: bool = False) -> VideoRewardModel:
     """Freeze everything, then open LoRA on the language model, the vision tower, the special-token
-    embedding rows and the head, as ``parts`` says."""
+    embedding rows and the head, as ``parts`` says. ``lora_targets``: the modules LoRA wraps (names inside
+    the Qwen2-VL model, as a loaded adapter lists them); default every attention and MLP projection of the
+    language model, as VideoAlign. ``use_rslora``: scale alpha / sqrt(r) (peft's rsLoRA) instead of alpha / r."""
     from peft import LoraConfig, get_peft_model
 
     for p in model.parameters():
@@ -182,7 +188,7 @@ def apply_trainable_parts(model: VideoRewardModel, parts: TrainableParts) -> Vid
     if parts.lora_rank > 0:
         cfg = LoraConfig(
             r=parts.lora_rank, lora_alpha=parts.lora_alpha, lora_dropout=parts.lora_dropout,
-            target_modules=r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)",
+            target_modules=list(lora_targets) if lora_targets else LORA_TARGETS, use_rslora=use_rslora,
             trainable_token_indices={"embed_tokens": token_ids} if parts.special_token_embeddings else None,
         )
         model.vlm = get_peft_model(model.vlm, cfg)

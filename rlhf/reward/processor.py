@@ -14,7 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .tokens import CAPTION_PREFIX, REWARD_TOKENS, SHARED_TOKEN, VIDEO_PAD, render_prompt
+from .tokens import (CAPTION_PREFIX, RELEASE_CAPTION_PREFIX, REWARD_TOKENS, SHARED_TOKEN, TEMPLATES, VIDEO_PAD,
+                     render_chat, render_prompt)
 
 CLIP_MEAN = np.array([0.48145466, 0.4578275, 0.40821073], dtype=np.float32)
 CLIP_STD = np.array([0.26862954, 0.26130258, 0.27577711], dtype=np.float32)
@@ -39,18 +40,54 @@ class VisionGeometry:
 
 @dataclass(frozen=True)
 class FrameSampling:
-    """VideoAlign frame sampling for the reward model (defaults fit the 8 x 32 x 32 world at 8 fps)."""
+    """VideoAlign frame sampling for the reward model (defaults fit the 8 x 32 x 32 world at 8 fps).
+
+    The release's (``RELEASE_SAMPLING``): 2 fps, at least 4 frames, frames resized within
+    [128 * 28 * 28, ``max_frame_pixels``] pixels (the maximum wins when the two conflict)."""
 
     fps: float = 8.0  # VideoAlign samples real videos at 2.0
     min_pixels: int = 56 * 56
     max_pixels: int = 56 * 56  # VideoAlign: 448 * 448
     max_frames: int = 64
+    min_frames: int = 2  # the release: 4
+    num_frames: int = 0  # > 0: exactly this many frames instead of fps (the release's ``num_frames``)
 
     def validate(self) -> None:
         if self.fps <= 0:
             raise ValueError(f"fps must be positive, got {self.fps}")
-        if not 28 * 28 <= self.min_pixels <= self.max_pixels:
-            raise ValueError(f"need 784 <= min_pixels <= max_pixels, got {self.min_pixels}, {self.max_pixels}")
+        if min(self.min_pixels, self.max_pixels) < 28 * 28:
+            raise ValueError(f"need min_pixels and max_pixels >= 784, got {self.min_pixels}, {self.max_pixels}")
+        if self.num_frames < 0 or self.min_frames < 1 or self.max_frames < 2:
+            raise ValueError(f"need num_frames >= 0, min_frames >= 1, max_frames >= 2, got {self.num_frames}, "
+                             f"{self.min_frames}, {self.max_frames}")
+
+    def indices(self, num_frames: int, src_fps: float, geometry: "VisionGeometry") -> np.ndarray:
+        """Which frames of a ``num_frames``-frame clip at ``src_fps`` the reward model reads."""
+        from rlhf.video import sample_indices
+
+        return sample_indices(num_frames, src_fps, self.fps, self.max_frames, geometry.temporal, self.min_frames,
+                              self.num_frames)
+
+    def size(self, height: int, width: int, geometry: "VisionGeometry") -> tuple[int, int]:
+        """The frame size the reward model reads."""
+        from rlhf.video import smart_resize
+
+        return smart_resize(height, width, geometry.patch * geometry.merge, self.min_pixels, self.max_pixels)
+
+    def sample(self, frames: np.ndarray, src_fps: float, geometry: "VisionGeometry", name: str = "<video>") -> np.ndarray:
+        """The frames the reward model reads, resized, uint8."""
+        from rlhf.video import sample_for_reward
+
+        g = geometry
+        return sample_for_reward(frames, src_fps, self.fps, self.min_pixels, self.max_pixels, self.max_frames,
+                                 name=name, factor=g.patch * g.merge, frame_factor=g.temporal,
+                                 min_frames=self.min_frames, num_frames=self.num_frames)
+
+
+# The VideoAlign release's sampling (train.sh and vision_process.py): fps 2, frames within [128 * 28 * 28,
+# 448 * 448] pixels (its checkpoint's data_config.max_frame_pixels replaces the maximum), at least 4 frames.
+RELEASE_SAMPLING = FrameSampling(fps=2.0, min_pixels=128 * 28 * 28, max_pixels=448 * 448, max_frames=768,
+                                 min_frames=4)
 
 
 def patchify(frames: np.ndarray, geometry: VisionGeometry = VisionGeometry()) -> tuple[torch.Tensor, tuple[int, int, int]]:
@@ -72,7 +109,12 @@ class RewardProcessor:
     """Batches (video, prompt) pairs for :class:`VideoRewardModel`; deterministic and padded."""
 
     def __init__(self, tokenizer, sampling: FrameSampling = FrameSampling(), separate_tokens: bool = True,
-                 caption_mask: bool = False, geometry: VisionGeometry = VisionGeometry()):
+                 caption_mask: bool = False, geometry: VisionGeometry = VisionGeometry(), template: str = "world"):
+        if template not in TEMPLATES:
+            raise ValueError(f"prompt template must be one of {TEMPLATES}, got {template!r}")
+        if template != "world" and not separate_tokens:
+            raise ValueError(f"prompt template {template!r} holds the three reward tokens (separate_tokens=True)")
+        self.template = template  # world: render_prompt | detailed_special: the release's, in the chat template
         self.tokenizer = tokenizer
         self.geometry = geometry
         self.sampling = sampling
@@ -83,13 +125,12 @@ class RewardProcessor:
         self.reward_token_ids = [tokenizer.convert_tokens_to_ids(t) for t in names]
 
     def video_inputs(self, frames: np.ndarray, fps: float, name: str = "<video>"):
-        from rlhf.video import sample_for_reward
+        return patchify(self.sampling.sample(frames, fps, self.geometry, name), self.geometry)
 
-        s = self.sampling
-        g = self.geometry
-        sampled = sample_for_reward(frames, fps, s.fps, s.min_pixels, s.max_pixels, s.max_frames, name=name,
-                                    factor=g.patch * g.merge, frame_factor=g.temporal)
-        return patchify(sampled, g)
+    def render(self, prompt: str, n_video_tokens: int) -> str:
+        if self.template == "world":
+            return render_prompt(prompt, n_video_tokens, self.separate_tokens)
+        return render_chat(self.tokenizer, prompt, n_video_tokens, self.template)
 
     def __call__(self, videos: list[np.ndarray], prompts: list[str], fps: float | list[float] = 8.0) -> dict:
         if len(videos) != len(prompts):
@@ -101,8 +142,7 @@ class RewardProcessor:
     def encode(self, video_inputs: list[tuple[torch.Tensor, tuple[int, int, int]]], prompts: list[str]) -> dict:
         """A padded batch from already patchified videos (``video_inputs`` results) and their prompts."""
         merge = self.geometry.merge
-        texts = [render_prompt(p, g[0] * g[1] * g[2] // (merge * merge), self.separate_tokens)
-                 for (_, g), p in zip(video_inputs, prompts)]
+        texts = [self.render(p, g[0] * g[1] * g[2] // (merge * merge)) for (_, g), p in zip(video_inputs, prompts)]
         enc = self.tokenizer(texts, padding=True, return_tensors="pt", return_offsets_mapping=self.caption_mask)
         ids = enc["input_ids"]
         out = {
@@ -113,15 +153,17 @@ class RewardProcessor:
             "mm_token_type_ids": (ids == self.video_token_id).to(torch.int32) * 2,
         }
         if self.caption_mask:
-            out["caption_mask"] = prompt_token_mask(texts, prompts, enc["offset_mapping"], enc["attention_mask"])
+            prefix = CAPTION_PREFIX if self.template == "world" else RELEASE_CAPTION_PREFIX
+            out["caption_mask"] = prompt_token_mask(texts, prompts, enc["offset_mapping"], enc["attention_mask"], prefix)
         return out
 
 
-def prompt_token_mask(texts: list[str], prompts: list[str], offsets: torch.Tensor, attention: torch.Tensor) -> torch.Tensor:
-    """(B, L) bool: tokens whose characters overlap the prompt inside its rendered text."""
+def prompt_token_mask(texts: list[str], prompts: list[str], offsets: torch.Tensor, attention: torch.Tensor,
+                      prefix: str = CAPTION_PREFIX) -> torch.Tensor:
+    """(B, L) bool: tokens whose characters overlap the prompt (after ``prefix``) inside its rendered text."""
     mask = torch.zeros(attention.shape, dtype=torch.bool)
     for i, (text, prompt) in enumerate(zip(texts, prompts)):
-        start = text.index(CAPTION_PREFIX) + len(CAPTION_PREFIX)
+        start = text.index(prefix) + len(prefix)
         end = start + len(prompt)
         s, e = offsets[i, :, 0], offsets[i, :, 1]
         mask[i] = (e > start) & (s < end) & (e > s) & attention[i].bool()
