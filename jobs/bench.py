@@ -119,17 +119,18 @@ def _clips(n: int, seed: int = 0) -> tuple[list[bytes], list[str]]:
     return [encode_video(render(s.prompt, s.defects_a, s.seed_a), crf=12) for s in specs], [s.prompt.text for s in specs]
 
 
-def _start_local_ray(num_cpus: int = 4) -> None:
-    import ray
+_CLUSTER = []
 
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-    ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+
+def _start_local_ray(num_cpus: int = 4) -> None:
+    from actors.cluster import connect
+
+    _CLUSTER.append(connect(num_cpus=num_cpus, dashboard=False, log_to_driver=False))
 
 
 def _stop_local_ray() -> None:
-    from jobs.online_dpo import shutdown_local_cluster
-
-    shutdown_local_cluster()
+    while _CLUSTER:
+        _CLUSTER.pop().stop()
 
 
 # Process title (Ray sets "ray::<Class>.<method>") or command line -> role, first match wins.

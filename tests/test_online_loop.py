@@ -41,19 +41,21 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def ray_session():
-    import ray
+    import sys
 
-    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
-    if ray.is_initialized():
-        pytest.skip("needs its own Ray session (with a metrics export port)")
-    port = free_port()
-    ray.init(address="local", num_cpus=8, include_dashboard=False, _metrics_export_port=port)
-    yield port
-    from jobs.online_dpo import shutdown_local_cluster
+    from actors.cluster import connect
 
+    if "ray" in sys.modules:
+        import ray
+
+        if ray.is_initialized():
+            pytest.skip("needs its own local Ray cluster")
+    cluster = connect(num_cpus=8, dashboard=False)
+    assert cluster.started
+    yield cluster.metrics_urls()[0]
     for node in GENERATOR_NODES:
         remove_node(node)
-    shutdown_local_cluster()
+    cluster.stop()
 
 
 GENERATOR_NODES: list = []  # nodes joined for the node-loss run (tests/chaos.py add_node)
@@ -106,7 +108,7 @@ def test_online_loop_end_to_end(full, ray_session):
     # ray.util.metrics reach the node's Prometheus endpoint (exported every few seconds)
     deadline, text = time.time() + 40, ""
     while time.time() < deadline:
-        text = urllib.request.urlopen(f"http://127.0.0.1:{ray_session}/metrics", timeout=5).read().decode()
+        text = urllib.request.urlopen(ray_session, timeout=5).read().decode()
         if "videoalign_policy_version" in text:
             break
         time.sleep(2)
