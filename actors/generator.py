@@ -1,6 +1,7 @@
 """Generator actors: sample prompt groups with a given policy version, have them scored, hand back refs.
 
-Each actor holds the base generator plus one LoRA (a zero adapter until the first version arrives).
+Each actor holds the base generator plus one LoRA, holding policy version 0 until the first published
+version arrives: the run's ``init_adapter`` if it starts from one, else a zero adapter (the base).
 ``rollout`` returns three objects: small metadata the driver reads (timings, mean scores, the policy
 version), an Arrow table with one row per sample (prompt, seed, policy_version, scores, the clean
 latent, the stored mp4) that goes straight to Ray Data as an object reference, and the prompt
@@ -19,7 +20,7 @@ every claim about the policy stays measurable; the oracle does not train anythin
 chose it as its reward.
 
 Fault tolerance: the actor class is created with ``max_restarts`` / ``max_task_retries``; a restarted
-actor starts from the base weights and fetches whatever version the next call names, so it never
+actor starts from version 0's weights and fetches whatever version the next call names, so it never
 samples with stale weights.
 """
 
@@ -43,7 +44,8 @@ class GeneratorActorConfig:
     fps: float = 16.0  # frame rate of Wan checkpoints' clips (the world layout records its own: 8)
     text_tokens: int = 512  # prompt tokens of Wan checkpoints (the world layout records its own)
     device: DeviceConfig = field(default_factory=DeviceConfig)  # the generator's device and precision
-    lora_rank: int = 8
+    init_adapter: str = ""  # the run's initial LoRA (trainer.init_adapter): policy version 0; "" = zero LoRA
+    lora_rank: int = 8  # of a zero LoRA (init_adapter brings its own)
     lora_alpha: float = 8.0
     threads: int = 1  # torch threads per actor
     reward_app: str = "reward"  # Serve app that scores the clips
@@ -84,6 +86,24 @@ def _oracle_scores(mp4s: list[bytes], prompts: list[str]) -> np.ndarray:
     return np.array([[s["VQ"], s["MQ"], s["TA"]] for s in (score(read_video(m), p) for m, p in zip(mp4s, prompts))])
 
 
+def policy_generator(cfg: GeneratorActorConfig):
+    """The generator an actor samples with, holding policy version 0: the base plus ``cfg.init_adapter``
+    (loaded as diffusers loads it), or plus a zero LoRA (B = 0: the base policy) that published versions
+    fill in."""
+    import torch
+
+    from rlhf.generator.model import DEFAULT_GENERATOR, load_generator
+
+    gen = load_generator(cfg.generator or DEFAULT_GENERATOR, device=cfg.device, text_tokens=cfg.text_tokens,
+                         video_shape=tuple(cfg.video_shape), fps=cfg.fps)
+    if cfg.init_adapter:
+        gen.load_lora(cfg.init_adapter)
+    else:
+        torch.manual_seed(0)
+        gen.add_lora(cfg.lora_rank, cfg.lora_alpha)
+    return gen
+
+
 class GeneratorActor:
     """Wrapped with ``ray.remote`` by :func:`start_generators`."""
 
@@ -93,18 +113,14 @@ class GeneratorActor:
 
         from actors.weights import ObjectStoreSync
         from rlhf.config import load_config
-        from rlhf.generator.model import DEFAULT_GENERATOR, load_generator
 
         self.cfg = load_config(GeneratorActorConfig, values=cfg)
         torch.set_num_threads(self.cfg.threads)
         self.index = index
-        self.gen = load_generator(self.cfg.generator or DEFAULT_GENERATOR, device=self.cfg.device,
-                                  text_tokens=self.cfg.text_tokens, video_shape=tuple(self.cfg.video_shape),
-                                  fps=self.cfg.fps)
-        torch.manual_seed(0)
-        self.gen.add_lora(self.cfg.lora_rank, self.cfg.lora_alpha)
-        self.version = 0  # B = 0: the adapter is the identity, this is the pretrained policy
-        self.weights_sha = ""  # sha256 of the adapter blob in use ("" = pretrained)
+        self.gen = policy_generator(self.cfg)
+        self.initial = self.gen.lora_state()  # policy version 0, put back by _use(0)
+        self.version = 0
+        self.weights_sha = ""  # sha256 of the adapter blob in use ("" = version 0, the initial weights)
         self.sync = ObjectStoreSync(store_name)
         self.guide = None
         if self.cfg.guidance.scale > 0:
@@ -128,15 +144,11 @@ class GeneratorActor:
         self.version = -1
 
     def _use(self, version: int) -> float:
-        """Swap to policy ``version`` (between batches; 0 = pretrained); returns the seconds it took."""
-        import torch
-
+        """Swap to policy ``version`` (between batches; 0 = the initial weights); returns the seconds it took."""
         t0 = time.time()
         if version != self.version:
             if version == 0:
-                with torch.no_grad():
-                    for p in self.gen.lora_parameters():
-                        p.zero_()
+                self.gen.load_lora_state(self.initial, "policy version 0")
                 self.weights_sha = ""
             else:
                 state, meta = self.sync.fetch(version)
@@ -207,13 +219,16 @@ class GeneratorActor:
         return meta, table, text
 
     def evaluate(self, prompts: list[str], seeds: list[int], version: int, score_reward: bool = True) -> dict:
-        """Scores of policy ``version``'s clips (0 = pretrained) for evaluation: oracle and reward, no bulk data."""
+        """Scores of policy ``version``'s clips (0 = the initial policy) for evaluation: oracle (in the world) and
+        reward, no bulk data."""
         from rlhf.generator.sampler import sample
 
         self._use(version)
         batch = sample(self.gen, prompts, seeds, self.cfg.sampler, guidance=self.guide)
         mp4s = self._encode(batch.videos)
-        out = {"seeds": list(seeds), "oracle": _oracle_scores(mp4s, prompts)}
+        out = {"seeds": list(seeds)}
+        if self.cfg.oracle:  # world=false: free-text prompts, no oracle
+            out["oracle"] = _oracle_scores(mp4s, prompts)
         if score_reward:
             out["reward"] = self._scores(mp4s, prompts)[0]
         return out

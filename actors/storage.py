@@ -56,21 +56,27 @@ class RunStorage:
 
         return self.fs.get_file_info(self.path(rel)).type != pafs.FileType.NotFound
 
-    def write_text(self, rel: str, text: str) -> None:
+    def write_bytes(self, rel: str, data: bytes) -> None:
         """Whole or not at all: written under a temporary name, then moved into place."""
         dest = self.path(rel)
         self.fs.create_dir(dest.rsplit("/", 1)[0], recursive=True)
         tmp = f"{dest}.{uuid.uuid4().hex[:8]}.part"
         with self.fs.open_output_stream(tmp) as f:
-            f.write(text.encode())
+            f.write(data)
         self.fs.move(tmp, dest)
 
-    def read_text(self, rel: str) -> str:
+    def write_text(self, rel: str, text: str) -> None:
+        self.write_bytes(rel, text.encode())
+
+    def read_bytes(self, rel: str) -> bytes:
         try:
             with self.fs.open_input_stream(self.path(rel)) as f:
-                return f.read().decode()
+                return f.read()
         except FileNotFoundError:
             raise StorageError(f"{self.location(rel)} does not exist") from None
+
+    def read_text(self, rel: str) -> str:
+        return self.read_bytes(rel).decode()
 
     def upload(self, local_dir: str | Path, rel: str) -> None:
         """Copy every file under ``local_dir`` to ``rel`` (merging with what is there: each worker adds its own)."""
@@ -93,8 +99,13 @@ class RunStorage:
         return Path(local_dir)
 
     def delete(self, rel: str) -> None:
-        if self.exists(rel):
+        import pyarrow.fs as pafs
+
+        info = self.fs.get_file_info(self.path(rel))
+        if info.type == pafs.FileType.Directory:
             self.fs.delete_dir(self.path(rel))
+        elif info.type == pafs.FileType.File:
+            self.fs.delete_file(self.path(rel))
 
     @contextmanager
     def staged(self, rel: str):

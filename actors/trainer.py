@@ -10,15 +10,17 @@ publish.
 Per step, every worker takes the next micro-batch of its rows (in the pipeline's seeded order) and
 draws noise and timesteps from a generator seeded by ``(seed, iteration, rank)``: no RNG state to
 carry, so a resumed run is exact; computes the Flow-DPO or
-Flow-RWR loss with the base (adapter disabled) as reference (:func:`rlhf.align.step.train_step`, the
-one step function of every trainer), and DeepSpeed all-reduces the LoRA gradients (gloo on CPU,
-NCCL on GPU) and steps AdamW (bf16 with fp32 master weights when ``device.precision`` is bf16).
+Flow-RWR loss against the reference policy, the policy the run started from (policy version 0: the
+base with the adapter disabled, or the frozen copy of ``init_adapter``; :meth:`FlowGenerator.reference`)
+in :func:`rlhf.align.step.train_step`, the one step function of every trainer, and DeepSpeed
+all-reduces the LoRA gradients (gloo on CPU, NCCL on GPU) and steps AdamW (bf16 with fp32 master
+weights when ``device.precision`` is bf16).
 
 The workers hold the transformer, its LoRA and the optimiser state only: the frozen text encoder
 (UMT5-XXL for Wan2.1: ~11 GB in bf16) stays with the generator actors, which encode each prompt
 once and ship the embeddings with the rollout (``task["text"]``: object refs, one per actor). After K steps rank 0 publishes the adapter
 through the weight-sync backend and, when asked, all ranks write a DeepSpeed checkpoint (LoRA and
-optimiser) and rank 0 an adapter directory.
+optimiser) and rank 0 an adapter directory (diffusers' LoRA format: :mod:`rlhf.generator.lora`).
 """
 
 from __future__ import annotations
@@ -47,8 +49,13 @@ class TrainerError(RuntimeError):
 class TrainerConfig:
     generator: str = ""  # pretrained generator directory ("" = the shipped default)
     video_shape: list[int] = field(default_factory=lambda: [81, 480, 832])  # frames, height, width (Wan only)
-    lora_rank: int = 8
-    lora_alpha: float = 8.0
+    # LoRA the run starts from ("" = a fresh one, B = 0): a directory in diffusers' format (what this project
+    # writes) or peft's, a .safetensors file, or a hub id. It is policy version 0: generators sample with it
+    # first and it is the DPO reference. Its own rank and alpha are trained: lora_rank / lora_alpha are set
+    # to them (a line says so when they differed).
+    init_adapter: str = ""
+    lora_rank: int = 8  # of a fresh LoRA (init_adapter sets its own)
+    lora_alpha: float = 8.0  # scale alpha / rank
     lr: float = 1e-4  # AdamW on the LoRA parameters
     micro_batch: int = 4  # pairs (DPO) or samples (RWR) per worker per step
     zero_stage: int = 0  # DeepSpeed ZeRO stage (0-3)
@@ -74,6 +81,10 @@ class TrainerConfig:
             raise ValueError(f"trainer.video_shape must be [frames, height, width], got {self.video_shape}")
         self.algo.validate()
         self.device.validate()
+        if self.init_adapter:
+            from rlhf.generator.lora import adopt_adapter_settings
+
+            adopt_adapter_settings(self, "trainer.")
 
 
 class TrainerCoordinator:
@@ -158,8 +169,12 @@ def trainer_loop(config: dict) -> None:
         config=deepspeed_config(cfg.micro_batch, cfg.zero_stage, cfg.device.precision == "bf16", cfg.grad_clip))
     coord = ray.get_actor(config["coordinator"])
     sync = ObjectStoreSync(config["store"])
-    if config.get("resume_dir"):
-        engine.load_checkpoint(str(Path(config["resume_dir"]) / "deepspeed"), tag="state")
+    from actors.storage import RunStorage
+
+    storage = RunStorage(config["storage"])
+    if config.get("resume_dir"):  # every rank reads the checkpoint from the run storage, wherever it runs
+        with storage.fetched(f"{config['resume_dir']}/deepspeed") as local:
+            engine.load_checkpoint(str(local), tag="state")
     from actors.status import show
 
     while True:
@@ -169,18 +184,21 @@ def trainer_loop(config: dict) -> None:
             show("RayTrainWorker", f"rank {rank} train iteration {task['iteration']}")
         if task["kind"] == "stop":
             break
-        if task["kind"] == "state":  # LoRA of the current policy (tests, evaluation)
-            ray.get(coord.report.remote(rank, task["key"], {"state": gen.lora_state() if rank == 0 else None}))
+        if task["kind"] == "state":  # LoRA of the current policy and its LoraConfig (the final adapter, tests)
+            ray.get(coord.report.remote(rank, task["key"], {"state": gen.lora_state() if rank == 0 else None,
+                                                            "config": gen.lora_kwargs() if rank == 0 else None}))
             continue
         result = _train_iteration(engine, gen, cfg, task, rank, world)
         if rank == 0 and task.get("version") is not None:
             result["publish"] = sync.publish(task["version"], gen.lora_state())
         if task.get("checkpoint"):
             t0 = time.time()
-            ck = Path(task["checkpoint"])
-            engine.save_checkpoint(str(ck / "deepspeed"), tag="state")
+            ck = task["checkpoint"]  # a directory of the run storage: each rank uploads the files it wrote
+            with storage.staged(f"{ck}/deepspeed") as local:
+                engine.save_checkpoint(str(local), tag="state")
             if rank == 0:
-                gen.save_lora(ck / "adapter")
+                with storage.staged(f"{ck}/adapter") as local:
+                    gen.save_lora(local)
             torch.distributed.barrier()
             result["checkpoint_s"] = time.time() - t0
         ray.get(coord.report.remote(rank, task["key"], result))
@@ -189,15 +207,19 @@ def trainer_loop(config: dict) -> None:
 
 def worker_generator(cfg: TrainerConfig, device: DeviceConfig):
     """The module a trainer worker trains: the transformer (with the world's input maps) and a LoRA on
-    ``device``, without the frozen text encoder (prompt embeddings come with each task)."""
+    ``device``, without the frozen text encoder (prompt embeddings come with each task). The LoRA is
+    ``cfg.init_adapter`` (with its frozen copy as the reference policy) or a fresh one."""
     import torch
 
     from rlhf.generator.model import DEFAULT_GENERATOR, load_generator
 
     gen = load_generator(cfg.generator or DEFAULT_GENERATOR, device=device, video_shape=tuple(cfg.video_shape),
                          text_encoder=False)
-    torch.manual_seed(cfg.seed)  # same LoRA A on every rank (DeepSpeed also broadcasts rank 0's)
-    gen.add_lora(cfg.lora_rank, cfg.lora_alpha)
+    if cfg.init_adapter:
+        gen.load_lora(cfg.init_adapter, reference=cfg.algo.pairwise)  # only Flow-DPO has a reference
+    else:
+        torch.manual_seed(cfg.seed)  # same LoRA A on every rank (DeepSpeed also broadcasts rank 0's)
+        gen.add_lora(cfg.lora_rank, cfg.lora_alpha)
     return gen
 
 
@@ -278,9 +300,13 @@ class TrainerGroup:
 
     def __init__(self, cfg: TrainerConfig, store_name: str, storage: str, resume_dir: str | None = None,
                  coordinator_name: str = COORDINATOR_NAME, run_name: str = "online_trainer"):
+        """``storage``: the run storage (a path every node mounts, or a URI: actors/storage.py), where Ray Train
+        keeps its run state and the workers write (and, from ``resume_dir`` under it, read) checkpoints."""
         import ray
         from ray.train import RunConfig, ScalingConfig
         from ray.train.torch import TorchConfig, TorchTrainer
+
+        from actors.storage import RunStorage
 
         cfg.validate()
         self.cfg = cfg
@@ -291,11 +317,11 @@ class TrainerGroup:
         self.trainer = TorchTrainer(
             trainer_loop,
             train_loop_config={"trainer": asdict(cfg), "coordinator": coordinator_name, "store": store_name,
-                               "resume_dir": resume_dir},
+                               "resume_dir": resume_dir, "storage": storage},
             torch_config=TorchConfig(backend="nccl" if cfg.device.is_cuda else "gloo"),
             scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.device.is_cuda,
                                          resources_per_worker={"CPU": 1, **cfg.resources_per_worker}),
-            run_config=RunConfig(name=run_name, storage_path=str(Path(storage).resolve())),
+            run_config=RunConfig(name=run_name, storage_path=RunStorage(storage).location("ray")),
         )
         self.error: BaseException | None = None
         self.finished = False
@@ -345,7 +371,13 @@ class TrainerGroup:
         return res[0]
 
     def lora_state(self, timeout_s: float = 600.0) -> dict:
-        return self._submit(lambda r, key: {"kind": "state", "key": key}, timeout_s)[0]["state"]
+        return self.lora_adapter(timeout_s)[0]
+
+    def lora_adapter(self, timeout_s: float = 600.0) -> tuple[dict, dict]:
+        """The current policy's LoRA weights (peft names) and ``LoraConfig`` kwargs: what
+        :func:`rlhf.generator.lora.save_adapter` writes."""
+        res = self._submit(lambda r, key: {"kind": "state", "key": key}, timeout_s)[0]
+        return res["state"], res["config"]
 
     def stop(self, timeout_s: float = 120.0) -> None:
         """Stop the workers after their current task; raises TrainerError if the group had failed."""

@@ -7,8 +7,10 @@ with respect to sampling). Every sample records the ``policy_version`` it came f
 Backend here: the Ray object store. ``publish`` serialises the adapter with safetensors (one blob,
 ~100 KB for rank 8 on the embedded generator) and hands it to a small store actor that ``ray.put`` s
 it, so the blob is owned by the store and outlives the trainer worker that made it; the store keeps the last ``keep`` versions (one-step-off
-sampling needs the previous one) and pins version 0, the pretrained policy (an all-zero LoRA never has
-to be published: receivers treat version 0 as "adapter disabled"). On GPU clusters a collective
+sampling needs the previous one). Version 0, the policy the run starts from, is never published: every
+receiver loads it itself (the run's ``init_adapter``, or a zero LoRA = the base) and keeps it. The blob is
+the transport between trainer and generators only; adapters on disk are written in diffusers' format
+(:mod:`rlhf.generator.lora`). On GPU clusters a collective
 backend (NCCL broadcast from trainer rank 0 to the generators' process group) fits the same two calls;
 it is not written yet.
 """

@@ -3,9 +3,12 @@
     python jobs/align_offline.py --out runs/align_dpo --algo dpo                 # learned reward (shipped)
     python jobs/align_offline.py --out runs/align_rwr --algo rwr --reward oracle # oracle-reward run
     python jobs/align_offline.py --out runs/ta --algo dpo train.pairs.weights.VQ=0 train.pairs.weights.MQ=0
+    python jobs/align_offline.py --out runs/more --algo dpo train.init_adapter=runs/align_dpo/adapter
 
-Writes ``adapter/`` (LoRA: adapter.safetensors + adapter.json), ``train_log.jsonl``, ``summary.json``
-and the scored sample set (``samples.pt`` unless ``samples=`` names a shared one).
+Writes ``adapter/`` (the LoRA in diffusers' format: ``pytorch_lora_weights.safetensors``, which
+``WanPipeline.load_lora_weights`` reads, + ``adapter_info.json``), ``train_log.jsonl``, ``summary.json``
+and the scored sample set (``samples.pt`` unless ``samples=`` names a shared one). With
+``train.init_adapter`` the samples come from that policy and training continues it (it is the reference).
 Algorithms: dpo (Flow-DPO, constant beta), dpo_timestep (beta (1-t)^2), rwr (Flow-RWR), sft.
 """
 
@@ -30,7 +33,7 @@ from rlhf.generator.sampler import SamplerConfig  # noqa: E402
 @dataclass
 class AlignOfflineConfig:
     out: str = "runs/align"  # run directory
-    generator: str = str(DEFAULT_GENERATOR)  # pretrained generator (world layout or Wan2.1 diffusers layout)
+    generator: str = str(DEFAULT_GENERATOR)  # pretrained generator: world or Wan2.1 diffusers layout, dir or hub id
     reward: str = "default"  # judge that trains: default (shipped VideoReward) | oracle | checkpoint dir
     prompts: str = "train"  # train | heldout | all | a text file with one prompt per line
     n_prompts: int = 0  # a seeded random subset of n prompts (0 = all, in order)
@@ -52,7 +55,7 @@ class AlignOfflineConfig:
 
 
 def training_samples(cfg: AlignOfflineConfig, gen, progress: bool = True):
-    """The scored sample set the policy trains on (drawn from the pretrained policy, or loaded)."""
+    """The scored sample set the policy trains on (drawn from ``gen``, the initial policy, or loaded)."""
     from tqdm import tqdm
 
     from rlhf.align.offline import read_prompts
@@ -68,14 +71,15 @@ def training_samples(cfg: AlignOfflineConfig, gen, progress: bool = True):
     seeds = [cfg.seed + i for i in range(len(texts))]
     path = cfg.samples or str(Path(cfg.out) / "samples.pt")
     with tqdm(total=len(texts), desc="sample groups", unit="clip", disable=not progress, file=sys.stdout) as bar:
-        return cached_draw(path, gen, texts, seeds, cfg.sampler, {"generator": cfg.generator, "adapter": None}, bar)
+        return cached_draw(path, gen, texts, seeds, cfg.sampler,
+                           {"generator": cfg.generator, "adapter": cfg.train.init_adapter or None}, bar)
 
 
 def run(cfg: AlignOfflineConfig, judge=None, samples=None) -> dict:
     import torch
     from tqdm import tqdm
 
-    from rlhf.align.offline import align, summarize
+    from rlhf.align.offline import align, start_lora, summarize
     from rlhf.eval.judges import OracleJudge, make_judge
     from rlhf.generator.model import load_generator
 
@@ -84,6 +88,8 @@ def run(cfg: AlignOfflineConfig, judge=None, samples=None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     gen = load_generator(cfg.generator, device=cfg.device)
+    if cfg.train.init_adapter:  # sample from, and measure against, the policy training starts from
+        start_lora(gen, cfg.train)
     samples = samples or training_samples(cfg, gen)
     judge = judge or make_judge(cfg.reward)
     scores = samples.score(judge)
@@ -94,7 +100,8 @@ def run(cfg: AlignOfflineConfig, judge=None, samples=None) -> dict:
             tqdm(total=cfg.train.steps, desc=f"train {cfg.train.algo.algo}", unit="step", file=sys.stdout) as bar:
         records = align(gen, samples.latents, samples.prompts, scores, cfg.train, bar,
                         lambda r: f.write(json.dumps(r) + "\n"))
-    gen.save_lora(out / "adapter")
+    gen.save_lora(out / "adapter", {"base": cfg.generator, "init_adapter": cfg.train.init_adapter or None,
+                                    "algo": cfg.train.algo.algo, "steps": cfg.train.steps})
     summary = {"algo": cfg.train.algo.algo, "reward": judge.name, "weights": cfg.train.pairs.weights.label,
                "samples": len(samples.prompts), "sample_and_score_seconds": round(t_data, 1),
                **summarize(records), "total_seconds": round(time.time() - t0, 1)}

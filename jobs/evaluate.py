@@ -26,8 +26,8 @@ from rlhf.generator.sampler import SamplerConfig  # noqa: E402
 
 @dataclass
 class EvaluateConfig:
-    adapter: str = ""  # LoRA adapter directory of the policy (required)
-    generator: str = str(DEFAULT_GENERATOR)  # the pretrained generator (also the base of the adapter)
+    adapter: str = ""  # LoRA of the policy (required): adapter directory (diffusers' or peft's format) or hub id
+    generator: str = str(DEFAULT_GENERATOR)  # the pretrained generator (also the base of the adapter), dir or hub id
     out: str = ""  # JSON result (default: next to the adapter, eval.json)
     prompts: str = "heldout"  # split name or prompt file
     seeds: int = 4  # samples per prompt

@@ -32,8 +32,10 @@ from rlhf.generator.sampler import SamplerConfig  # noqa: E402
 @dataclass
 class GenerateConfig:
     out: str = "runs/generate"  # output directory
-    generator: str = str(DEFAULT_GENERATOR)
-    lora: str = ""  # LoRA adapter directory (save_lora / align_offline / online_dpo), "" = pretrained
+    generator: str = str(DEFAULT_GENERATOR)  # directory or hub id (world or Wan2.1 diffusers layout)
+    # LoRA: an adapter directory (align_offline / online_dpo write diffusers' format; peft's is read too), a
+    # .safetensors file or a hub id; "" = pretrained
+    lora: str = ""
     prompt: str = ""  # literal prompts separated by ';' (takes precedence over prompts)
     prompts: str = "heldout"  # train | heldout | all | a text file with one prompt per line
     per_prompt: int = 1  # clips per prompt

@@ -11,12 +11,15 @@ reward deployment; Ray Data groups the samples by prompt and builds pairs (or RW
 trainer group (Ray Train + DeepSpeed, started once) runs K steps and publishes version v + 1; the
 generators swap to it before their next batch. ``mode=one_step_off`` overlaps the sampling of batch
 i + 1 (with version i) with training on batch i: staleness 1. At the end both the final and the
-pretrained policy sample the held-out prompts with the same seeds and the oracle gives the win rate.
+pretrained policy sample the held-out prompts with the same seeds and the oracle gives the win rate
+(``world=false``: free-text prompts, no oracle; the served reward judges and the report says so).
 
-Writes into ``out``: ``config.yaml``, ``metrics.jsonl`` (one record per iteration), ``checkpoints/``
-(every ``checkpoint_every`` iterations and at the end: DeepSpeed state with the optimiser, the adapter,
-``state.json`` with the data position and policy version; ``latest.json`` points at the newest),
-``adapter/`` (the final LoRA), ``evaluation.json`` and ``summary.json``.
+Writes into ``out``: ``config.yaml``, ``metrics.jsonl`` (one record per iteration), ``checkpoints/`` (or
+``storage``: a shared path or URI every node reaches; every ``checkpoint_every`` iterations and at the end:
+DeepSpeed state with the optimiser, the adapter, ``state.json`` with the data position and policy version;
+``latest.json`` points at the newest; Ray Train's own state under ``ray/``),
+``adapter/`` (the final LoRA, in diffusers' format: ``WanPipeline.load_lora_weights`` reads it),
+``evaluation.json`` and ``summary.json``. ``trainer.init_adapter`` starts the run from an existing LoRA.
 """
 
 from __future__ import annotations
@@ -44,9 +47,16 @@ DIMS = ("VQ", "MQ", "TA")
 
 @dataclass
 class OnlineConfig:
-    out: str = "runs/online_dpo"  # run directory
-    ray_address: str = ""  # "" = RAY_ADDRESS if set (ray job submit), else start a local cluster
-    num_cpus: int = 0  # logical CPUs of a local cluster (0 = enough for every role)
+    out: str = "runs/online_dpo"  # run directory (metrics, config, adapter, evaluation, report)
+    # where checkpoints and run state go: a path every node mounts or a URI Ray Train accepts (s3://...); the
+    # trainer workers write there and a resume on any node reads there. "" = <out>/checkpoints (one machine)
+    storage: str = ""
+    ray_address: str = ""  # "" = RAY_ADDRESS if set (ray job submit), else start a local cluster on 127.0.0.1
+    num_cpus: int = 0  # logical CPUs of a local cluster (0 = enough for every role, at least the machine's cores)
+    # a joined cluster with an autoscaler (cluster.yaml): wait up to cluster_wait_s for the nodes the roles need;
+    # without one a job that does not fit stops at once, naming each role's demand
+    autoscaling: bool = False
+    cluster_wait_s: float = 600.0
     generator: str = ""  # pretrained generator ("" = artefacts/generator_default)
     # Wan checkpoints only (the world layout records its own): clip shape, frame rate, prompt tokens
     video_shape: list[int] = field(default_factory=lambda: [81, 480, 832])  # frames, height, width
@@ -57,7 +67,10 @@ class OnlineConfig:
     generator_device: DeviceConfig = field(default_factory=DeviceConfig)
     mode: str = "sync"  # sync (strictly on-policy) | one_step_off (staleness 1)
     iterations: int = 8
-    prompts: str = "train"  # train | heldout | all | a prompt file
+    # the moving-shapes world: its oracle also scores every rollout (metrics) and judges the final evaluation.
+    # world=false: free-text prompts (a prompt file), no oracle anywhere, the served reward judges
+    world: bool = True
+    prompts: str = "train"  # train | heldout | all (the world's splits) | a prompt file (one per line)
     prompts_per_iter: int = 16
     group: int = 4  # clips per prompt (G)
     steps_per_iter: int = 16  # trainer optimiser steps per iteration (K)
@@ -72,10 +85,10 @@ class OnlineConfig:
     checkpoint_every: int = 2  # iterations (a checkpoint is also written at the end)
     resume: bool = False
     seed: int = 0
-    eval_prompts: str = "heldout"  # final evaluation: held-out prompts, same seeds for both policies
+    # final evaluation, same seeds for both policies: "" = the world's held-out prompts, or `prompts` with world=false
+    eval_prompts: str = ""
     eval_n_prompts: int = 58  # 0 = no final evaluation
     eval_seeds: int = 2
-    metrics_port: int = 0  # Prometheus export port of a local cluster (0 = Ray picks one)
     progress: bool = True
     report_clips: int = 4  # report.html: held-out prompts shown pretrained vs aligned (-1 = no report)
     # The embedded default (what `make run` runs, measured in jobs/README.md): 10 Euler steps for rollouts and
@@ -98,6 +111,8 @@ class OnlineConfig:
             raise ValueError(f"group must be >= 2 (pairs come from within a prompt group), got {self.group}")
         if self.trainer_restarts < 0 or self.max_restarts < 0:
             raise ValueError("trainer_restarts and max_restarts must be >= 0")
+        if self.cluster_wait_s < 0 or self.num_cpus < 0:
+            raise ValueError("cluster_wait_s and num_cpus must be >= 0")
         if self.checkpoint_every < 0 or self.eval_n_prompts < 0 or self.eval_seeds < 1:
             raise ValueError("checkpoint_every and eval_n_prompts must be >= 0, eval_seeds >= 1")
         if len(self.video_shape) != 3 or min(self.video_shape) < 1 or self.fps <= 0:
@@ -111,7 +126,49 @@ class OnlineConfig:
         self.pairs.validate()
         self.trainer.validate()
         self.reward.validate()
+        if not self.world and self.reward.model == "oracle":
+            raise ValueError("world=false has no oracle to serve: set reward.model to a VideoReward checkpoint "
+                             "(a directory or hub id such as KwaiVGI/VideoReward, or default)")
 
+    def roles(self) -> list:
+        """What each role reserves on the cluster (actors.cluster.check_fit compares it with what is there)."""
+        from actors.cluster import Role
+
+        t, r = self.trainer, self.reward
+        gib = 2**30
+        return [
+            Role("generator actors", self.generators, {"CPU": self.generator_cpus, "GPU": self.generator_gpus,
+                                                       **self.generator_resources},
+                 "generators, generator_cpus, generator_gpus, generator_resources"),
+            Role("trainer workers", t.num_workers, {"CPU": 1.0, "GPU": 1.0 if t.device.is_cuda else 0.0,
+                                                    **t.resources_per_worker},
+                 "trainer.num_workers, trainer.device, trainer.resources_per_worker"),
+            Role("reward replicas", max(r.min_replicas, 1), {"CPU": r.num_cpus, "GPU": r.num_gpus,
+                                                             "memory": r.memory_gib * gib, **r.resources},
+                 "reward.min_replicas, reward.num_cpus, reward.num_gpus, reward.memory_gib, reward.resources"),
+            Role("Ray Data tasks", 1, {"CPU": 1.0}, "none: preference batches need one CPU besides the actors"),
+        ]
+
+    def eval_prompt_spec(self) -> str:
+        return self.eval_prompts or ("heldout" if self.world else self.prompts)
+
+    def read_prompts(self) -> tuple[list[str], list[str]]:
+        """(training prompts, evaluation prompts); in the world, every prompt must parse in its grammar (the
+        oracle reads it), and a clear error says how to run free text instead."""
+        from rlhf.align.offline import read_prompts
+        from rlhf.synthetic.prompts import Prompt, PromptError
+
+        train, ev = read_prompts(self.prompts), read_prompts(self.eval_prompt_spec())
+        if self.world:
+            for spec, ps in ((self.prompts, train), (self.eval_prompt_spec(), ev if self.eval_n_prompts else [])):
+                for p in ps:
+                    try:
+                        Prompt.parse(p)
+                    except PromptError as e:
+                        raise ValueError(f"prompt {p!r} of {spec} is outside the moving-shapes grammar ({e}): the "
+                                         "world's oracle cannot score it; set world=false (and reward.model to a "
+                                         "VideoReward checkpoint) to run free-text prompts") from None
+        return train, ev
 
 # ---------------------------------------------------------------------------------------------- data
 def prompt_batch(cfg: OnlineConfig, prompts: list[str], iteration: int) -> tuple[list[str], list[int]]:
@@ -202,9 +259,19 @@ class Metrics:
 
 
 # ---------------------------------------------------------------------------------------- checkpoint
-def latest_checkpoint(out: Path) -> dict | None:
-    p = out / "checkpoints" / "latest.json"
-    return json.loads(p.read_text()) if p.is_file() else None
+def run_storage(cfg: "OnlineConfig"):
+    from actors.storage import RunStorage
+
+    return RunStorage(cfg.storage or str(Path(cfg.out).resolve() / "checkpoints"))
+
+
+def latest_checkpoint(storage) -> dict | None:
+    """The newest checkpoint's state (``dir``: its folder under the storage), or None."""
+    if not storage.exists("latest.json"):
+        return None
+    state = json.loads(storage.read_text("latest.json"))
+    state["dir"] = Path(state["dir"]).name  # runs written before storage existed recorded a path
+    return state
 
 
 def _seeds_digest(seeds: list[int]) -> str:
@@ -230,12 +297,10 @@ def truncate_metrics(out: Path, next_iteration: int) -> int:
     return len(lines) - len(keep)
 
 
-def write_state(ck: Path, state: dict) -> None:
-    (ck / "state.json").write_text(json.dumps(state, indent=2))
-    latest = ck.parent / "latest.json"
-    tmp = latest.with_suffix(".part")
-    tmp.write_text(json.dumps({**state, "dir": str(ck)}, indent=2))
-    tmp.replace(latest)
+def write_state(storage, ck: str, state: dict) -> None:
+    """``ck``/state.json, then latest.json pointing at ``ck``: a reader sees the old or the new, whole."""
+    storage.write_text(f"{ck}/state.json", json.dumps(state, indent=2))
+    storage.write_text("latest.json", json.dumps({**state, "dir": ck}, indent=2))
 
 
 # --------------------------------------------------------------------------------------------- the job
@@ -243,7 +308,8 @@ class OnlineRun:
     def __init__(self, cfg: OnlineConfig):
         self.cfg = cfg
         self.out = Path(cfg.out).resolve()
-        self.started_ray = False
+        self.cluster = None
+        self.storage = run_storage(cfg)
         self.gens: list = []
         self.trainer = None
         self.trainer_starts = 0
@@ -252,28 +318,23 @@ class OnlineRun:
 
     # ------------------------------------------------------------------ start-up
     def start(self) -> None:
+        from actors.cluster import check_fit, connect, local_cpus
+
+        cfg = self.cfg
+        roles = cfg.roles()  # Ray is imported by connect: a local cluster must bind 127.0.0.1
+        self.cluster = connect(cfg.ray_address, num_cpus=cfg.num_cpus or local_cpus(roles))
+        self.log(f"Ray dashboard: {self.cluster.dashboard_url or '(none on this cluster)'}; metrics "
+                 f"{' '.join(self.cluster.metrics_urls()) or '(none)'}")
+        check_fit(roles, autoscaling=cfg.autoscaling and not self.cluster.started, wait_s=cfg.cluster_wait_s,
+                  log=self.log)
         import ray
+        import ray.data
 
         from actors.generator import GeneratorActorConfig, start_generators
-        from actors.trainer import TrainerGroup
         from actors.weights import ObjectStoreSync, weight_store
         from serve.reward_service import deploy
 
-        cfg = self.cfg
-        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-        if not ray.is_initialized():
-            if cfg.ray_address or os.environ.get("RAY_ADDRESS"):
-                ray.init(address=cfg.ray_address or None, log_to_driver=True)
-            else:
-                need = cfg.generators * cfg.generator_cpus + cfg.trainer.num_workers + cfg.reward.num_cpus + 2
-                ray.init(address="local", num_cpus=cfg.num_cpus or max(int(need + 0.999), os.cpu_count() or 2),
-                         include_dashboard=True, dashboard_host="127.0.0.1",
-                         _metrics_export_port=cfg.metrics_port or None, log_to_driver=True)
-            self.started_ray = True
-        import ray.data
-
         quiet_ray_data()
-        self.log(f"Ray dashboard: {self.dashboard_url()}")
         self.store = weight_store(keep=3)
         self.sync = ObjectStoreSync()
         t0 = time.time()
@@ -282,16 +343,16 @@ class OnlineRun:
         self.log(f"reward service '{cfg.reward.app_name}' ({cfg.reward.model}) up in {time.time() - t0:.1f} s")
         gcfg = GeneratorActorConfig(generator=cfg.generator, video_shape=list(cfg.video_shape), fps=cfg.fps,
                                     text_tokens=cfg.text_tokens, device=cfg.generator_device,
-                                    lora_rank=cfg.trainer.lora_rank,
+                                    init_adapter=cfg.trainer.init_adapter, lora_rank=cfg.trainer.lora_rank,
                                     lora_alpha=cfg.trainer.lora_alpha, threads=cfg.generator_threads,
-                                    reward_app=cfg.reward.app_name, sampler=cfg.sampler,
+                                    reward_app=cfg.reward.app_name, sampler=cfg.sampler, oracle=cfg.world,
                                     guidance_model=cfg.guidance_model, guidance=cfg.guidance)
         self.gens = start_generators(cfg.generators, gcfg, self.sync.store_name, cfg.generator_cpus,
                                      cfg.generator_gpus, cfg.max_restarts, cfg.generator_resources)
-        self.resume_state = latest_checkpoint(self.out) if cfg.resume else None
+        self.resume_state = latest_checkpoint(self.storage) if cfg.resume else None
         if cfg.resume and self.resume_state is None:
-            raise SystemExit(f"error: --resume but {self.out}/checkpoints/latest.json does not exist: "
-                             "run without --resume first")
+            raise SystemExit(f"error: --resume but {self.storage.location('latest.json')} does not exist: "
+                             "run without --resume first (or give the storage the first run used)")
         if self.resume_state:  # iterations after the checkpoint are run again: their records go
             truncate_metrics(self.out, self.resume_state["next_iteration"])
         self.start_trainer(self.resume_state)
@@ -312,7 +373,7 @@ class OnlineRun:
 
         tcfg = replace(self.cfg.trainer, generator=self.cfg.trainer.generator or self.cfg.generator,
                        video_shape=list(self.cfg.video_shape))
-        self.trainer = TrainerGroup(tcfg, self.sync.store_name, str(self.out / "ray"),
+        self.trainer = TrainerGroup(tcfg, self.sync.store_name, self.storage.uri,
                                     resume_dir=state["dir"] if state else None,
                                     coordinator_name=COORDINATOR_NAME + suffix, run_name="online_trainer" + suffix)
         version = state["policy_version"] if state else 0
@@ -320,10 +381,12 @@ class OnlineRun:
         if state:  # re-push the weights the checkpoint holds (and the version before, for one-step-off)
             from safetensors.torch import load_file
 
-            ck = Path(state["dir"])
-            for v, f in ((version - 1, ck / "prev_adapter.safetensors"), (version, ck / "adapter" / "adapter.safetensors")):
-                if v > 0 and v not in have and f.is_file():
-                    self.sync.publish(v, load_file(f), restore=True)
+            from rlhf.generator.lora import is_adapter_dir, read_adapter
+
+            with self.storage.fetched(state["dir"]) as ck:
+                for v, f in ((version - 1, ck / "prev_adapter.safetensors"), (version, ck / "adapter")):
+                    if v > 0 and v not in have and (f.is_file() or is_adapter_dir(f)):
+                        self.sync.publish(v, read_adapter(f).state if f.is_dir() else load_file(f), restore=True)
 
     def recover_trainer(self, error: BaseException) -> dict | None:
         """A trainer worker died (or the group stopped answering): stop what is left of the group and
@@ -337,7 +400,7 @@ class OnlineRun:
             self.trainer.stop(timeout_s=30)
         except TrainerError:
             pass
-        state = latest_checkpoint(self.out)
+        state = latest_checkpoint(self.storage)
         dropped = truncate_metrics(self.out, state["next_iteration"] if state else 0)
         where = f"checkpoint {state['dir']} (iteration {state['next_iteration']})" if state else "the start"
         self.log(f"trainer group failed ({self.trainer_failures[-1]}); restart {len(self.trainer_failures)} of "
@@ -346,12 +409,6 @@ class OnlineRun:
         # the generators may hold weights of versions that will now be trained again: make them fetch
         get([g.forget_weights.remote() for g in self.gens])
         return state
-
-    def dashboard_url(self) -> str:
-        import ray
-
-        url = ray._private.worker.get_dashboard_url()
-        return f"http://{url}" if url else "(no dashboard on this cluster)"
 
     def log(self, msg: str) -> None:
         print(f"[online] {msg}", flush=True)
@@ -428,27 +485,26 @@ class OnlineRun:
             ckpt = None
             last = it + 1 == cfg.iterations
             if last or (cfg.checkpoint_every and (it + 1) % cfg.checkpoint_every == 0):
-                ckpt = self.out / "checkpoints" / f"iter_{it + 1:05d}"
-                ckpt.mkdir(parents=True, exist_ok=True)
+                ckpt = f"iter_{it + 1:05d}"  # under the run storage
             sample_version = metas[0]["policy_version"]
             if pstats.rows:
-                res = self.trainer.train(ds, it, cfg.steps_per_iter, version + 1, str(ckpt) if ckpt else None,
+                res = self.trainer.train(ds, it, cfg.steps_per_iter, version + 1, ckpt,
                                          text=texts)
                 version += 1
             else:
                 self.log(f"iteration {it}: every prompt group is a tie under the weights; no update")
                 res = {"loss": None, "implicit_accuracy": None, "train_s": 0.0, "publish": {"seconds": 0.0}}
                 if ckpt:  # nothing trained: still checkpoint (same weights)
-                    res = {**res, **self.trainer.train(ds, it, 0, None, str(ckpt))}
+                    res = {**res, **self.trainer.train(ds, it, 0, None, ckpt)}
             if ckpt:
                 ck_state = {"next_iteration": it + 1, "policy_version": version, "seed": cfg.seed, "mode": cfg.mode,
                             "rng": {"prompts": [cfg.seed, it + 1], "trainer": [cfg.trainer.seed, it + 1, "rank"]}}
                 if one_off and version > 1:
-                    from safetensors.torch import save_file
+                    from safetensors.torch import save
 
                     prev, _ = self.sync.fetch(version - 1)
-                    save_file(prev, ckpt / "prev_adapter.safetensors")
-                write_state(ckpt, ck_state)
+                    self.storage.write_bytes(f"{ckpt}/prev_adapter.safetensors", save(prev))
+                write_state(self.storage, ckpt, ck_state)
             if not one_off and it + 1 < cfg.iterations:
                 pending = self.launch(prompts, it + 1, version)
             wall = time.time() - t_it
@@ -466,10 +522,9 @@ class OnlineRun:
         from tqdm import tqdm
 
         from actors.trainer import TrainerError
-        from rlhf.align.offline import read_prompts
 
         cfg = self.cfg
-        prompts = read_prompts(cfg.prompts)
+        prompts, _ = cfg.read_prompts()
         state = self.resume_state
         metrics = Metrics(self.out)
         bar = tqdm(total=cfg.iterations, initial=state["next_iteration"] if state else 0,
@@ -487,16 +542,11 @@ class OnlineRun:
         bar.close()
         train_wall = time.time() - t_run
         self.out.mkdir(parents=True, exist_ok=True)
-        state = self.trainer.lora_state()
-        from safetensors.torch import save_file
+        from rlhf.generator.lora import save_adapter
 
-        (self.out / "adapter").mkdir(exist_ok=True)
-        save_file({k: v.contiguous() for k, v in state.items()}, self.out / "adapter" / "adapter.safetensors")
-        from rlhf.generator.model import LORA_TARGETS
-
-        (self.out / "adapter" / "adapter.json").write_text(json.dumps(
-            {"rank": cfg.trainer.lora_rank, "alpha": cfg.trainer.lora_alpha, "targets": sorted(LORA_TARGETS),
-             "policy_version": version}))
+        state, lora = self.trainer.lora_adapter()  # diffusers' format: WanPipeline.load_lora_weights reads it
+        save_adapter(self.out / "adapter", state, lora, {"policy_version": version,
+                                                         "init_adapter": cfg.trainer.init_adapter or None})
         evaluation = self.evaluate(version) if cfg.eval_n_prompts else None
         summary = self.summarize(version, train_wall, evaluation)
         (self.out / "summary.json").write_text(json.dumps(summary, indent=2))
@@ -554,15 +604,17 @@ class OnlineRun:
 
     # ------------------------------------------------------------------ evaluation
     def evaluate(self, version: int) -> dict:
+        """The final policy against the pretrained one on the evaluation prompts, same seeds: judged by the
+        oracle in the world (and by the served reward too when it is a learned one: the hacking check), by the
+        served reward alone with world=false."""
         import numpy as np
 
-        from rlhf.align.offline import read_prompts
         from rlhf.eval.judges import TIE_MARGINS
         from rlhf.eval.winrate import reward_hacking, win_rates
 
         cfg = self.cfg
         t0 = time.time()
-        prompts = read_prompts(cfg.eval_prompts)[:cfg.eval_n_prompts]
+        prompts = cfg.read_prompts()[1][:cfg.eval_n_prompts]
         texts = [p for p in prompts for _ in range(cfg.eval_seeds)]
         seeds = [10_000 + i for i in range(len(texts))]
         learned = cfg.reward.model != "oracle"
@@ -571,20 +623,21 @@ class OnlineRun:
             refs = [g.evaluate.remote(ps, ss, v, learned) for g, ps, ss in
                     zip(self.gens, split_even(texts, len(self.gens)), split_even(seeds, len(self.gens))) if ps]
             parts = get(refs)
-            res[name] = {"oracle": np.concatenate([p["oracle"] for p in parts])}
-            if learned:
-                res[name]["reward"] = np.concatenate([p["reward"] for p in parts])
+            res[name] = {k: np.concatenate([p[k] for p in parts]) for k in ("oracle", "reward") if k in parts[0]}
         w = cfg.pairs.weights
-        oracle = win_rates(res["policy"]["oracle"], res["pretrained"]["oracle"], w, TIE_MARGINS["oracle"])
-        out = {"n": len(texts), "prompts": cfg.eval_prompts, "policy_version": version,
-               "oracle_win_rate": oracle,
-               "oracle_mean": {"policy": res["policy"]["oracle"].mean(0).tolist(),
-                               "pretrained": res["pretrained"]["oracle"].mean(0).tolist()},
-               "seconds": round(time.time() - t0, 1)}
+        out = {"n": len(texts), "prompts": cfg.eval_prompt_spec(), "policy_version": version,
+               "judge": "oracle" if cfg.world else f"served reward ({cfg.reward.model})"}
+        if cfg.world:
+            oracle = win_rates(res["policy"]["oracle"], res["pretrained"]["oracle"], w, TIE_MARGINS["oracle"])
+            out["oracle_win_rate"] = oracle
+            out["oracle_mean"] = {k: res[k]["oracle"].mean(0).tolist() for k in ("policy", "pretrained")}
         if learned:
             lr = win_rates(res["policy"]["reward"], res["pretrained"]["reward"], w, TIE_MARGINS["learned"])
             out["learned_win_rate"] = lr
-            out["reward_hacking"] = reward_hacking(lr, oracle, len(texts))
+            out["reward_mean"] = {k: res[k]["reward"].mean(0).tolist() for k in ("policy", "pretrained")}
+            if cfg.world:
+                out["reward_hacking"] = reward_hacking(lr, out["oracle_win_rate"], len(texts))
+        out["seconds"] = round(time.time() - t0, 1)
         (self.out / "evaluation.json").write_text(json.dumps(out, indent=2))
         return out
 
@@ -619,31 +672,8 @@ class OnlineRun:
             ray.kill(self.store)
         if self.deployed:
             shutdown(self.cfg.reward)
-        if self.started_ray:
-            shutdown_local_cluster()
-
-
-def shutdown_local_cluster(grace_s: float = 10.0) -> None:
-    """``ray.shutdown()`` of the cluster this process started, then the raylet's agents (dashboard and
-    runtime-env agents outlive it by minutes otherwise): by PID, only the processes this cluster started."""
-    import psutil
-    import ray
-
-    node = getattr(ray._private.worker, "_global_node", None)
-    kids = []
-    try:
-        raylet = node.all_processes["raylet"][0].process.pid if node is not None else None
-        kids = psutil.Process(raylet).children(recursive=True) if raylet else []
-    except (KeyError, IndexError, AttributeError, psutil.Error):
-        pass
-    ray.shutdown()
-    _, alive = psutil.wait_procs(kids, timeout=grace_s)
-    for p in alive:
-        try:
-            p.terminate()
-        except psutil.Error:
-            pass
-    psutil.wait_procs(alive, timeout=5)
+        if self.cluster is not None:
+            self.cluster.stop()
 
 
 def _stop_on_sigterm() -> None:
@@ -661,14 +691,15 @@ def _stop_on_sigterm() -> None:
 
 def run(cfg: OnlineConfig) -> dict:
     cfg.validate()
+    cfg.read_prompts()  # a prompt the run cannot use stops it here, before any cluster starts
     _stop_on_sigterm()
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     if not cfg.resume and (out / "metrics.jsonl").exists():  # a fresh run in an old directory starts afresh
         print(f"[online] {out} holds an earlier run: starting afresh (--resume continues one)", flush=True)
-        for stale in (out / "metrics.jsonl", out / "checkpoints" / "latest.json", out / "summary.json",
-                      out / "evaluation.json"):
+        for stale in (out / "metrics.jsonl", out / "summary.json", out / "evaluation.json"):
             stale.unlink(missing_ok=True)
+        run_storage(cfg).delete("latest.json")
     save_config(cfg, out)
     t0 = time.time()
     job = OnlineRun(cfg)
@@ -680,7 +711,13 @@ def run(cfg: OnlineConfig) -> dict:
     summary["total_seconds"] = round(time.time() - t0, 1)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     ev = summary.get("evaluation")
-    if ev:
+    if ev and "oracle_win_rate" not in ev:  # world=false: the served reward is the only judge
+        o = ev["learned_win_rate"]
+        print(f"[online] win rate of the final policy (v{summary['policy_version']}) against the pretrained one on "
+              f"{ev['n']} clips, judged by the {ev['judge']} (no oracle: world=false): weighted "
+              f"{100 * o['weighted']:.1f}% (VQ {100 * o['VQ']:.1f}, MQ {100 * o['MQ']:.1f}, TA {100 * o['TA']:.1f})",
+              flush=True)
+    elif ev:
         o = ev["oracle_win_rate"]
         print(f"[online] oracle win rate of the final policy (v{summary['policy_version']}) against the pretrained "
               f"one on {ev['n']} held-out clips: weighted {100 * o['weighted']:.1f}% (VQ {100 * o['VQ']:.1f}, "
@@ -713,6 +750,7 @@ def main(argv: list[str] | None = None) -> int:
                     bool_flags={"--resume": ("resume", "continue from the latest checkpoint")})
     try:
         cfg.validate()
+        cfg.read_prompts()
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -724,11 +762,17 @@ def main(argv: list[str] | None = None) -> int:
         except (ValueError, FileNotFoundError) as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
-    run(cfg)
+    from actors.cluster import FitError
+
+    try:
+        run(cfg)
+    except FitError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     return 0
 
 
-__all__ = ["OnlineConfig", "run", "shutdown_local_cluster"]
+__all__ = ["OnlineConfig", "run"]
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -31,7 +31,11 @@ from rlhf.reward.train import RewardTrainConfig  # noqa: E402
 @dataclass
 class TrainRewardJob(RewardTrainConfig):
     resume: bool = False  # continue from the latest checkpoint in out
-    ray_address: str = ""  # "" starts a local Ray instance; "auto" joins a running cluster
+    # "" = RAY_ADDRESS if set (ray job submit joins the cluster it was submitted to), else a local cluster on
+    # 127.0.0.1; "auto" joins the cluster of this node
+    ray_address: str = ""
+    autoscaling: bool = False  # the joined cluster has an autoscaler: wait up to cluster_wait_s for the workers' nodes
+    cluster_wait_s: float = 600.0
     eval_data: str = ""  # dataset dir or parquet for the held-out evaluation (default: data)
 
 
@@ -238,10 +242,7 @@ def _cfg_from(config: dict) -> TrainRewardJob:
 
 
 def run(cfg: TrainRewardJob) -> dict:
-    import ray
-    from ray.train import RunConfig, ScalingConfig
-    from ray.train.torch import TorchConfig, TorchTrainer
-
+    from actors.cluster import Role, check_fit, connect, local_cpus
     from rlhf.data.schema import read_preferences
 
     started_at = time.time()  # run_time.json: wall time of the whole job, Ray start-up included
@@ -256,18 +257,17 @@ def run(cfg: TrainRewardJob) -> dict:
         read_preferences(parquet_path(data))  # a clear error before any worker starts
     if cfg.data == SYNTHETIC and (not cfg.max_steps or not cfg.eval_data):
         raise SystemExit("error: data=synthetic needs max_steps=N and eval_data=DIR")
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-    started = False
-    if not ray.is_initialized():
-        if cfg.ray_address:
-            ray.init(address=cfg.ray_address)
-        else:
-            # The dashboard (127.0.0.1 only) serves Ray Train's state API; without it the
-            # placement-group cleaner warns every few seconds.
-            ray.init(address="local", num_cpus=max(2, cfg.num_workers + 1), include_dashboard=True,
-                     dashboard_host="127.0.0.1", log_to_driver=True)
-        started = True
+    roles = [Role("trainer workers", cfg.num_workers, {"CPU": 1.0, "GPU": 1.0 if cfg.device.is_cuda else 0.0},
+                  "num_workers, device"),
+             Role("Ray Data tasks", 1 if cfg.data != SYNTHETIC else 0, {"CPU": 1.0})]
+    # the dashboard (127.0.0.1 only) serves Ray Train's state API; without it the placement-group cleaner warns
+    cluster = connect(cfg.ray_address, num_cpus=local_cpus(roles, spare=1))
+    import ray
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
     try:
+        check_fit(roles, autoscaling=cfg.autoscaling and not cluster.started, wait_s=cfg.cluster_wait_s)
         datasets = {}
         if cfg.data != SYNTHETIC:
             datasets["train"] = ray.data.read_parquet(str(parquet_path(cfg.data))).filter(
@@ -288,8 +288,8 @@ def run(cfg: TrainRewardJob) -> dict:
             {"wall_s": round(time.time() - started_at, 1), "num_workers": cfg.num_workers, "steps": cfg.max_steps,
              "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}) + "\n")
     finally:
-        if started:
-            ray.shutdown()
+        if cluster.started:
+            cluster.stop()
     return json.loads((out / "eval.json").read_text())
 
 
@@ -298,7 +298,13 @@ def main(argv: list[str] | None = None) -> int:
                     {"--data": ("data", str, "dataset dir or parquet"), "--out": ("out", str, "run directory"),
                      "--workers": ("num_workers", int, "Ray Train workers")},
                     bool_flags={"--resume": ("resume", "continue from the latest checkpoint")})
-    run(cfg)
+    from actors.cluster import FitError
+
+    try:
+        run(cfg)
+    except FitError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     return 0
 
 

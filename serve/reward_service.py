@@ -4,6 +4,7 @@
 * ``RewardDeployment``: one replica: decode mp4 -> dynamic batch (``serve.batch``) -> backend, plus
   the JSON API (``POST {prefix}/score``, ``GET {prefix}/health``);
 * ``build_app`` / ``deploy`` / ``shutdown``: start Serve on 127.0.0.1 and run or delete this app;
+* ``app``: the application builder for ``serve run`` / ``serve deploy`` (the service without the online job);
 * ``RewardClient``: scores arrays or mp4 bytes through a ``DeploymentHandle``, one call per video so
   that the replica batches across callers, with timeouts and retries.
 
@@ -26,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from rlhf.config import ConfigError, load_config, parse_override
 from rlhf.device import DeviceConfig
 
 from .backends import (
@@ -44,6 +46,7 @@ STORED_CRF = 12  # the datasets' H.264 quality: the learned reward was trained o
 HEALTH_PROMPT = "a red circle moving right slowly on a black background"
 ITEM_FIELDS = ("prompt", "video_b64", "path")
 CONSTRUCTOR_RETRIES = 2
+RAY_BUILTIN_RESOURCES = ("CPU", "GPU", "memory", "object_store_memory")  # set by num_cpus, num_gpus, memory_gib
 
 
 @dataclass
@@ -60,6 +63,11 @@ class RewardServiceConfig:
     target_ongoing_requests: float = 8  # autoscaling adds replicas above this many ongoing requests each
     num_cpus: float = 1  # CPUs Ray reserves per replica
     num_gpus: float = 0  # GPUs Ray reserves per replica: > 0 needs device.device=cuda, a cuda device needs > 0
+    # Custom Ray resources per replica: {"reward": 1} puts each replica on cluster.yaml's reward node type (and
+    # makes the autoscaler launch one); a resource no node offers leaves the replica pending.
+    resources: dict[str, float] = field(default_factory=dict)
+    memory_gib: float = 0  # host memory Ray reserves per replica (GiB; 0 reserves none): keeps Ray from packing
+    # more replicas onto a node than its RAM holds
     # Where and in what precision a replica runs the learned model (bf16 is for GPUs: slower on CPUs);
     # scores come back in fp32 either way. The oracle ignores it.
     device: DeviceConfig = field(default_factory=DeviceConfig)
@@ -99,8 +107,15 @@ class RewardServiceConfig:
                              f"min_replicas={self.min_replicas}, max_replicas={self.max_replicas}")
         if self.target_ongoing_requests <= 0:
             raise ValueError(f"target_ongoing_requests must be positive, got {self.target_ongoing_requests}")
-        if self.num_cpus < 0 or self.num_gpus < 0:
-            raise ValueError(f"num_cpus and num_gpus must be >= 0, got {self.num_cpus}, {self.num_gpus}")
+        quantities = {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus, "memory_gib": self.memory_gib,
+                      **{f"resources.{k}": v for k, v in self.resources.items()}}
+        for key, value in quantities.items():
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+                raise ValueError(f"{key} must be a finite number >= 0 (a Ray resource quantity), got {value!r}")
+        for name in self.resources:
+            if not name or name in RAY_BUILTIN_RESOURCES:
+                raise ValueError(f"resources may name only custom resources (e.g. {{'reward': 1}}, cluster.yaml's reward "
+                                 f"node type), got {name!r}; CPUs, GPUs and memory are num_cpus, num_gpus and memory_gib")
         self.device.check_gpus(self.num_gpus, "device", "num_gpus")
         if self.threads < 1:
             raise ValueError(f"threads must be at least 1, got {self.threads}")
@@ -117,6 +132,15 @@ class RewardServiceConfig:
         if self.video_root and not Path(self.video_root).is_absolute():
             raise ValueError(f"video_root must be an absolute directory (replicas do not share the caller's working "
                              f"directory), got {self.video_root!r}")
+
+    def ray_actor_options(self) -> dict:
+        """What Ray reserves for each replica (Serve's ``ray_actor_options``)."""
+        options = {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus}
+        if self.resources:
+            options["resources"] = dict(self.resources)
+        if self.memory_gib:
+            options["memory"] = int(self.memory_gib * 2**30)
+        return options
 
 
 def _decode(mp4: bytes) -> tuple[np.ndarray, float]:
@@ -230,7 +254,8 @@ class RewardDeployment:
             return _json({"error": f"internal error ({type(e).__name__}: {e}); the replica's log has the trace"}, 500)
 
     async def _http(self, request):
-        prefix = self.cfg.route_prefix.rstrip("/")
+        # The prefix the app was actually deployed under: `serve run` and config files set it, not cfg.
+        prefix = request.scope.get("root_path", "").rstrip("/")
         routes = {"/score": "POST", "/health": "GET"}
         path = _route(request.scope)
         if path not in routes:
@@ -371,7 +396,7 @@ def build_app(cfg: RewardServiceConfig):
         max_ongoing_requests=cfg.max_ongoing_requests,
         autoscaling_config={"min_replicas": cfg.min_replicas, "max_replicas": cfg.max_replicas,
                             "target_ongoing_requests": cfg.target_ongoing_requests},
-        ray_actor_options={"num_cpus": cfg.num_cpus, "num_gpus": cfg.num_gpus},
+        ray_actor_options=cfg.ray_actor_options(),
         health_check_timeout_s=max(30.0, cfg.request_timeout_s),
         health_check_period_s=cfg.health_check_period_s,
         # Loading fails for lasting reasons (no checkpoint, no vllm): fail the deploy in seconds, not
@@ -382,6 +407,39 @@ def build_app(cfg: RewardServiceConfig):
         logging_config={"log_level": "WARNING", "enable_access_log": cfg.access_log},
     )
     return deployment.bind(cfg)
+
+
+# Keys that configure Serve rather than the app. An application builder cannot set them: `serve run` takes
+# them as --name / --route-prefix (HTTP: Serve's defaults, 127.0.0.1:8000), a config file as the
+# application's name / route_prefix and its http_options.
+SERVE_KEYS = {"app_name": "--name NAME (serve run) or the application's name: (config file)",
+              "route_prefix": "--route-prefix /PATH (serve run) or the application's route_prefix: (config file)",
+              "http_host": "http_options.host in a config file (serve run on an import path binds 127.0.0.1)",
+              "http_port": "http_options.port in a config file (serve run on an import path uses 8000)"}
+
+
+def app(args: dict):
+    """Application builder: the reward service on its own, without the online job.
+
+    ``serve run serve.reward_service:app num_gpus=1 device.device=cuda resources='{"reward": 1}'``
+    or ``import_path: serve.reward_service:app`` with an ``args:`` mapping in a Serve config file
+    (``serve/reward_config.yaml``). ``args`` holds RewardServiceConfig keys, nested ones dotted
+    (``device.precision``) or as a mapping (``device: {...}``); string values are read as YAML, like the
+    jobs' ``key=value`` overrides, since ``serve run`` passes every value as a string. The four keys
+    that configure Serve itself (``SERVE_KEYS``) are refused with where they belong. A relative
+    ``model`` directory is resolved against the directory the builder runs in."""
+    serve_keys = [k for k in args if k.split(".")[0] in SERVE_KEYS]
+    if serve_keys:
+        raise ConfigError("reward app args: " + "; ".join(
+            f"{k} is Serve's setting, not the app's: give it as {SERVE_KEYS[k.split('.')[0]]}" for k in serve_keys))
+    values = {k: parse_override(f"{k}={v}")[1] if isinstance(v, str) else v for k, v in args.items()}
+    try:
+        cfg = load_config(RewardServiceConfig, values=values)
+    except ConfigError as e:
+        raise ConfigError(f"reward app args: {e}") from None
+    if cfg.model not in ("default", "oracle"):
+        cfg.model = str(Path(cfg.model).resolve())
+    return build_app(cfg)
 
 
 def deploy(cfg: RewardServiceConfig):

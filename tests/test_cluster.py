@@ -16,7 +16,7 @@ import jsonschema
 import pytest
 import yaml
 
-from tests.ray_cluster import LocalRayHead, ray_head  # noqa: F401  (ray_head is a fixture)
+from tests.ray_cluster import LocalRayHead, free_ports, ray_head  # noqa: F401  (ray_head is a fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
 CLUSTER_YAML = ROOT / "cluster.yaml"
@@ -194,3 +194,76 @@ def test_repo_working_dir_upload_leaves_out_large_dirs(tmp_path):
     assert "rlhf/__init__.py" in names and "jobs/README.md" in names
     assert any(n.startswith("artefacts/generator_default/") for n in names)  # the job's default generator
     assert package.stat().st_size < GCS_STORAGE_MAX_SIZE // 8  # 512 MiB is Ray's hard limit
+
+
+FREE_TEXT = ["a paper boat drifting down a rainy street gutter", "an astronaut riding a horse on the moon",
+             "clouds rolling over snowy mountains at dawn", "a cat playing the piano in a smoky jazz club"]
+
+
+def readme_recipe() -> tuple[str, str]:
+    """The README's cluster recipe: (its `ray start` line, its `ray job submit` command up to the entrypoint)."""
+    text = (ROOT / "README.md").read_text()
+    block = re.search(r"```bash\n(source \.venv/bin/activate.*?)```", text, re.S)
+    assert block, "README.md lost its cluster recipe (a bash block starting with `source .venv/bin/activate`)"
+    lines = block.group(1).replace("\\\n", " ").splitlines()
+    (start,) = [ln for ln in lines if ln.strip().startswith("ray start")]
+    (job,) = [ln for ln in lines if "ray job submit" in ln]
+    return start, job
+
+
+def test_readme_recipe_declares_room_for_every_role():
+    """The recipe's head offers enough logical CPUs for the default job's roles, binds 127.0.0.1, and the
+    job runs the venv's python (the recipe activates it first)."""
+    from jobs.online_dpo import OnlineConfig
+
+    start, job = readme_recipe()
+    cpus = int(re.search(r"--num-cpus[= ](\d+)", start).group(1))
+    need = sum(r.total().get("CPU", 0.0) for r in OnlineConfig().roles())
+    assert cpus >= need, f"the recipe's head offers {cpus} CPUs, the default job needs {need}"
+    assert "--node-ip-address=127.0.0.1" in start and "--dashboard-host=127.0.0.1" in start
+    assert "-- python jobs/online_dpo.py" in job
+
+
+def test_readme_recipe_trains_free_text_prompts_judged_by_the_served_reward(ray_head, tmp_path):
+    """The README's recipe on this 2-core machine (a `ray start` head, the venv's python on its PATH, token
+    auth, `ray job submit` of the repository): the job trains, here on free-text prompts with the world
+    switched off, and its evaluation and report are judged by the served reward and say so."""
+    _, job = readme_recipe()
+    runtime_env = json.loads(re.search(r"--runtime-env-json '([^']*)'", job).group(1))
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("# free text, outside the moving-shapes grammar\n" + "\n".join(FREE_TEXT) + "\n")
+    out = tmp_path / "run"
+    cmd = [ray_head.ray_bin, "job", "submit", "--address", ray_head.dashboard_url, "--working-dir", str(ROOT),
+           "--runtime-env-json", json.dumps(runtime_env), "--", "python", "jobs/online_dpo.py",
+           "--config", "jobs/configs/online_tiny.yaml", "--out", str(out), "progress=false", "iterations=1",
+           "world=false", f"prompts={prompts}", "reward.model=default", "eval_n_prompts=2", "report_clips=1",
+           f"reward.http_port={free_ports(1)[0]}"]
+    r = subprocess.run(cmd, env=ray_head.env, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    log = r.stdout + r.stderr
+    assert r.returncode == 0 and "succeeded" in log, log[-6000:]
+    rec = json.loads((out / "metrics.jsonl").read_text().splitlines()[0])
+    assert rec["iteration"] == 0 and rec["pairs"] >= 1 and rec["oracle"] == {}  # trained; no oracle scored
+    ev = json.loads((out / "evaluation.json").read_text())
+    assert ev["judge"] == "served reward (default)" and "oracle_win_rate" not in ev
+    assert ev["n"] == 2 and 0.0 <= ev["learned_win_rate"]["weighted"] <= 1.0
+    assert "judged by the served reward (default) (no oracle: world=false)" in log
+    html = (out / "report.html").read_text()
+    assert "Judge: the served reward (default)" in html and FREE_TEXT[0] in html or FREE_TEXT[1] in html
+
+
+def test_a_job_that_cannot_fit_stops_at_once_naming_each_role(ray_head, tmp_path):
+    """8 logical CPUs, no autoscaler: a job asking for 12 generator actors stops before starting any role."""
+    import time
+
+    t0 = time.time()
+    cmd = [ray_head.ray_bin, "job", "submit", "--address", ray_head.dashboard_url, "--working-dir", str(ROOT),
+           "--runtime-env-json", json.dumps(JOB_RUNTIME_ENV), "--", "python", "jobs/online_dpo.py",
+           "--config", "jobs/configs/online_tiny.yaml", "--out", str(tmp_path / "run"), "generators=12"]
+    r = subprocess.run(cmd, env=ray_head.env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    log = r.stdout + r.stderr
+    assert r.returncode != 0, log[-4000:]
+    assert "the cluster cannot hold this job's roles" in log, log[-4000:]
+    assert "generator actors  12 x {CPU 1}" in log and "trainer workers" in log and "reward replicas" in log
+    assert "short: CPU 8" in log  # 12 generators + 2 trainer workers + 1 replica + 1 Ray Data task = 16, 8 offered
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()
+    assert time.time() - t0 < 120

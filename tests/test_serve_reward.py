@@ -1,8 +1,11 @@
 """The Ray Serve reward service: the handle path batches and scores exactly as the oracle does on the
 same decoded clips, the JSON API answers every bad request with the right 4xx and keeps serving, and
-the client gives up with a clear error when the service is not there.
+the client gives up with a clear error when the service is not there. The service started on its own
+(`serve run` / `serve deploy` through the application builder and serve/reward_config.yaml) serves on
+127.0.0.1 with the resources its args ask for.
 
-One Serve deployment (model="oracle", fast) on a free 127.0.0.1 port is shared by the module."""
+One Serve instance on a free 127.0.0.1 port is shared by the module: the app `deploy` starts
+(model="oracle", fast) and, for the builder tests, the config file's app."""
 
 import base64
 import http.client
@@ -12,8 +15,12 @@ import socket
 import threading
 import time
 
+from pathlib import Path
+
 import numpy as np
+import psutil
 import pytest
+import yaml
 
 os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # Ray binds 127.0.0.1, not the routable address
 
@@ -28,9 +35,11 @@ from serve.backends import (  # noqa: E402
     TransformersBackend,
     make_backend,
 )
-from serve.reward_service import RewardClient, RewardServiceConfig  # noqa: E402
+from serve.reward_service import SERVE_KEYS, RewardClient, RewardServiceConfig, app  # noqa: E402
 
 MAX_BODY = 64 * 1024  # small, so that the oversized-body test sends little
+CONFIG_FILE = Path(__file__).resolve().parents[1] / "serve" / "reward_config.yaml"
+CUSTOM = "reward_node"  # a custom resource the module's cluster offers once (cluster.yaml's role resources)
 
 
 def _free_port() -> int:
@@ -62,7 +71,7 @@ def service(tmp_path_factory):
 
     started = not ray.is_initialized()
     if started:
-        ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
+        ray.init(address="local", num_cpus=4, resources={CUSTOM: 1}, include_dashboard=False, log_to_driver=False)
     root = tmp_path_factory.mktemp("videos")
     cfg = RewardServiceConfig(model="oracle", http_port=_free_port(), app_name="reward_test",
                               route_prefix="/reward_test", max_body_bytes=MAX_BODY, batch_wait_timeout_s=0.2,
@@ -76,15 +85,37 @@ def service(tmp_path_factory):
             ray.shutdown()
 
 
+@pytest.fixture(scope="module")
+def built(service):
+    """The app as `serve run serve/reward_config.yaml` builds it: the file's application entry and args,
+    some args replaced by strings as `serve run ... key=value` passes them (the oracle, the module's
+    custom resource, 0.25 GiB of memory, a small body limit), run by the module's Serve. Yields the
+    file's application entry."""
+    import ray
+    from ray import serve
+
+    # A replica that asks for a resource no node has never starts, and serve.run would wait forever.
+    assert ray.cluster_resources().get(CUSTOM) == 1, f"this module's cluster must offer {CUSTOM}: 1"
+    entry = yaml.safe_load(CONFIG_FILE.read_text())["applications"][0]
+    args = {**entry["args"], "model": "oracle", "resources": f'{{"{CUSTOM}": 1}}', "memory_gib": "0.25",
+            "num_cpus": "0.5", "max_body_bytes": str(MAX_BODY)}
+    serve.run(app(args), name=entry["name"], route_prefix=entry["route_prefix"], blocking=False)
+    try:
+        yield entry
+    finally:
+        serve.delete(entry["name"])
+
+
 def _http(cfg, method: str, path: str, body: bytes | None = None, headers: dict | None = None,
-          chunked: bool = False) -> tuple[int, dict]:
+          chunked: bool = False, prefix: str | None = None) -> tuple[int, dict]:
     conn = http.client.HTTPConnection("127.0.0.1", cfg.http_port, timeout=30)
+    url = (cfg.route_prefix if prefix is None else prefix) + path
     try:
         hdrs = {"Content-Type": "application/json", "Connection": "close", **(headers or {})}
         if chunked:
-            conn.request(method, cfg.route_prefix + path, body=iter([body]), headers=hdrs, encode_chunked=True)
+            conn.request(method, url, body=iter([body]), headers=hdrs, encode_chunked=True)
         else:
-            conn.request(method, cfg.route_prefix + path, body=body, headers=hdrs)
+            conn.request(method, url, body=body, headers=hdrs)
         r = conn.getresponse()
         return r.status, json.loads(r.read() or b"{}")
     finally:
@@ -268,7 +299,7 @@ def test_http_oversized_bodies_are_refused(service):
 def test_http_unknown_route_and_wrong_method(service):
     cfg, _, _ = service
     status, reply = _http(cfg, "GET", "/scores")
-    assert status == 404 and "/score" in reply["error"], reply
+    assert status == 404 and f"POST {cfg.route_prefix}/score" in reply["error"], reply
     status, reply = _http(cfg, "GET", "/score")
     assert status == 405 and "use POST" in reply["error"], reply
     status, reply = _http(cfg, "POST", "/health", b"{}")
@@ -372,7 +403,113 @@ def test_http_fuzz_1000_malformed_requests_get_4xx(service):
     _assert_matches_oracle(reply, videos[0], prompts[0])
 
 
+# ---------------------------------------------------------------- the service on its own (serve run / deploy)
+
+
+def test_config_file_app_scores_over_http_and_refuses_bad_requests(service, built):
+    cfg, _, _ = service
+    prefix = built["route_prefix"]
+    videos, prompts = _clips(1, seed=13)
+    body = json.dumps({"prompt": prompts[0], "video_b64": base64.b64encode(encode_video(videos[0])).decode()})
+    status, reply = _http(cfg, "POST", "/score", body.encode(), prefix=prefix)
+    assert status == 200, reply
+    _assert_matches_oracle(reply, videos[0], prompts[0])
+    assert reply["model"] == "oracle"  # the arg, not the file's "default"
+    status, reply = _http(cfg, "POST", "/score", b'{"prompt": "a red', prefix=prefix)
+    assert status == 400 and "not valid JSON" in reply["error"], reply
+    status, reply = _http(cfg, "POST", "/score", b"x" * (MAX_BODY + 1), prefix=prefix)
+    assert status == 413 and f"max_body_bytes={MAX_BODY}" in reply["error"], reply  # the string arg, parsed
+    status, reply = _http(cfg, "GET", "/scores", prefix=prefix)
+    assert status == 404 and f"POST {prefix}/score" in reply["error"], reply  # the prefix it was deployed under
+
+
+def test_config_file_resources_are_reserved_for_the_replica(built):
+    """The args ask 1 unit of the cluster's only CUSTOM resource and 0.25 GiB: while the app runs Ray
+    has none of CUSTOM left and 0.25 GiB less memory (nothing else in this cluster reserves memory)."""
+    import ray
+
+    total = ray.cluster_resources()
+    deadline, used = time.monotonic() + 10, None
+    while time.monotonic() < deadline:  # the resource view reaches the driver within about a second
+        free = ray.available_resources()
+        used = (total[CUSTOM] - free.get(CUSTOM, 0.0), total["memory"] - free.get("memory", 0.0))
+        if used == (1.0, 0.25 * 2**30):
+            break
+        time.sleep(0.2)
+    assert used == (1.0, 0.25 * 2**30)
+
+
+def test_every_listening_socket_of_the_cluster_is_on_loopback(service, built):
+    """`serve run` on an import path starts Serve with HTTPOptions' defaults, and on the config file with
+    its http_options: both 127.0.0.1. In this module's cluster (GCS, raylet, agents, workers, Serve's
+    controller, proxy and both apps' replicas) every TCP listener is on loopback, except one per Serve
+    replica: Ray 2.60 binds each replica's inter-deployment gRPC server to [::]:0, with no option
+    (ray/serve/_private/replica.py); token auth guards it when it is on."""
+    from ray.serve.config import HTTPOptions
+    from ray.serve.schema import ServeDeploySchema
+
+    cfg, _, _ = service
+    if not os.environ.get("RAY_SERVE_DEFAULT_HTTP_HOST"):
+        assert HTTPOptions().host == "127.0.0.1"
+    assert ServeDeploySchema.model_validate(yaml.safe_load(CONFIG_FILE.read_text())).http_options.host == "127.0.0.1"
+    listeners = []
+    for proc in psutil.Process().children(recursive=True):  # ray.init(address="local") started all of them
+        try:
+            listeners += [(" ".join(proc.cmdline()), c.laddr) for c in proc.net_connections("tcp")
+                          if c.status == psutil.CONN_LISTEN]
+        except psutil.NoSuchProcess:
+            pass
+    loopback = lambda ip: ip.startswith("127.") or ip in ("::1", "::ffff:127.0.0.1")  # noqa: E731
+    assert ("127.0.0.1", cfg.http_port) in [(a.ip, a.port) for cmd, a in listeners if "ProxyActor" in cmd]
+    exposed = [(cmd, a) for cmd, a in listeners if not loopback(a.ip)]
+    replicas = [cmd for cmd, a in exposed if cmd.startswith("ray::ServeReplica") and a.ip in ("::", "0.0.0.0")]
+    assert len(replicas) == len(exposed) and sorted(replicas) == sorted(set(replicas)), exposed
+    assert len(replicas) <= 2, exposed  # the two apps' replicas
+
+
 # ---------------------------------------------------------------- config and backends (no Serve)
+
+
+def test_config_file_names_every_app_key_at_its_default():
+    """serve/reward_config.yaml spells out every RewardServiceConfig key an app builder can take (all but
+    Serve's own four), at the defaults, so that the file documents what can be set."""
+    from rlhf.config import load_config
+
+    args = yaml.safe_load(CONFIG_FILE.read_text())["applications"][0]["args"]
+    keys = {f for f in RewardServiceConfig.__dataclass_fields__} - set(SERVE_KEYS)
+    assert set(args) == keys
+    assert load_config(RewardServiceConfig, values=args) == RewardServiceConfig()
+
+
+def test_ray_actor_options_carry_resources_and_memory():
+    cfg = RewardServiceConfig(num_cpus=2, resources={"reward": 1}, memory_gib=1.5)
+    assert cfg.ray_actor_options() == {"num_cpus": 2, "num_gpus": 0, "resources": {"reward": 1},
+                                       "memory": 1610612736}  # 1.5 * 1024**3
+    assert RewardServiceConfig().ray_actor_options() == {"num_cpus": 1, "num_gpus": 0}
+
+
+@pytest.mark.parametrize("args, needle", [
+    ({"resources": '{"reward": -1}'}, "resources.reward must be a finite number >= 0"),
+    ({"resources": {"reward": float("inf")}}, "resources.reward must be a finite number >= 0"),
+    ({"resources": '{"GPU": 1}'}, "custom resources"),
+    ({"resources": '{"memory": 100}'}, "custom resources"),
+    ({"resources": "reward"}, "config key 'resources': expected a mapping"),
+    ({"resources": '{"reward": "one"}'}, "config key 'resources.reward': expected a number"),
+    ({"memory_gib": "-0.5"}, "memory_gib must be a finite number >= 0"),
+    ({"num_cpus": "-1"}, "num_cpus must be a finite number >= 0"),
+    ({"num_gpus": "nan"}, "num_gpus must be a finite number >= 0"),
+    ({"modle": "oracle"}, "unknown config key 'modle'"),
+    ({"device.device": "cuda"}, "num_gpus=0"),
+    ({"http_port": "9000"}, "http_port is Serve's setting"),
+    ({"app_name": "r", "route_prefix": "/r"}, "--name NAME"),
+])
+def test_app_builder_refuses_bad_args_naming_the_key(args, needle):
+    from rlhf.config import ConfigError
+
+    with pytest.raises(ConfigError, match="reward app args") as info:
+        app(args)
+    assert needle in str(info.value), str(info.value)
+
 
 
 def test_config_refuses_batches_larger_than_the_request_limit():

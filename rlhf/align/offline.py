@@ -1,4 +1,7 @@
-"""Offline alignment: sample prompt groups from the pretrained policy, score them, train a LoRA.
+"""Offline alignment: sample prompt groups from the initial policy, score them, train a LoRA.
+
+The initial policy is the pretrained generator, or the generator with ``train.init_adapter`` (an existing
+LoRA, which training then continues and which serves as the DPO reference).
 
 Pure library code (no Ray): ``jobs/align_offline.py`` and the table job drive it, and the online loop
 reuses :func:`train_lora_steps` on its own batches.
@@ -43,7 +46,11 @@ def read_prompts(spec: str) -> list[str]:
 
 @dataclass
 class TrainConfig:
-    lora_rank: int = 8
+    # LoRA training starts from ("" = a fresh one, B = 0): diffusers' or peft's format, a .safetensors file or a
+    # hub id. Samples are drawn from it and it is the DPO reference; its own rank and alpha are trained
+    # (lora_rank / lora_alpha are set to them, with a line saying so when they differed).
+    init_adapter: str = ""
+    lora_rank: int = 8  # of a fresh LoRA
     lora_alpha: float = 8.0
     lr: float = 2e-4  # AdamW on the LoRA parameters
     steps: int = 150  # optimiser steps
@@ -59,6 +66,20 @@ class TrainConfig:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         self.algo.validate()
         self.pairs.validate()
+        if self.init_adapter:
+            from rlhf.generator.lora import adopt_adapter_settings
+
+            adopt_adapter_settings(self, "train.")
+
+
+def start_lora(gen, cfg: TrainConfig) -> None:
+    """Attach the LoRA training starts from: ``cfg.init_adapter``, with a frozen copy as the reference
+    policy (the policy the samples came from), or a fresh one (seeded A, B = 0: the reference is the base)."""
+    if cfg.init_adapter:
+        gen.load_lora(cfg.init_adapter, reference=cfg.algo.pairwise)  # only Flow-DPO has a reference
+    else:
+        torch.manual_seed(cfg.seed)
+        gen.add_lora(cfg.lora_rank, cfg.lora_alpha)
 
 
 def weighted_rewards(scores: np.ndarray, cfg: PairConfig) -> np.ndarray:
@@ -107,14 +128,15 @@ def train_lora_steps(gen, latents: torch.Tensor, text: torch.Tensor, data: dict,
 
 def align(gen, latents: torch.Tensor, prompts: list[str], scores: np.ndarray, cfg: TrainConfig,
           progress=None, log=None) -> list[dict]:
-    """Attach a LoRA to ``gen`` and train it on scored samples (``latents`` of ``prompts``)."""
+    """Train a LoRA of ``gen`` on scored samples (``latents`` of ``prompts``): the one :func:`start_lora`
+    attached (the caller does so before drawing samples from an initial adapter), else a new one."""
     cfg.validate()
     if not (len(latents) == len(prompts) == len(scores)):
         raise ValueError(f"{len(latents)} latents, {len(prompts)} prompts and {len(scores)} score rows differ")
     rewards = weighted_rewards(scores, cfg.pairs)
     data = training_set(prompts, rewards, cfg)
-    torch.manual_seed(cfg.seed)
-    gen.add_lora(cfg.lora_rank, cfg.lora_alpha)
+    if not gen.has_lora:
+        start_lora(gen, cfg)
     with torch.no_grad():
         uniq = sorted(set(prompts))
         emb = dict(zip(uniq, gen.encode_prompts(uniq)))

@@ -134,11 +134,12 @@ def sample_clips(run: Path, cfg: dict, n: int) -> list[dict]:
 
     from rlhf.align.offline import read_prompts
     from rlhf.config import load_config
+    from rlhf.generator.lora import is_adapter_dir
     from rlhf.generator.model import DEFAULT_GENERATOR, load_generator
     from rlhf.generator.sampler import SamplerConfig, sample
     from rlhf.video import encode_video
 
-    if n <= 0 or not (run / "adapter" / "adapter.safetensors").is_file():
+    if n <= 0 or not is_adapter_dir(run / "adapter"):
         return []
     torch.manual_seed(0)
     prompts = read_prompts(cfg.get("eval_prompts") or "heldout")[:n]
@@ -243,10 +244,15 @@ def render_html(run: Path, cfg: dict, cfg_text: str, recs: list[dict], evaluatio
         h.append(f"<p>{evaluation.get('n')} clips of the {html.escape(str(evaluation.get('prompts')))} prompts, same seeds "
                  "for both policies; ties count half.</p><table><tr><th>judge</th>"
                  + "".join(f"<th>{d}</th>" for d in (*DIMS, "weighted")) + "</tr>")
-        h.append(_win_table("oracle", evaluation["oracle_win_rate"]))
+        if "oracle_win_rate" in evaluation:
+            h.append(_win_table("oracle", evaluation["oracle_win_rate"]))
         if "learned_win_rate" in evaluation:
-            h.append(_win_table("learned reward", evaluation["learned_win_rate"]))
+            h.append(_win_table("served reward", evaluation["learned_win_rate"]))
         h.append("</table>")
+        if "oracle_win_rate" not in evaluation:
+            h.append(f"<p>Judge: the {html.escape(str(evaluation.get('judge', 'served reward')))}, the same model that "
+                     "trained the policy (no oracle outside the moving-shapes world: world=false), so these win rates "
+                     "cannot reveal reward hacking; judge with people or another model before trusting them.</p>")
         if evaluation.get("reward_hacking"):
             h.append(f"<p><b>Reward hacking flagged on {html.escape(', '.join(evaluation['reward_hacking']))}</b>: the "
                      "learned reward prefers the policy where the oracle does not.</p>")

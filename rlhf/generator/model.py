@@ -17,17 +17,25 @@ the world's generator also concatenates ``layout_channels`` maps computed from t
 map of the masked mean of its text embedding), the way Wan2.1 I2V concatenates conditioning channels
 to its input. The empty prompt gives the map's bias: an unconditional layout for guidance.
 
-Layouts on disk:
+Layouts on disk (a directory, or a hub id ``owner/name`` resolved through the Hugging Face cache by
+:func:`rlhf.hub.resolve`):
 * our own: ``generator.json`` (this module's config), ``transformer/`` and ``text_encoder/``
   (``save_pretrained``), ``tokenizer/``, ``inputs.safetensors`` (position maps, layout map);
 * Wan2.1 diffusers layout (``model_index.json``, ``transformer/``, ``text_encoder/``, ``tokenizer/``,
   ``vae/``): loaded with the real ``AutoencoderKLWan`` as codec.
+
+LoRA: peft adapters on the transformer, attached and loaded through diffusers' own calls
+(``add_adapter``, ``load_lora_adapter``) and saved in diffusers' format (:mod:`rlhf.generator.lora`), so
+that an adapter trained here loads into ``WanPipeline`` with ``load_lora_weights`` and back. The trained
+adapter is peft's ``"default"``; a run that starts from an existing adapter also holds a frozen copy,
+``"reference"``, as its reference policy (:meth:`FlowGenerator.reference`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import warnings
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -36,9 +44,11 @@ import torch
 from rlhf.device import DeviceConfig, module_device, module_dtype, place
 
 from .codec import SpaceToDepthCodec, WanVAECodec
+from .lora import LORA_TARGETS, AdapterError, lora_kwargs, read_adapter, save_adapter
 from .text import TextEncoder, world_text_encoder
 
-LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
+POLICY_ADAPTER = "default"  # peft's name of the adapter that trains
+REFERENCE_ADAPTER = "reference"  # frozen copy of the adapter a run started from (absent for a fresh LoRA)
 # The shipped pretrained generator of the moving-shapes world (jobs/pretrain.py; see its MANIFEST.json).
 DEFAULT_GENERATOR = Path(__file__).resolve().parents[2] / "artefacts" / "generator_default"
 
@@ -150,8 +160,9 @@ class FlowGenerator(torch.nn.Module):
         return self
 
     def _lora_fp32(self) -> None:
-        for p in self.lora_parameters():
-            p.data = p.data.float()
+        for n, p in self.transformer.named_parameters():
+            if "lora_" in n:
+                p.data = p.data.float()
 
     # ---------------------------------------------------------------- the model
     def encode_prompts(self, prompts: list[str]) -> torch.Tensor:
@@ -188,7 +199,7 @@ class FlowGenerator(torch.nn.Module):
     # ---------------------------------------------------------------- LoRA
     @property
     def has_lora(self) -> bool:
-        return bool(getattr(self.transformer, "_hf_peft_config_loaded", False))
+        return POLICY_ADAPTER in (getattr(self.transformer, "peft_config", None) or {})
 
     def add_lora(self, rank: int = 8, alpha: float | None = None, targets=LORA_TARGETS) -> None:
         """Attach a LoRA adapter (B = 0: the policy starts equal to the base) and freeze everything else."""
@@ -202,33 +213,65 @@ class FlowGenerator(torch.nn.Module):
         self._lora_fp32()  # a bf16 base trains an fp32 adapter (peft casts the input to the adapter's dtype)
 
     def lora_parameters(self) -> list[torch.nn.Parameter]:
-        return [p for n, p in self.transformer.named_parameters() if "lora_" in n]
+        """The trained adapter's parameters (not the frozen reference copy)."""
+        return [p for n, p in self.transformer.named_parameters() if "lora_" in n and f".{POLICY_ADAPTER}." in n]
+
+    @property
+    def has_reference_adapter(self) -> bool:
+        return self.has_lora and REFERENCE_ADAPTER in self.transformer.peft_config
 
     @contextlib.contextmanager
     def reference(self):
-        """The frozen base policy: the same module with the adapter disabled."""
+        """The reference policy, i.e. the policy training started from, on the same module: the base (the
+        adapter disabled) for a fresh LoRA, whose B = 0 makes the two equal; the frozen copy of the initial
+        adapter for a run started from one (:meth:`load_lora` with ``reference=True``)."""
         if not self.has_lora:
             yield self
             return
-        self.transformer.disable_adapters()
+        if not self.has_reference_adapter:
+            self.transformer.disable_adapters()
+            try:
+                yield self
+            finally:
+                self.transformer.enable_adapters()
+            return
+        self.transformer.set_adapter(REFERENCE_ADAPTER)  # peft marks the active adapter trainable: undone below
         try:
             yield self
         finally:
-            self.transformer.enable_adapters()
+            self.transformer.set_adapter(POLICY_ADAPTER)
+            self._freeze_reference()
+
+    def _freeze_reference(self) -> None:
+        for n, p in self.transformer.named_parameters():
+            if f".{REFERENCE_ADAPTER}." in n:
+                p.requires_grad_(False)
 
     def lora_state(self) -> dict[str, torch.Tensor]:
+        """The trained adapter's weights in peft's names (``blocks.0.attn1.to_q.lora_A.weight``)."""
         from peft import get_peft_model_state_dict
 
-        return {k: v.detach().clone() for k, v in get_peft_model_state_dict(self.transformer).items()}
+        return {k: v.detach().clone()
+                for k, v in get_peft_model_state_dict(self.transformer, adapter_name=POLICY_ADAPTER).items()}
 
     def lora_config(self) -> dict:
-        cfg = self.transformer.peft_config["default"]
-        return {"rank": cfg.r, "alpha": cfg.lora_alpha, "targets": sorted(cfg.target_modules)}
+        cfg = self.transformer.peft_config[POLICY_ADAPTER]
+        out = {"rank": cfg.r, "alpha": cfg.lora_alpha, "targets": sorted(cfg.target_modules)}
+        out.update({k: dict(getattr(cfg, k)) for k in ("rank_pattern", "alpha_pattern") if getattr(cfg, k)})
+        return out
+
+    def lora_kwargs(self) -> dict:
+        """The trained adapter's ``LoraConfig`` as stored with it (:func:`rlhf.generator.lora.lora_kwargs`)."""
+        return lora_kwargs(self.transformer.peft_config[POLICY_ADAPTER])
 
     def load_lora_state(self, state: dict[str, torch.Tensor], source: str = "adapter") -> None:
         """Load adapter weights; refuses (naming what differs) an adapter of another shape or model."""
         from peft import set_peft_model_state_dict
 
+        self._check_state(state, source)
+        set_peft_model_state_dict(self.transformer, state, adapter_name=POLICY_ADAPTER)
+
+    def _check_state(self, state: dict[str, torch.Tensor], source: str) -> None:
         mine = {k: v.shape for k, v in self.lora_state().items()}
         theirs = {k: tuple(v.shape) for k, v in state.items()}
         missing, extra = sorted(set(mine) - set(theirs)), sorted(set(theirs) - set(mine))
@@ -244,29 +287,90 @@ class FlowGenerator(torch.nn.Module):
                 detail.append(f"{len(wrong)} shape mismatches (e.g. {k}: {theirs[k]} vs {tuple(mine[k])})")
             raise GeneratorError(f"{source} does not match this generator's LoRA ({self.lora_config()}): "
                                  + "; ".join(detail) + ". Load it into the generator and rank it was trained with.")
-        set_peft_model_state_dict(self.transformer, state)
 
-    def save_lora(self, path: str | Path) -> Path:
-        from safetensors.torch import save_file
+    def save_lora(self, path: str | Path, info: dict | None = None) -> Path:
+        """Write the trained adapter in diffusers' format (``WanPipeline.load_lora_weights`` reads it);
+        ``info`` goes into ``adapter_info.json``."""
+        return save_adapter(path, self.lora_state(), self.lora_kwargs(), info)
 
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.contiguous() for k, v in self.lora_state().items()}, path / "adapter.safetensors")
-        (path / "adapter.json").write_text(json.dumps(self.lora_config(), indent=2))
-        return path
+    def load_lora(self, path: str | Path, reference: bool = False, cache_dir: str | Path | None = None) -> None:
+        """Load the adapter at ``path`` (diffusers' format; also peft's and the old project layout: see
+        :mod:`rlhf.generator.lora`; a hub id works too). With no LoRA attached, attaches it as diffusers'
+        ``load_lora_adapter`` does (its rank, alpha and target modules); else loads the weights into the
+        attached LoRA, which must have the same shape and scale. ``reference=True`` (a run starting from
+        this adapter) also keeps a frozen copy as the reference policy."""
+        try:
+            adapter = read_adapter(path, cache_dir)
+        except AdapterError as e:
+            raise GeneratorError(str(e)) from None
+        if self.has_lora:
+            if reference:
+                raise GeneratorError(f"{path}: a reference adapter is set when the LoRA is first attached; this "
+                                     "generator already has one (load into a freshly loaded generator)")
+            self._check_state(adapter.state, str(adapter.path))
+            mine = self.lora_kwargs()
+            differ = [k for k in ("lora_alpha", "rank_pattern", "alpha_pattern", "use_rslora")
+                      if (mine.get(k) or None) != (adapter.config.get(k) or None)]
+            if differ:
+                raise GeneratorError(f"{adapter.path} has {', '.join(f'{k}={adapter.config.get(k)}' for k in differ)} "
+                                     f"but the attached LoRA has {', '.join(f'{k}={mine.get(k)}' for k in differ)}: "
+                                     "same shapes, another scale. Load it into a generator without a LoRA.")
+            self.load_lora_state(adapter.state, str(adapter.path))
+            return
+        from peft import set_peft_model_state_dict
 
-    def load_lora(self, path: str | Path) -> None:
-        """Load an adapter saved by :meth:`save_lora`, attaching one of the saved rank if none is attached."""
-        from safetensors.torch import load_file
+        self.requires_grad_(False)
+        names = (POLICY_ADAPTER, REFERENCE_ADAPTER) if reference else (POLICY_ADAPTER,)
+        for name in names:
+            self._attach(adapter, name)
+        self.transformer.set_adapter(POLICY_ADAPTER)
+        self._freeze_reference()
+        self._lora_fp32()
+        for name in names:  # peft made the adapter in the base's precision: put the file's fp32 values back
+            set_peft_model_state_dict(self.transformer, adapter.state, adapter_name=name)
 
-        path = Path(path)
-        if not (path / "adapter.safetensors").is_file() or not (path / "adapter.json").is_file():
-            raise GeneratorError(f"{path} is not a LoRA adapter directory (needs adapter.safetensors and "
-                                 "adapter.json, as written by save_lora / align_offline)")
-        meta = json.loads((path / "adapter.json").read_text())
-        if not self.has_lora:
-            self.add_lora(meta["rank"], meta["alpha"], meta.get("targets", LORA_TARGETS))
-        self.load_lora_state(load_file(path / "adapter.safetensors"), str(path))
+    def _attach(self, adapter, name: str) -> None:
+        """``adapter`` as peft adapter ``name``, through diffusers' ``load_lora_adapter`` (so it gets the
+        LoraConfig diffusers would build); refuses, naming them, weights this transformer has no place for
+        and layers its config targets without weights."""
+        from peft import get_peft_model_state_dict
+
+        self._check_fits(adapter)
+        try:
+            with warnings.catch_warnings():  # a second adapter is meant: the reference copy
+                warnings.filterwarnings("ignore", message="Already found a `peft_config`", category=UserWarning)
+                self.transformer.load_lora_adapter(dict(adapter.state), prefix=None, adapter_name=name,
+                                                   metadata=dict(adapter.config))
+        except (ValueError, TypeError, RuntimeError, KeyError) as e:
+            raise GeneratorError(f"{adapter.path} does not load into this generator's transformer "
+                                 f"({type(e).__name__}: {str(e).splitlines()[0][:300]}): is it a LoRA of this "
+                                 "model?") from None
+        missing = sorted(set(get_peft_model_state_dict(self.transformer, adapter_name=name)) - set(adapter.state))
+        if missing:  # its LoraConfig targets layers it holds no weights for
+            self.transformer.delete_adapters(name)
+            raise GeneratorError(f"{adapter.path}: its LoraConfig targets {len(missing) // 2} layers it holds no "
+                                 f"weights for (e.g. {missing[0]}); target_modules in its header (or "
+                                 "adapter_config.json) must name the layers its tensors belong to")
+
+    def _check_fits(self, adapter) -> None:
+        """Every LoRA tensor names a linear layer of this transformer with the matching width (lora_A is
+        (rank, in_features), lora_B (out_features, rank)); else a GeneratorError naming the first misfits."""
+        modules = dict(self.transformer.named_modules())
+        absent, wrong = [], []
+        for k, v in adapter.state.items():
+            name, _, part = k.partition(".lora_")
+            mod = modules.get(name)
+            if mod is None or not hasattr(mod, "in_features"):
+                absent.append(k)
+            elif part.startswith("A.") and v.ndim == 2 and v.shape[1] != mod.in_features:
+                wrong.append(f"{k}: {tuple(v.shape)} for in_features {mod.in_features}")
+            elif part.startswith("B.") and v.ndim == 2 and v.shape[0] != mod.out_features:
+                wrong.append(f"{k}: {tuple(v.shape)} for out_features {mod.out_features}")
+        if absent or wrong:
+            detail = ([f"{len(absent)} tensors for layers it lacks (e.g. {sorted(absent)[0]})"] if absent else []) + \
+                     ([f"{len(wrong)} of another width (e.g. {sorted(wrong)[0]})"] if wrong else [])
+            raise GeneratorError(f"{adapter.path} does not fit this generator's transformer: " + "; ".join(detail)
+                                 + ". Load it into the generator it was trained on.")
 
     # ---------------------------------------------------------------- persistence
     def save(self, path: str | Path) -> Path:
@@ -292,12 +396,20 @@ class FlowGenerator(torch.nn.Module):
         return path
 
 
+# what a generator checkpoint is read from: a hub download fetches these only (not a repository's examples)
+CHECKPOINT_FILES = ["model_index.json", "generator.json", "inputs.safetensors", "MANIFEST.json", "transformer/*",
+                    "text_encoder/*", "tokenizer/*", "vae/*", "scheduler/*"]
+
+
 def load_generator(path: str | Path, device: DeviceConfig | None = None, text_tokens: int = 512,
                    video_shape: tuple[int, int, int] = (81, 480, 832), fps: float = 16.0,
-                   text_encoder: bool = True) -> FlowGenerator:
+                   text_encoder: bool = True, cache_dir: str | Path | None = None) -> FlowGenerator:
     """Load our world layout (``generator.json``) or a Wan2.1 diffusers checkpoint (``model_index.json``)
     onto ``device`` (a :class:`DeviceConfig`; default CPU fp32). Weights are read in the role's precision.
 
+    ``path`` is a directory or a hub id (``Wan-AI/Wan2.1-T2V-1.3B-Diffusers``), resolved by
+    :func:`rlhf.hub.resolve` in the Hugging Face cache (``cache_dir``, else ``HF_HUB_CACHE``; offline with
+    ``HF_HUB_OFFLINE=1``; an id that cannot be had raises :class:`rlhf.hub.HubError` naming it).
     ``text_tokens``, ``video_shape`` (frames, height, width) and ``fps`` apply to Wan checkpoints only
     (their defaults are Wan2.1's: 512 tokens, 81 frames at 480x832, 16 fps); the world layout records
     its own. ``text_encoder=False`` leaves the frozen prompt encoder out (trainer workers).
@@ -308,11 +420,12 @@ def load_generator(path: str | Path, device: DeviceConfig | None = None, text_to
     from diffusers import WanTransformer3DModel
     from transformers import AutoTokenizer, UMT5EncoderModel
 
-    path = Path(path)
-    if not path.is_dir():
-        hint = (" (the shipped generator: reproduce it with the command in artefacts/README.md)"
-                if path == DEFAULT_GENERATOR else "")
-        raise GeneratorError(f"generator checkpoint {path} is not a directory{hint}")
+    from rlhf.hub import resolve
+
+    if Path(path) == DEFAULT_GENERATOR and not DEFAULT_GENERATOR.is_dir():
+        raise GeneratorError(f"generator checkpoint {path} is not a directory (the shipped generator: reproduce "
+                             "it with the command in artefacts/README.md)")
+    path = resolve(path, "generator", cache_dir=cache_dir, allow_patterns=CHECKPOINT_FILES)
     if (path / "MANIFEST.json").is_file():
         from rlhf.artefacts import verify_manifest
 
