@@ -82,9 +82,23 @@ class Cluster:
         psutil.wait_procs(alive, timeout=5)
 
 
-def connect(address: str = "", num_cpus: int = 0, dashboard: bool = True, log_to_driver: bool = True) -> Cluster:
+def hub_env(cache: str = "") -> dict[str, str]:
+    """Environment variables every worker of the job needs to find hub checkpoints as the driver does: the
+    Hugging Face cache (``cache``, e.g. a shared mount) and the offline switch when the driver has it."""
+    env = {k: os.environ[k] for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HUB_CACHE", "HF_HOME")
+           if os.environ.get(k)}
+    if cache:
+        env["HF_HUB_CACHE"] = str(cache)
+    return env
+
+
+def connect(address: str = "", num_cpus: int = 0, dashboard: bool = True, log_to_driver: bool = True,
+            env_vars: dict[str, str] | None = None) -> Cluster:
     """Join ``address`` (or ``RAY_ADDRESS``, which ``ray job submit`` sets) or start a local cluster with
-    ``num_cpus`` logical CPUs on 127.0.0.1. A Ray session this process already holds is used as it is."""
+    ``num_cpus`` logical CPUs on 127.0.0.1. A Ray session this process already holds is used as it is.
+    ``env_vars`` go to every task and actor of the job (the job-level runtime environment, merged with what
+    ``ray job submit`` gave)."""
+    runtime_env = {"env_vars": dict(env_vars)} if env_vars else None
     address = address or os.environ.get("RAY_ADDRESS", "")
     if "ray" in sys.modules:
         import ray
@@ -94,7 +108,7 @@ def connect(address: str = "", num_cpus: int = 0, dashboard: bool = True, log_to
     if address:
         import ray
 
-        ctx = ray.init(address=address, log_to_driver=log_to_driver)
+        ctx = ray.init(address=address, log_to_driver=log_to_driver, runtime_env=runtime_env)
         return Cluster(started=False, address=ctx.address_info.get("gcs_address", address),
                        dashboard_url=_url(ctx.dashboard_url))
     if "ray" in sys.modules and os.environ.get(LOOPBACK_VAR) != "0":
@@ -107,7 +121,7 @@ def connect(address: str = "", num_cpus: int = 0, dashboard: bool = True, log_to
 
     before = {p.pid for p in psutil.Process().children(recursive=True)}
     ctx = ray.init(address="local", num_cpus=num_cpus or None, include_dashboard=dashboard,
-                   dashboard_host="127.0.0.1", log_to_driver=log_to_driver)
+                   dashboard_host="127.0.0.1", log_to_driver=log_to_driver, runtime_env=runtime_env)
     procs = [p for p in psutil.Process().children(recursive=True) if p.pid not in before]
     return Cluster(started=True, address=ctx.address_info.get("gcs_address", ""), dashboard_url=_url(ctx.dashboard_url),
                    processes=procs)
@@ -200,4 +214,5 @@ def check_fit(roles: list[Role], autoscaling: bool = False, wait_s: float = 600.
     raise FitError(f"gave up after {wait_s:.0f} s waiting for the autoscaler; " + fit_message(roles, nodes, short))
 
 
-__all__ = ["Cluster", "FitError", "Role", "check_fit", "connect", "fit_message", "local_cpus", "placement_problem"]
+__all__ = ["Cluster", "FitError", "Role", "check_fit", "connect", "fit_message", "hub_env", "local_cpus",
+           "placement_problem"]

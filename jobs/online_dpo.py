@@ -51,6 +51,9 @@ class OnlineConfig:
     # where checkpoints and run state go: a path every node mounts or a URI Ray Train accepts (s3://...); the
     # trainer workers write there and a resume on any node reads there. "" = <out>/checkpoints (one machine)
     storage: str = ""
+    # Hugging Face cache for hub ids (generator, reward, base models), e.g. a shared mount; every worker of the
+    # job gets it (HF_HUB_CACHE), and HF_HUB_OFFLINE=1 in the driver's environment reaches them too
+    hub_cache: str = ""
     ray_address: str = ""  # "" = RAY_ADDRESS if set (ray job submit), else start a local cluster on 127.0.0.1
     num_cpus: int = 0  # logical CPUs of a local cluster (0 = enough for every role, at least the machine's cores)
     # a joined cluster with an autoscaler (cluster.yaml): wait up to cluster_wait_s for the nodes the roles need;
@@ -318,11 +321,12 @@ class OnlineRun:
 
     # ------------------------------------------------------------------ start-up
     def start(self) -> None:
-        from actors.cluster import check_fit, connect, local_cpus
+        from actors.cluster import check_fit, connect, hub_env, local_cpus
 
         cfg = self.cfg
         roles = cfg.roles()  # Ray is imported by connect: a local cluster must bind 127.0.0.1
-        self.cluster = connect(cfg.ray_address, num_cpus=cfg.num_cpus or local_cpus(roles))
+        self.cluster = connect(cfg.ray_address, num_cpus=cfg.num_cpus or local_cpus(roles),
+                               env_vars=hub_env(cfg.hub_cache))
         self.log(f"Ray dashboard: {self.cluster.dashboard_url or '(none on this cluster)'}; metrics "
                  f"{' '.join(self.cluster.metrics_urls()) or '(none)'}")
         check_fit(roles, autoscaling=cfg.autoscaling and not self.cluster.started, wait_s=cfg.cluster_wait_s,

@@ -17,7 +17,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -30,12 +32,16 @@ from rlhf.reward.train import RewardTrainConfig  # noqa: E402
 
 @dataclass
 class TrainRewardJob(RewardTrainConfig):
-    resume: bool = False  # continue from the latest checkpoint in out
+    resume: bool = False  # continue from the latest checkpoint in storage
+    # where the workers write checkpoints, DeepSpeed state and the evaluation, and a resume reads them: a path
+    # every node mounts or a URI Ray Train accepts (s3://...). "" = out (one machine, or out on a shared mount)
+    storage: str = ""
     # "" = RAY_ADDRESS if set (ray job submit joins the cluster it was submitted to), else a local cluster on
     # 127.0.0.1; "auto" joins the cluster of this node
     ray_address: str = ""
     autoscaling: bool = False  # the joined cluster has an autoscaler: wait up to cluster_wait_s for the workers' nodes
     cluster_wait_s: float = 600.0
+    hub_cache: str = ""  # Hugging Face cache for hub ids (HF_HUB_CACHE on every worker of the job)
     eval_data: str = ""  # dataset dir or parquet for the held-out evaluation (default: data)
 
 
@@ -114,11 +120,30 @@ def train_loop(config: dict) -> None:
     init_deepspeed(cfg.device.is_cuda)
     import deepspeed
 
-    out = Path(cfg.out)
+    from actors.storage import RunStorage
+
+    # Every rank writes into a local working directory; with storage set, what it wrote goes up there after
+    # each checkpoint, and a resume first brings the storage down (so any node can resume).
+    storage = RunStorage(cfg.storage) if cfg.storage else None
+    out = Path(tempfile.mkdtemp(prefix="train_reward-")) if storage else Path(cfg.out)
+    if storage and cfg.resume and storage.exists("train_state.json"):
+        storage.download("", out)
+
+    def persist(*rels: str) -> None:
+        for rel in rels:
+            p = out / rel
+            if storage is None or not p.exists():
+                continue
+            if p.is_dir():
+                storage.upload(p, rel)
+            else:
+                storage.write_bytes(rel, p.read_bytes())
+
     tokenizer = world_tokenizer(cfg.backbone.vocab_size)
     model = build_model(tokenizer, cfg.backbone, cfg.separate_tokens, seed=cfg.seed)
     if rank == 0:
         save_backbone(model.vlm, tokenizer, out)
+        persist("backbone")
     parts = dataclasses.replace(cfg.parts, lm_head=cfg.parts.lm_head or cfg.caption_weight > 0)
     model = apply_trainable_parts(model, parts)
     model.place(worker_device(cfg.device))
@@ -148,11 +173,14 @@ def train_loop(config: dict) -> None:
 
     def checkpoint(step: int, position: tuple[int, int]) -> None:
         engine.save_checkpoint(str(out / "deepspeed"), tag=f"step{step}")
+        persist(f"deepspeed/step{step}", "deepspeed/latest")  # each rank its own shards
+        torch.distributed.barrier()  # every shard is in storage before the state names this step
         if rank == 0:
             save_checkpoint(engine.module, out, step, info)
             tmp = state_file.with_suffix(".part")
             tmp.write_text(json.dumps({"step": step, "epoch": position[0], "batch": position[1]}))
             tmp.replace(state_file)
+            persist("model_config.json", f"checkpoint-{step}", "train_state.json")
         torch.distributed.barrier()
 
     position = (state["epoch"], state["batch"])  # where the data of the next step starts
@@ -182,17 +210,21 @@ def train_loop(config: dict) -> None:
         if cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
             checkpoint(step, position)
         if cfg.eval_every and step % cfg.eval_every == 0 and rank == 0:
-            evaluate(cfg, engine.module, processor, info, step, final=False)
+            evaluate(cfg, engine.module, processor, info, step, final=False, out=out)
+            persist("eval_history.jsonl")
     if finished:
         position = (cfg.epochs, 0)
     checkpoint(state["step"], position)
 
     if rank == 0:
-        evaluate(cfg, engine.module, processor, info, state["step"], final=True)
+        evaluate(cfg, engine.module, processor, info, state["step"], final=True, out=out)
+        persist("eval_history.jsonl", "eval.json", "eval.md", "model_config.json", f"checkpoint-{state['step']}")
     torch.distributed.barrier()
+    if storage is not None:
+        shutil.rmtree(out, ignore_errors=True)
 
 
-def evaluate(cfg, model, processor, info, step: int, final: bool) -> dict:
+def evaluate(cfg, model, processor, info, step: int, final: bool, out: Path | None = None) -> dict:
     """Normalisation constants from training pairs, then the accuracy table on the held-out pairs."""
     from rlhf.reward.checkpoint import save_checkpoint
     import itertools
@@ -223,7 +255,7 @@ def evaluate(cfg, model, processor, info, step: int, final: bool) -> dict:
     kept, ea, eb, bad = score_pairs(model, eval_recs, video_root(cfg, eval_data), processor)
     table = accuracy_table(kept, ea, eb, info.norm) if kept else {}
     result = {"step": step, "split": cfg.eval_split, "table": table, "skipped": [asdict(s) for s in bad]}
-    out = Path(cfg.out)
+    out = Path(out or cfg.out)
     with open(out / "eval_history.jsonl", "a") as fh:
         fh.write(json.dumps(result) + "\n")
     if final:
@@ -242,13 +274,16 @@ def _cfg_from(config: dict) -> TrainRewardJob:
 
 
 def run(cfg: TrainRewardJob) -> dict:
-    from actors.cluster import Role, check_fit, connect, local_cpus
+    from actors.cluster import Role, check_fit, connect, hub_env, local_cpus
+    from actors.storage import RunStorage
     from rlhf.data.schema import read_preferences
 
     started_at = time.time()  # run_time.json: wall time of the whole job, Ray start-up included
     # Workers run in other directories: every path they read is made absolute here.
     absolute = {k: str(Path(getattr(cfg, k)).resolve()) for k in ("data", "eval_data", "root", "out")
                 if getattr(cfg, k) and getattr(cfg, k) != SYNTHETIC}
+    if cfg.storage and "://" not in cfg.storage:
+        absolute["storage"] = str(Path(cfg.storage).resolve())
     cfg = dataclasses.replace(cfg, **absolute)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -261,7 +296,7 @@ def run(cfg: TrainRewardJob) -> dict:
                   "num_workers, device"),
              Role("Ray Data tasks", 1 if cfg.data != SYNTHETIC else 0, {"CPU": 1.0})]
     # the dashboard (127.0.0.1 only) serves Ray Train's state API; without it the placement-group cleaner warns
-    cluster = connect(cfg.ray_address, num_cpus=local_cpus(roles, spare=1))
+    cluster = connect(cfg.ray_address, num_cpus=local_cpus(roles, spare=1), env_vars=hub_env(cfg.hub_cache))
     import ray
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
@@ -278,7 +313,8 @@ def run(cfg: TrainRewardJob) -> dict:
             torch_config=TorchConfig(backend="nccl" if cfg.device.is_cuda else "gloo"),
             scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.device.is_cuda,
                                          resources_per_worker={"CPU": 1}),
-            run_config=RunConfig(name="train_reward", storage_path=str((out / "ray").resolve())),
+            run_config=RunConfig(name="train_reward", storage_path=(
+                RunStorage(cfg.storage).location("ray") if cfg.storage else str((out / "ray").resolve()))),
             datasets=datasets,
         )
         result = trainer.fit()
@@ -290,6 +326,11 @@ def run(cfg: TrainRewardJob) -> dict:
     finally:
         if cluster.started:
             cluster.stop()
+    if cfg.storage:  # the evaluation comes back to the run directory; the checkpoints stay in storage
+        st = RunStorage(cfg.storage)
+        for name in ("eval.json", "eval.md", "eval_history.jsonl"):
+            if st.exists(name):
+                (out / name).write_bytes(st.read_bytes(name))
     return json.loads((out / "eval.json").read_text())
 
 

@@ -302,8 +302,14 @@ class GeneratorModel:
 def generator_model(path: str | Path, video_shape, text_tokens: int, fps: float) -> GeneratorModel:
     """Dimensions of the generator at ``path`` (its config.json files), or Wan2.1-T2V-1.3B's built-in ones
     when the directory is not on this machine. ``video_shape`` and ``text_tokens`` apply to Wan checkpoints;
-    ``fps`` too; the moving-shapes world layout (``generator.json``) records its own."""
-    path = Path(path)
+    ``fps`` too; the moving-shapes world layout (``generator.json``) records its own. A hub id is read from the
+    Hugging Face cache when it is there (the check never downloads)."""
+    from rlhf.hub import HubError, is_hub_id, resolve
+
+    try:
+        path = resolve(path, "generator", local_only=True) if is_hub_id(str(path)) else Path(path)
+    except HubError:
+        path = Path(path)
     world = _read_json(path / "generator.json")
     tcfg = _read_json(path / "transformer" / "config.json")
     ecfg = _read_json(path / "text_encoder" / "config.json")
@@ -334,12 +340,15 @@ class RewardModel:
     min_pixels: int = 56 * 56
     max_pixels: int = 448 * 448
     max_frames: int = 64
+    min_frames: int = 2
+    num_frames: int = 0
     source: str = "built-in Qwen2-VL-2B dimensions"
 
     def patches(self, video: tuple[int, int, int], fps: float) -> int:
         """Vision patches of one clip after VideoAlign's frame sampling (rlhf.video)."""
         m = self.dims.merge * self.dims.patch
-        t = len(sample_indices(video[0], fps, self.fps, self.max_frames, self.dims.temporal_patch))
+        t = len(sample_indices(video[0], fps, self.fps, self.max_frames, self.dims.temporal_patch, self.min_frames,
+                               self.num_frames))
         h, w = smart_resize(video[1], video[2], m, self.min_pixels, self.max_pixels)
         return (t // self.dims.temporal_patch) * (h // self.dims.patch) * (w // self.dims.patch)
 
@@ -349,18 +358,29 @@ def reward_model(model: str) -> RewardModel | None:
     dimensions and the checkpoint's frame sampling (built-in Qwen2-VL-2B and VideoAlign's when not on disk)."""
     if model == "oracle":
         return None
+    from rlhf.hub import HubError, resolve
     from rlhf.reward.checkpoint import DEFAULT_REWARD, read_info  # imports torch: only when a model is asked for
+    from rlhf.reward.processor import RELEASE_SAMPLING as R
 
-    root = DEFAULT_REWARD if model == "default" else Path(model)
+    try:  # a directory, or a hub id already in the cache (the check never downloads)
+        root = DEFAULT_REWARD if model == "default" else resolve(model, "reward model", local_only=True)
+    except HubError:
+        root = Path(model)
     if not (root / "model_config.json").is_file():
-        return RewardModel(QwenVLDims(),
-                           source=f"built-in Qwen2-VL-2B dimensions ({root} has no model_config.json here)")
+        return RewardModel(QwenVLDims(), R.fps, R.min_pixels, R.max_pixels, R.max_frames, R.min_frames,
+                           source=f"built-in Qwen2-VL-2B dimensions and the release's frame sampling ({model} has no "
+                                  "model_config.json here)")
     info = read_info(root)
-    base = root / info.model_name_or_path
+    try:
+        base = root / info.model_name_or_path if (root / info.model_name_or_path).is_dir() else resolve(
+            info.model_name_or_path, "reward base model", local_only=True)
+    except HubError:
+        base = Path(info.model_name_or_path)
     cfg = _read_json(base / "config.json")
     s = info.sampling
     return RewardModel(QwenVLDims.from_config(cfg) if cfg else QwenVLDims(), s.fps, s.min_pixels, s.max_pixels,
-                       s.max_frames, str(base) if cfg else f"built-in Qwen2-VL-2B dimensions ({base} not here)")
+                       s.max_frames, s.min_frames, s.num_frames,
+                       str(base) if cfg else f"built-in Qwen2-VL-2B dimensions ({base} not here)")
 
 
 # -------------------------------------------------------------------------------------------- estimates
@@ -678,7 +698,7 @@ def check_online(cfg, cluster: str | Path) -> int:
     if reward is not None:
         roles.append(("reward", f"{cfg.reward.max_replicas} replica(s) max", RewardSetting(
             reward, cfg.reward.max_batch_size, gen.video, gen.fps, cfg.reward.device.precision,
-            cfg.reward.device.is_cuda), {}, cfg.reward.num_gpus))
+            cfg.reward.device.is_cuda), dict(cfg.reward.resources), cfg.reward.num_gpus))
     f, h, w = gen.video
     print(f"[check] config valid; each role's peak memory per process against the GPUs of {cluster}\n"
           f"  clips {f}x{h}x{w} at {gen.fps:g} fps -> latent {'x'.join(map(str, gen.latent))}, "
@@ -686,7 +706,7 @@ def check_online(cfg, cluster: str | Path) -> int:
           + ("" if reward is None else f"\n  reward dimensions: {reward.source}"))
     short = {}
     for name, how_many, setting, resources, gpus in roles:
-        node = node_for(nodes, name, resources, by_name=name == "reward")  # Serve replicas name no resources
+        node = node_for(nodes, name, resources, by_name=name == "reward")  # or the node type named "reward"
         per_gpu = max(1, math.floor(1 / gpus)) if 0 < gpus < 1 else 1
         lines, missing = role_report(name, setting, node, per_gpu)
         print(f"  {name} ({how_many}, {'cuda' if setting.cuda else 'cpu'} {setting.precision}):")

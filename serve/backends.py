@@ -105,19 +105,17 @@ def _load_video_reward(model: str, device: DeviceConfig | str):
 
 def check_sampling(frames: np.ndarray, fps: float, sampling, geometry) -> None:
     """Raise RewardRequestError if VideoAlign frame sampling cannot take this clip (too few frames...)."""
-    from rlhf.video import sample_indices, smart_resize
-
-    s, g = sampling, geometry
     try:
-        sample_indices(frames.shape[0], fps, s.fps, s.max_frames, g.temporal)
-        smart_resize(frames.shape[1], frames.shape[2], g.patch * g.merge, s.min_pixels, s.max_pixels)
+        sampling.indices(frames.shape[0], fps, geometry)
+        sampling.size(frames.shape[1], frames.shape[2], geometry)
     except ValueError as e:
         raise RewardRequestError(f"this clip cannot be sampled for the reward model: {e}") from None
 
 
 class TransformersBackend(RewardBackend):
     """A VideoReward checkpoint (``"default"`` = the shipped ``artefacts/reward_default``, or a
-    checkpoint directory) with transformers; normalised scores are ``VideoReward.reward(use_norm=True)``'s."""
+    checkpoint directory or hub id, such as the release ``KwaiVGI/VideoReward``) with transformers; normalised
+    scores are ``VideoReward.reward(use_norm=True)``'s."""
 
     name = "transformers"
 
@@ -167,7 +165,7 @@ class VLLMBackend(RewardBackend):
         ref.processor.tokenizer.save_pretrained(self._dir.name)
         self.head = ref.model.rm_head.weight.detach().float()  # (3, hidden)
         self.token_ids = list(ref.processor.reward_token_ids)
-        self.separate = ref.processor.separate_tokens
+        self.render = ref.processor.render  # the checkpoint's template (the release's: in the chat template)
         self.sampling, self.geometry, self.norm = ref.info.sampling, ref.processor.geometry, dict(ref.info.norm)
         del ref, vlm
         self.llm = vllm.LLM(model=self._dir.name, runner="pooling", convert="embed", trust_remote_code=False)
@@ -179,16 +177,12 @@ class VLLMBackend(RewardBackend):
     def score(self, videos, prompts, fps=WORLD_FPS):
         import torch
 
-        from rlhf.reward.tokens import render_prompt
-        from rlhf.video import sample_for_reward
-
         s, g = self.sampling, self.geometry
         rates = fps if isinstance(fps, (list, tuple)) else [fps] * len(videos)
         inputs = []
         for v, p, r in zip(videos, prompts, rates):
-            clip = sample_for_reward(v, r, s.fps, s.min_pixels, s.max_pixels, s.max_frames,
-                                     factor=g.patch * g.merge, frame_factor=g.temporal)
-            inputs.append({"prompt": render_prompt(p, 1, self.separate),  # vLLM expands the one placeholder
+            clip = s.sample(v, r, g)
+            inputs.append({"prompt": self.render(p, 1),  # vLLM expands the one placeholder
                            "multi_modal_data": {"video": clip},
                            "mm_processor_kwargs": {"min_pixels": s.min_pixels, "max_pixels": s.max_pixels}})
         outs = self.llm.encode(inputs, pooling_params=self.params, pooling_task="token_embed", use_tqdm=False)

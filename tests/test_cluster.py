@@ -70,6 +70,14 @@ def test_cluster_yaml_validates_offline():
                  "--autoscaling-config=~/ray_bootstrap_config.yaml", "RAY_AUTH_MODE=token"):
         assert flag in start, flag
     assert "RAY_AUTH_MODE=token" in " ".join(config["worker_start_ray_commands"])
+    # one shared file system at /mnt/shared on every node (setup_commands run on the head and every worker),
+    # mounted before anything else is set up; the GPU job keeps its storage and hub cache there
+    for kind in ("head_setup_commands", "worker_setup_commands"):  # what `ray up` runs on each node
+        first = config[kind][0]
+        assert "mount -t nfs4" in first and "mountpoint -q /mnt/shared" in first, (kind, first)
+    wan = yaml.safe_load((ROOT / "jobs/configs/wan21_t2v_1.3b.yaml").read_text())
+    assert wan["storage"].startswith("/mnt/shared/") and wan["hub_cache"].startswith("/mnt/shared/")
+    assert wan["autoscaling"] is True and wan["reward"]["resources"] == {"reward": 1}
 
 
 BREAKAGES = {  # name: (how the copy is broken, what Ray's validation says)

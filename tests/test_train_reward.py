@@ -83,24 +83,27 @@ def test_two_worker_ray_train_deepspeed_run_checkpoints_and_resumes(tmp_path):
     build_dataset(tmp_path / "ds", pairs=40, seed=5, workers=1, progress=False,
                   sampling=__import__("rlhf.synthetic.dataset", fromlist=["PairSampling"]).PairSampling(
                       heldout_fraction=0.25))
-    out = tmp_path / "run"
-    common = ["--data", str(tmp_path / "ds"), "--out", str(out), "--workers", "2", "batch_size=4",
-              "checkpoint_every=2", "zero_stage=2"]
-    first = run_job(*common, "max_steps=2")
+    # the resumed run has another run directory (another node's disk) and finds the first run's checkpoint
+    # in the storage its workers wrote; its workers read it there
+    storage = tmp_path / "shared"
+    common = ["--data", str(tmp_path / "ds"), "--workers", "2", "batch_size=4", "checkpoint_every=2",
+              "zero_stage=2", f"storage={storage}"]
+    first = run_job(*common, "--out", str(tmp_path / "run_a"), "max_steps=2")
     assert first.returncode == 0, first.stderr[-3000:]
-    assert json.loads((out / "train_state.json").read_text())["step"] == 2
-    resumed = run_job(*common, "max_steps=4", "--resume")
+    assert json.loads((storage / "train_state.json").read_text())["step"] == 2
+    out = tmp_path / "run_b"
+    resumed = run_job(*common, "--out", str(out), "max_steps=4", "--resume")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resumed at step 2" in resumed.stdout + resumed.stderr
-    state = json.loads((out / "train_state.json").read_text())
+    state = json.loads((storage / "train_state.json").read_text())
     assert state["step"] == 4
-    assert (out / "checkpoint-4" / "adapter_model.safetensors").exists()
-    assert (out / "deepspeed" / "step4").is_dir()
-    table = json.loads((out / "eval.json").read_text())["table"]
+    assert (storage / "checkpoint-4" / "adapter_model.safetensors").exists()
+    assert (storage / "deepspeed" / "step4").is_dir() and not (out / "deepspeed").exists()
+    table = json.loads((out / "eval.json").read_text())["table"]  # the evaluation comes back to the run dir
     assert set(table) == {"VQ", "MQ", "TA", "Overall"} and table["VQ"]["pairs"] > 0
     from rlhf.reward.checkpoint import load_checkpoint
 
-    _, _, info, step = load_checkpoint(out)
+    _, _, info, step = load_checkpoint(storage)
     assert step == 4 and info.norm["VQ_std"] > 0
 
 
