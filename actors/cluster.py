@@ -180,7 +180,9 @@ def fit_message(roles: list[Role], nodes: list[dict[str, float]], short: dict[st
     lines = ["the cluster cannot hold this job's roles:"]
     lines += [f"  {r.name:<{width}}  {r.count} x {{{_fmt(r.bundle)}}}" + (f"   (shrink: {r.knobs})" if r.knobs else "")
               for r in roles if r.count]
-    lines.append(f"  needed in all: {_fmt(total)}; the cluster offers {_fmt(offered)} on {len(nodes)} node(s); "
+    has = ", ".join(f"{k} {offered.get(k, 0.0) / (2**30 if k == 'memory' else 1):g}{' GiB' if k == 'memory' else ''}"
+                    for k in sorted(total))  # of what the roles ask for, zeros included
+    lines.append(f"  needed in all: {_fmt(total)}; the cluster offers {has} on {len(nodes)} node(s); "
                  f"short: {', '.join(f'{k} {v:g}' for k, v in short.items())}")
     lines.append("Give the cluster more (a local head may declare more logical CPUs than it has cores: "
                  "ray start --head --num-cpus N), or shrink the roles with the settings named above.")

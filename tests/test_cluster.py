@@ -275,3 +275,19 @@ def test_a_job_that_cannot_fit_stops_at_once_naming_each_role(ray_head, tmp_path
     assert "short: CPU 8" in log  # 12 generators + 2 trainer workers + 1 replica + 1 Ray Data task = 16, 8 offered
     assert not (tmp_path / "run" / "metrics.jsonl").exists()
     assert time.time() - t0 < 120
+
+
+def test_train_reward_joins_the_cluster_it_is_submitted_to(ray_head, tmp_path):
+    """Submitted to the 8-CPU head, train_reward joins it (started on its own it would make a local cluster
+    with room for every worker): asked for 12 workers, it stops at once naming the head's 8 CPUs."""
+    from rlhf.synthetic.dataset import build_dataset
+
+    build_dataset(tmp_path / "ds", pairs=4, seed=1, workers=1, progress=False)
+    cmd = [ray_head.ray_bin, "job", "submit", "--address", ray_head.dashboard_url, "--working-dir", str(ROOT),
+           "--runtime-env-json", json.dumps(JOB_RUNTIME_ENV), "--", "python", "jobs/train_reward.py",
+           "--data", "synthetic", f"eval_data={tmp_path / 'ds'}", "max_steps=1", "--out", str(tmp_path / "run"),
+           "--workers", "12"]
+    r = subprocess.run(cmd, env=ray_head.env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    log = r.stdout + r.stderr
+    assert r.returncode != 0 and "trainer workers  12 x {CPU 1}" in log, log[-4000:]
+    assert "the cluster offers CPU 8" in log and "short: CPU 4" in log, log[-4000:]
