@@ -103,7 +103,8 @@ def test_the_wan_config_loads_and_every_role_fits(capsys):
     from rlhf.config import load_config
 
     cfg = load_config(OnlineConfig, path=CONFIG)
-    assert cfg.generator == "checkpoints/Wan2.1-T2V-1.3B-Diffusers" and cfg.trainer.device.gradient_checkpointing
+    assert cfg.generator == "Wan-AI/Wan2.1-T2V-1.3B-Diffusers" and cfg.trainer.device.gradient_checkpointing
+    assert cfg.reward.model == "KwaiVGI/VideoReward" and not cfg.world  # hub ids, free-text prompts
     assert main(["--config", str(CONFIG), "--check"]) == 0
     out = capsys.readouterr().out
     for role in ("generator (8 actors, cuda bf16)", "trainer (4 workers, cuda bf16)", "reward (2 replica(s) max"):

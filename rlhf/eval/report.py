@@ -142,7 +142,9 @@ def sample_clips(run: Path, cfg: dict, n: int) -> list[dict]:
     if n <= 0 or not is_adapter_dir(run / "adapter"):
         return []
     torch.manual_seed(0)
-    prompts = read_prompts(cfg.get("eval_prompts") or "heldout")[:n]
+    # the job's evaluation prompts: eval_prompts, else the world's held-out ones, or the run's prompts (world=false)
+    spec = cfg.get("eval_prompts") or ("heldout" if cfg.get("world", True) else cfg.get("prompts"))
+    prompts = read_prompts(spec)[:n]
     per = int(cfg.get("eval_seeds") or 1)  # the evaluation's first seed of each prompt
     seeds = [10_000 + i * per for i in range(len(prompts))]
     scfg = load_config(SamplerConfig, values=cfg.get("sampler") or {})
