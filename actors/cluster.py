@@ -54,6 +54,7 @@ def _fmt(res: dict[str, float]) -> str:
 class Cluster:
     started: bool  # this process started it (and stops it)
     address: str = ""
+    connected: bool = True  # this call connected (False: a Ray session the process already held, left as it is)
     dashboard_url: str = ""
     processes: list = field(default_factory=list)  # psutil.Process of a started cluster
 
@@ -65,11 +66,14 @@ class Cluster:
                 for n in ray.nodes() if n.get("Alive") and n.get("MetricsExportPort")]
 
     def stop(self, grace_s: float = 10.0) -> None:
-        """``ray.shutdown()``; for a cluster this process started, also the processes it started that outlive it
-        (the dashboard and runtime-env agents do, for minutes), by PID."""
+        """``ray.shutdown()`` (nothing for a session this process held before ``connect``); for a cluster this
+        process started, also the processes it started that outlive it (the dashboard and runtime-env agents
+        do, for minutes), by PID."""
         import psutil
         import ray
 
+        if not self.connected:
+            return
         ray.shutdown()
         if not self.started:
             return
@@ -104,7 +108,7 @@ def connect(address: str = "", num_cpus: int = 0, dashboard: bool = True, log_to
         import ray
 
         if ray.is_initialized():
-            return Cluster(started=False, address=ray.get_runtime_context().gcs_address)
+            return Cluster(started=False, address=ray.get_runtime_context().gcs_address, connected=False)
     if address:
         import ray
 

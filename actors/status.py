@@ -1,9 +1,12 @@
 """What a Ray worker of the loop is doing, shown in its process title (``ps``, ``top``, py-spy, the
 dashboard's worker view): ``ray::GeneratorActor.rollout [scoring iteration 3, v2]``.
 
-Ray titles a worker after the method it runs; this appends the phase inside the method (with the
-``setproctitle`` package, the library Ray itself vendors). Ray puts its own title back when the method
-returns. The fault-tolerance tests aim their kills with it.
+Ray titles a worker after the method it runs; this appends the phase inside the method. Ray puts its own
+title back when the method returns. The fault-tolerance tests aim their kills with it.
+
+The one private Ray API the project uses, deliberately: Ray has no public way to set a worker's title, and
+the ``setproctitle`` package cannot (Ray's own copy of it has moved the process's argv area: measured, a
+title set with the package never shows). Guarded: a Ray release without it loses the title, nothing else.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ def show(base: str, status: str) -> None:
     if "ray" not in sys.modules:
         return
     import ray
-    import setproctitle
 
-    if ray.is_initialized():
-        setproctitle.setproctitle(f"ray::{base} [{status}]")
+    setter = getattr(getattr(ray, "_raylet", None), "setproctitle", None)
+    if setter is not None and ray.is_initialized():
+        setter(f"ray::{base} [{status}]")
