@@ -175,6 +175,14 @@ def _kill_trainer_worker_in_training(chaos) -> None:
     chaos.kill(p, "trainer worker, mid-training of iteration 2")
 
 
+def _loopback(ip: str) -> bool:
+    """127.0.0.0/8, ::1, or IPv4-mapped IPv6 loopback (::ffff:127.0.0.1, how gRPC's dual-stack sockets show)."""
+    import ipaddress
+
+    addr = ipaddress.ip_address(ip)
+    return addr.is_loopback or bool(getattr(addr, "ipv4_mapped", None) and addr.ipv4_mapped.is_loopback)
+
+
 def _listening(procs) -> list[tuple]:
     """(pid, process title, address, port) of every listening TCP socket of ``procs``."""
     import psutil
@@ -252,7 +260,7 @@ def test_driver_killed_then_resumed(full, killed):
     assert log[0]["processes"] >= 5 and len(log[0]["listening"]) >= 5, log[0]
     # except the one socket Ray 2.60 hard-codes on every interface in each Serve replica (its inter-deployment
     # gRPC server, "[::]:0" in ray/serve/_private/replica.py; ray-project/ray#64544: no setting changes it)
-    wide = [(n, ip) for n, ip, _ in log[0]["listening"] if ip not in ("127.0.0.1", "::1")]
+    wide = [(n, ip) for n, ip, _ in log[0]["listening"] if not _loopback(ip)]
     assert len(wide) <= 1 and all("ServeReplica" in n and ip in ("::", "0.0.0.0") for n, ip in wide), wide
     # the checkpoints are in storage, not in the run directory: the resumed run's workers read them there
     assert (storage / "latest.json").is_file() and not (out / "checkpoints").exists()
