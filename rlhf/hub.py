@@ -22,11 +22,6 @@ class HubError(FileNotFoundError):
     """A checkpoint that is neither a local directory nor a reachable (or cached) hub repository."""
 
 
-def is_hub_id(name: str) -> bool:
-    """``owner/name`` (optionally ``@revision``) that is not an existing local path."""
-    return bool(_HUB_ID.match(str(name))) and not Path(str(name)).expanduser().exists()
-
-
 def offline() -> bool:
     """huggingface_hub's offline switch, read now (``HF_HUB_OFFLINE`` or ``TRANSFORMERS_OFFLINE``)."""
     truthy = {"1", "on", "yes", "true"}
@@ -80,4 +75,13 @@ def resolve(name_or_path: str | Path, what: str = "checkpoint", cache_dir: str |
                        f"{fetch}") from None
 
 
-__all__ = ["HubError", "cache_dir_of", "is_hub_id", "offline", "resolve"]
+def cached_or_path(name_or_path: str | Path) -> Path:
+    """The local directory of ``name_or_path`` when it is one or is a hub id already in the cache; else the
+    name as a path (which may not exist). Never downloads: for estimates that fall back to built-in sizes."""
+    try:
+        return resolve(name_or_path, local_only=True)
+    except HubError:
+        return Path(name_or_path)
+
+
+__all__ = ["HubError", "cache_dir_of", "cached_or_path", "offline", "resolve"]

@@ -47,7 +47,6 @@ import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from rlhf.video import sample_indices, smart_resize
 
 GIB = 2**30
 BYTES = {"fp32": 4, "bf16": 2}
@@ -304,12 +303,9 @@ def generator_model(path: str | Path, video_shape, text_tokens: int, fps: float)
     when the directory is not on this machine. ``video_shape`` and ``text_tokens`` apply to Wan checkpoints;
     ``fps`` too; the moving-shapes world layout (``generator.json``) records its own. A hub id is read from the
     Hugging Face cache when it is there (the check never downloads)."""
-    from rlhf.hub import HubError, is_hub_id, resolve
+    from rlhf.hub import cached_or_path
 
-    try:
-        path = resolve(path, "generator", local_only=True) if is_hub_id(str(path)) else Path(path)
-    except HubError:
-        path = Path(path)
+    path = cached_or_path(path)
     world = _read_json(path / "generator.json")
     tcfg = _read_json(path / "transformer" / "config.json")
     ecfg = _read_json(path / "text_encoder" / "config.json")
@@ -336,20 +332,16 @@ def generator_model(path: str | Path, video_shape, text_tokens: int, fps: float)
 @dataclass(frozen=True)
 class RewardModel:
     dims: QwenVLDims
-    fps: float = 2.0  # VideoAlign's frame sampling (a checkpoint's data_config overrides it)
-    min_pixels: int = 56 * 56
-    max_pixels: int = 448 * 448
-    max_frames: int = 64
-    min_frames: int = 2
-    num_frames: int = 0
+    sampling: object  # the checkpoint's rlhf.reward.processor.FrameSampling (the release's when not on disk)
     source: str = "built-in Qwen2-VL-2B dimensions"
 
     def patches(self, video: tuple[int, int, int], fps: float) -> int:
-        """Vision patches of one clip after VideoAlign's frame sampling (rlhf.video)."""
-        m = self.dims.merge * self.dims.patch
-        t = len(sample_indices(video[0], fps, self.fps, self.max_frames, self.dims.temporal_patch, self.min_frames,
-                               self.num_frames))
-        h, w = smart_resize(video[1], video[2], m, self.min_pixels, self.max_pixels)
+        """Vision patches of one clip after the checkpoint's frame sampling (what the reward model reads)."""
+        from rlhf.reward.processor import VisionGeometry
+
+        g = VisionGeometry(self.dims.patch, self.dims.temporal_patch, self.dims.merge)
+        t = len(self.sampling.indices(video[0], fps, g))
+        h, w = self.sampling.size(video[1], video[2], g)
         return (t // self.dims.temporal_patch) * (h // self.dims.patch) * (w // self.dims.patch)
 
 
@@ -358,28 +350,20 @@ def reward_model(model: str) -> RewardModel | None:
     dimensions and the checkpoint's frame sampling (built-in Qwen2-VL-2B and VideoAlign's when not on disk)."""
     if model == "oracle":
         return None
-    from rlhf.hub import HubError, resolve
+    from rlhf.hub import cached_or_path
     from rlhf.reward.checkpoint import DEFAULT_REWARD, read_info  # imports torch: only when a model is asked for
-    from rlhf.reward.processor import RELEASE_SAMPLING as R
+    from rlhf.reward.processor import RELEASE_SAMPLING
 
-    try:  # a directory, or a hub id already in the cache (the check never downloads)
-        root = DEFAULT_REWARD if model == "default" else resolve(model, "reward model", local_only=True)
-    except HubError:
-        root = Path(model)
+    root = DEFAULT_REWARD if model == "default" else cached_or_path(model)
     if not (root / "model_config.json").is_file():
-        return RewardModel(QwenVLDims(), R.fps, R.min_pixels, R.max_pixels, R.max_frames, R.min_frames,
+        return RewardModel(QwenVLDims(), RELEASE_SAMPLING,
                            source=f"built-in Qwen2-VL-2B dimensions and the release's frame sampling ({model} has no "
                                   "model_config.json here)")
     info = read_info(root)
-    try:
-        base = root / info.model_name_or_path if (root / info.model_name_or_path).is_dir() else resolve(
-            info.model_name_or_path, "reward base model", local_only=True)
-    except HubError:
-        base = Path(info.model_name_or_path)
+    local = root / info.model_name_or_path
+    base = local if local.is_dir() else cached_or_path(info.model_name_or_path)
     cfg = _read_json(base / "config.json")
-    s = info.sampling
-    return RewardModel(QwenVLDims.from_config(cfg) if cfg else QwenVLDims(), s.fps, s.min_pixels, s.max_pixels,
-                       s.max_frames, s.min_frames, s.num_frames,
+    return RewardModel(QwenVLDims.from_config(cfg) if cfg else QwenVLDims(), info.sampling,
                        str(base) if cfg else f"built-in Qwen2-VL-2B dimensions ({base} not here)")
 
 

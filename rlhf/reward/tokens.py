@@ -12,7 +12,6 @@ Shared-token variant (ablation): one ``<|reward|>`` at the end reads all three o
 
 from __future__ import annotations
 
-from pathlib import Path
 
 VISION_START, VISION_END, VIDEO_PAD, IMAGE_PAD = "<|vision_start|>", "<|vision_end|>", "<|video_pad|>", "<|image_pad|>"
 IM_START, IM_END, PAD = "<|im_start|>", "<|im_end|>", "<|endoftext|>"
@@ -56,18 +55,6 @@ def world_tokenizer(vocab_size: int = 512):
     from rlhf.synthetic.prompts import all_prompts
 
     return build_tokenizer([p.text for p in all_prompts()], vocab_size)
-
-
-def load_tokenizer(path: str | Path):
-    from transformers import AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(str(path))
-    tok.padding_side = "left"
-    missing = [t for t in (*REWARD_TOKENS.values(), VIDEO_PAD, VISION_START, VISION_END)
-               if tok.convert_tokens_to_ids(t) in (None, tok.unk_token_id)]
-    if missing:
-        raise ValueError(f"tokenizer at {path} lacks special token(s) {', '.join(missing)}")
-    return tok
 
 
 # ----------------------------------------------------------------------------- the VideoAlign release
