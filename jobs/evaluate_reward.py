@@ -3,6 +3,15 @@
     python jobs/evaluate_reward.py --checkpoint runs/reward_default --data runs/eval_heldout
     python jobs/evaluate_reward.py --ablation --out runs/ablation      # trains the four variants first
     python jobs/evaluate_reward.py --checkpoint artefacts/reward_default --probe   # + caption probe
+    python jobs/evaluate_reward.py --checkpoint artefacts/reward_default --policy artefacts/generator_default
+
+With ``--policy`` (a generator directory or hub id, ``--adapter`` for its LoRA) the evaluation is *on
+policy* (``rlhf.eval.onpolicy``): every within-prompt pair of ``onpolicy.seeds`` samples of the policy on
+``onpolicy.prompts`` held-out prompts, labelled by the simulated raters; per dimension the accuracy with
+and without ties, the tie share, the oracle's ceiling on the same labels and the oracle order. The clips
+are drawn once per policy and kept in ``out/policy_clips.npz`` (reused while the policy and settings are
+the same), so several reward models are compared on identical pairs. Written as ``onpolicy.md`` /
+``onpolicy.json``.
 
 Rows: each checkpoint (or, with ``--ablation``, regression / BT / BTT with one shared token, and BTT
 with separate tokens, all trained with the same data stream, seed and step budget), plus a ceiling
@@ -12,6 +21,7 @@ MQ / TA, each with and without ties. Written as ``table.md`` and ``table.json`` 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from dataclasses import dataclass, field
@@ -20,6 +30,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from rlhf.config import parse_cli, save_config  # noqa: E402
+from rlhf.eval.onpolicy import OnPolicyConfig  # noqa: E402
 
 DIMS4 = ("Overall", "VQ", "MQ", "TA")
 ABLATION = {  # row name -> overrides of the training config
@@ -43,6 +54,9 @@ class EvaluateRewardConfig:
         "data=synthetic", "batch_size=8", "parts.lora_rank=0", "sampling.min_pixels=12544",
         "sampling.max_pixels=12544", "lr=5e-4", "lr_schedule=cosine", "warmup_steps=50", "caption_weight=1.0",
         "checkpoint_every=200"])
+    policy: str = ""  # on-policy evaluation: the generator (dir or hub id) whose samples are compared
+    adapter: str = ""  # its LoRA (adapter dir or hub id); "" = the generator as it is
+    onpolicy: OnPolicyConfig = field(default_factory=OnPolicyConfig)
 
 
 def evaluate_checkpoint(loaded: tuple, records: list[dict], root: Path) -> dict:
@@ -124,15 +138,64 @@ def markdown(rows: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
+def policy_clips(cfg: EvaluateRewardConfig, progress: bool = True):
+    """The policy's clips, drawn once and kept in ``out/policy_clips.npz`` with what made them."""
+    from rlhf.eval.onpolicy import PolicyClips, draw_policy_clips
+    from rlhf.generator.model import load_generator
+
+    out = Path(cfg.out)
+    key = {"policy": cfg.policy, "adapter": cfg.adapter, "onpolicy": dataclasses.asdict(cfg.onpolicy)}
+    cache, meta = out / "policy_clips.npz", out / "policy_clips.json"
+    if cache.is_file() and meta.is_file() and json.loads(meta.read_text()) == key:
+        return PolicyClips.load(cache)
+    gen = load_generator(cfg.policy)
+    if cfg.adapter:
+        gen.load_lora(cfg.adapter)
+    clips = draw_policy_clips(gen, cfg.onpolicy, progress=progress)
+    out.mkdir(parents=True, exist_ok=True)
+    clips.save(cache)
+    meta.write_text(json.dumps(key, indent=2))
+    return clips
+
+
+def evaluate_on_policy_rows(cfg: EvaluateRewardConfig, progress: bool = True) -> dict:
+    """On-policy table of every checkpoint of ``cfg`` on the policy's clips; writes onpolicy.md/json."""
+    from rlhf.eval.onpolicy import evaluate_on_policy, format_onpolicy, reward_scores
+    from rlhf.reward.checkpoint import VideoReward
+
+    if not cfg.checkpoints:
+        raise ValueError("on-policy evaluation needs --checkpoint DIR (a reward model to evaluate)")
+    clips = policy_clips(cfg, progress)
+    rows = {}
+    for path in cfg.checkpoints:
+        rows[path] = evaluate_on_policy(reward_scores(VideoReward.from_checkpoint(path), clips), clips, cfg.onpolicy)
+    policy = cfg.policy + (f" + {cfg.adapter}" if cfg.adapter else "")
+    md = "\n\n".join(format_onpolicy(r["table"], f"**{name}** on {r['clips']} samples of {policy} "
+                                      f"({cfg.onpolicy.prompts} {cfg.onpolicy.split} prompts x {cfg.onpolicy.seeds})")
+                      for name, r in rows.items())
+    out = Path(cfg.out)
+    (out / "onpolicy.md").write_text(md + "\n")
+    (out / "onpolicy.json").write_text(json.dumps({"policy": cfg.policy, "adapter": cfg.adapter, "rows": rows},
+                                                  indent=2))
+    print(md)
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     from rlhf.data.schema import read_preferences
     from rlhf.reward.checkpoint import load_checkpoint
 
     cfg = parse_cli(EvaluateRewardConfig, argv, __doc__.splitlines()[0],
                     {"--data": ("data", str, "evaluation dataset dir"), "--out": ("out", str, "output dir"),
-                     "--checkpoint": ("checkpoints", lambda s: [s], "one run directory")},
+                     "--checkpoint": ("checkpoints", lambda s: [s], "one run directory"),
+                     "--policy": ("policy", str, "on-policy evaluation: generator dir or hub id"),
+                     "--adapter": ("adapter", str, "the policy's LoRA")},
                     bool_flags={"--ablation": ("ablation", "train and evaluate the four ablation variants"),
                                 "--probe": ("probe", "caption probe: attribute accuracy of the caption head")})
+    if cfg.policy:
+        save_config(cfg, cfg.out)
+        evaluate_on_policy_rows(cfg)
+        return 0
     data = Path(cfg.data)
     records = [r for r in read_preferences(data / "prefs.parquet").to_pylist() if r["split"] == cfg.split]
     if not records:
