@@ -176,14 +176,18 @@ def build_dataset(
     crf: int = 12,
     workers: int = 2,
     progress: bool = True,
+    generated=None,
 ) -> BuildResult:
-    """Write ``pairs`` pairs under ``out_dir`` (videos/ and prefs.parquet, plus manifest.json)."""
+    """Write ``pairs`` rendered pairs, then the generated pairs of ``generated`` (a
+    :class:`rlhf.synthetic.generated.GeneratedSampling`, optional) under ``out_dir`` (videos/ and
+    prefs.parquet, plus manifest.json with statistics per source)."""
     from tqdm import tqdm
 
     from rlhf.data.schema import write_preferences
 
-    if pairs < 1:
-        raise ValueError(f"pairs must be >= 1, got {pairs}")
+    n_generated = generated.prompts if generated is not None else 0
+    if pairs < 0 or pairs + n_generated < 1:
+        raise ValueError(f"need pairs >= 1 or generated.prompts >= 1, got pairs={pairs}")
     out_dir = Path(out_dir)
     (out_dir / "videos").mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -207,11 +211,21 @@ def build_dataset(
             records.extend(recs)
             bar.update(len(recs))
     bar.close()
+    for r in records:
+        r["source"] = "rendered"
+    sources = {"rendered": dataset_stats(records, annotator)} if records else {}
+    if n_generated:
+        from .generated import build_generated
+
+        made = build_generated(out_dir, seed, generated, annotator, crf, render_spec.fps, progress)
+        sources["generated"] = dataset_stats(made, annotator)
+        records += made
     write_preferences(records, out_dir / "prefs.parquet")
     seconds = time.perf_counter() - t0
     stats = dataset_stats(records, annotator)
     manifest = {
-        "pairs": pairs,
+        "pairs": len(records),
+        "rendered_pairs": pairs,
         "seed": seed,
         "seconds": round(seconds, 2),
         "workers": workers,
@@ -219,7 +233,9 @@ def build_dataset(
         "sampling": asdict(sampling),
         "render": asdict(render_spec),
         "annotator": asdict(annotator),
+        "generated": asdict(generated) if n_generated else None,
         "stats": stats,
+        "stats_by_source": sources,
     }
     (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return BuildResult(records, seconds, stats)
