@@ -641,8 +641,24 @@ class OnlineRun:
             out["reward_mean"] = {k: res[k]["reward"].mean(0).tolist() for k in ("policy", "pretrained")}
             if cfg.world:
                 out["reward_hacking"] = reward_hacking(lr, out["oracle_win_rate"], len(texts))
+                out["reward_onpolicy"] = self.onpolicy(res, len(texts))
         out["seconds"] = round(time.time() - t0, 1)
         (self.out / "evaluation.json").write_text(json.dumps(out, indent=2))
+        return out
+
+    def onpolicy(self, res: dict, n: int) -> dict | None:
+        """The served reward's on-policy accuracy on the evaluation's own clips: within-prompt pairs of the
+        pretrained policy's samples (the start of the run) and of the final policy's (its end), labelled by
+        the simulated raters (``rlhf.eval.onpolicy``); needs eval_seeds >= 2."""
+        from rlhf.eval.onpolicy import onpolicy_table, rater_labels, within_group_pairs
+
+        if self.cfg.eval_seeds < 2:
+            return None
+        pairs = within_group_pairs([i // self.cfg.eval_seeds for i in range(n)])
+        out = {"pairs": len(pairs)}
+        for when, name in (("start", "pretrained"), ("end", "policy")):
+            labels = rater_labels(res[name]["oracle"], pairs, seed=self.cfg.seed)
+            out[when] = onpolicy_table(res[name]["reward"], res[name]["oracle"], pairs, labels)
         return out
 
     def summarize(self, version: int, train_wall: float, evaluation: dict | None) -> dict:
@@ -729,6 +745,13 @@ def run(cfg: OnlineConfig) -> dict:
               + (f"; learned reward {100 * ev['learned_win_rate']['weighted']:.1f}%"
                  f"{', HACKING FLAGGED on ' + ', '.join(ev['reward_hacking']) if ev['reward_hacking'] else ''}"
                  if "learned_win_rate" in ev else ""), flush=True)
+        op = ev.get("reward_onpolicy")
+        if op:
+            print("[online] on-policy accuracy of the served reward without ties (within-prompt pairs, rater labels; "
+                  "the oracle's ceiling in brackets): " + "; ".join(
+                      f"{when} " + ", ".join(f"{d} {100 * op[when][d]['without_ties']:.1f}% "
+                                             f"({100 * op[when][d]['ceiling_without_ties']:.1f}%)" for d in DIMS)
+                      for when in ("start", "end")) + f" on {op['pairs']} pairs each", flush=True)
     if cfg.report_clips >= 0:  # a failed report never fails a finished run
         try:
             from rlhf.eval.report import build_report

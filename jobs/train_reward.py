@@ -43,6 +43,18 @@ class TrainRewardJob(RewardTrainConfig):
     cluster_wait_s: float = 600.0
     hub_cache: str = ""  # Hugging Face cache for hub ids (HF_HUB_CACHE on every worker of the job)
     eval_data: str = ""  # dataset dir or parquet for the held-out evaluation (default: data)
+    # data=synthetic only: a dataset dir (make_dataset generated.*) whose train-split pairs fill
+    # generated_fraction of every batch, the rest being fresh rendered pairs
+    generated_data: str = ""
+    generated_fraction: float = 0.5
+    # fine-tune a trained reward model (checkpoint dir or hub id) instead of building one from random weights;
+    # its backbone, tokens, frame sampling and trainable parts are kept
+    init_from: str = ""
+
+    def validate(self) -> None:
+        super().validate()
+        if not 0.0 < self.generated_fraction <= 1.0:
+            raise ValueError(f"generated_fraction must be in (0, 1], got {self.generated_fraction}")
 
 
 REPORT_EVERY = 10  # ray.train.report synchronises every worker with the controller: not every step
@@ -78,26 +90,60 @@ def file_batches(cfg, shard, processor, start_epoch: int, start_batch: int):
             yield (epoch, bi + 1), build_batch(table.to_pylist(), root, processor)
 
 
+def generated_share(cfg) -> int:
+    """Pairs of every batch that come from ``generated_data`` (the rest are fresh rendered pairs)."""
+    return max(1, round(cfg.generated_fraction * cfg.batch_size)) if cfg.generated_data else 0
+
+
+def generated_pairs(cfg, rank: int, world: int, step: int, records: list[dict]) -> list[dict]:
+    """The generated pairs of ``step`` on ``rank``: position ``p`` of the stream is record
+    ``perm_e[p mod N]`` with ``perm_e`` a permutation of the N records seeded by ``(seed, e)``, ``e = p div N``:
+    every record once per pass, a function of the step alone (a resumed run continues the same stream)."""
+    import numpy as np
+
+    n, out = generated_share(cfg), []
+    for j in range(n):
+        p = (step * world + rank) * n + j
+        perm = np.random.default_rng([cfg.seed, 0x6E4, p // len(records)]).permutation(len(records))
+        out.append(records[int(perm[p % len(records)])])
+    return out
+
+
 def synthetic_batches(cfg, processor, rank: int, world: int, start_step: int):
-    """(next data position, batch) of fresh pairs; pair indices follow the step, so a resumed run
-    continues the same stream."""
+    """(next data position, batch) of fresh pairs, plus the ``generated_data`` share; pair indices follow
+    the step, so a resumed run continues the same stream."""
     from rlhf.reward.data import batch_from_frames
     from rlhf.synthetic.annotator import AnnotatorConfig
     from rlhf.synthetic.dataset import PairSampling, labelled_pair, pair_spec
     from rlhf.synthetic.render import RenderSpec
+    from rlhf.video import read_video_fps
 
     sampling, spec, annotator = PairSampling(heldout_fraction=0.0), RenderSpec(), AnnotatorConfig()
+    generated = _records(cfg.generated_data, cfg.train_split) if cfg.generated_data else []
+    if cfg.generated_data and not generated:
+        raise ValueError(f"generated_data={cfg.generated_data} has no pairs in split {cfg.train_split!r}")
+    root = video_root(cfg, cfg.generated_data) if generated else None
     step = start_step
     while True:
-        recs, fa, fb = [], [], []
-        for j in range(cfg.batch_size):
+        recs, fa, fb, fps_a, fps_b = [], [], [], [], []
+        for rec in generated_pairs(cfg, rank, world, step, generated) if generated else []:
+            (va, ra), (vb, rb) = read_video_fps(root / rec["video_a"]), read_video_fps(root / rec["video_b"])
+            recs.append(rec)
+            fa.append(va)
+            fb.append(vb)
+            fps_a.append(ra)
+            fps_b.append(rb)
+        rendered = cfg.batch_size - len(recs)
+        for j in range(rendered):
             index = (step * world + rank) * cfg.batch_size + j
             rec, _, frames = labelled_pair(pair_spec(cfg.seed, index, sampling), cfg.seed, spec, annotator, 12)
             recs.append(rec)
             fa.append(frames["a"])
             fb.append(frames["b"])
+            fps_a.append(spec.fps)
+            fps_b.append(spec.fps)
         step += 1
-        yield (0, step), batch_from_frames(recs, fa, fb, [spec.fps] * len(recs), [spec.fps] * len(recs), processor)
+        yield (0, step), batch_from_frames(recs, fa, fb, fps_a, fps_b, processor)
 
 
 def train_loop(config: dict) -> None:
@@ -139,13 +185,35 @@ def train_loop(config: dict) -> None:
             else:
                 storage.write_bytes(rel, p.read_bytes())
 
-    tokenizer = world_tokenizer(cfg.backbone.vocab_size)
-    model = build_model(tokenizer, cfg.backbone, cfg.separate_tokens, seed=cfg.seed)
-    if rank == 0:
-        save_backbone(model.vlm, tokenizer, out)
-        persist("backbone")
-    parts = dataclasses.replace(cfg.parts, lm_head=cfg.parts.lm_head or cfg.caption_weight > 0)
-    model = apply_trainable_parts(model, parts)
+    if cfg.init_from:  # fine-tune: the trained model keeps its backbone, tokens, frame sampling and parts
+        from rlhf.hub import resolve
+        from rlhf.reward.checkpoint import load_checkpoint
+
+        model, tokenizer, start, _ = load_checkpoint(cfg.init_from, cache_dir=cfg.hub_cache or None)
+        model.train()
+        if cfg.separate_tokens != start.separate_tokens:
+            raise ValueError(f"init_from={cfg.init_from} has separate_tokens={start.separate_tokens}; set the same")
+        cfg = dataclasses.replace(cfg, sampling=start.sampling)
+        parts = dataclasses.replace(start.parts, lm_head=start.parts.lm_head or cfg.caption_weight > 0)
+        if parts.lm_head:
+            for p in model.vlm.get_output_embeddings().parameters():
+                p.requires_grad_(True)
+        info = dataclasses.replace(start, parts=parts)
+        base = resolve(cfg.init_from, "reward model", cfg.hub_cache or None) / start.model_name_or_path
+        if base.is_dir():  # a base shipped inside the checkpoint travels with it; a hub id stays a hub id
+            info.model_name_or_path = "backbone"
+            if rank == 0 and not (out / "backbone").exists():
+                shutil.copytree(base, out / "backbone")
+                persist("backbone")
+    else:
+        tokenizer = world_tokenizer(cfg.backbone.vocab_size)
+        model = build_model(tokenizer, cfg.backbone, cfg.separate_tokens, seed=cfg.seed)
+        if rank == 0:
+            save_backbone(model.vlm, tokenizer, out)
+            persist("backbone")
+        parts = dataclasses.replace(cfg.parts, lm_head=cfg.parts.lm_head or cfg.caption_weight > 0)
+        model = apply_trainable_parts(model, parts)
+        info = RewardCheckpointInfo(separate_tokens=cfg.separate_tokens, parts=parts, sampling=cfg.sampling)
     model.place(worker_device(cfg.device))
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -155,7 +223,6 @@ def train_loop(config: dict) -> None:
         config=deepspeed_config(cfg.batch_size, cfg.zero_stage, cfg.device.precision == "bf16"))
     processor = RewardProcessor(tokenizer, cfg.sampling, cfg.separate_tokens, caption_mask=cfg.caption_weight > 0,
                                 geometry=VisionGeometry.of(model.vlm))
-    info = RewardCheckpointInfo(separate_tokens=cfg.separate_tokens, parts=parts, sampling=cfg.sampling)
 
     state = {"step": 0, "epoch": 0, "batch": 0}
     state_file = out / "train_state.json"
@@ -280,16 +347,21 @@ def run(cfg: TrainRewardJob) -> dict:
 
     started_at = time.time()  # run_time.json: wall time of the whole job, Ray start-up included
     # Workers run in other directories: every path they read is made absolute here.
-    absolute = {k: str(Path(getattr(cfg, k)).resolve()) for k in ("data", "eval_data", "root", "out")
+    absolute = {k: str(Path(getattr(cfg, k)).resolve()) for k in ("data", "eval_data", "root", "out", "generated_data")
                 if getattr(cfg, k) and getattr(cfg, k) != SYNTHETIC}
+    if cfg.init_from and Path(cfg.init_from).exists():  # else a hub id
+        absolute["init_from"] = str(Path(cfg.init_from).resolve())
     if cfg.storage and "://" not in cfg.storage:
         absolute["storage"] = str(Path(cfg.storage).resolve())
     cfg = dataclasses.replace(cfg, **absolute)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     cfg_file = save_config(cfg, out)
-    for data in {cfg.data, cfg.eval_data or cfg.data} - {SYNTHETIC}:
+    for data in {cfg.data, cfg.eval_data or cfg.data, cfg.generated_data or SYNTHETIC} - {SYNTHETIC}:
         read_preferences(parquet_path(data))  # a clear error before any worker starts
+    if cfg.generated_data and cfg.data != SYNTHETIC:
+        raise SystemExit("error: generated_data mixes generated pairs into data=synthetic batches; with a dataset "
+                         "dir, put the generated pairs in it (make_dataset generated.*)")
     if cfg.data == SYNTHETIC and (not cfg.max_steps or not cfg.eval_data):
         raise SystemExit("error: data=synthetic needs max_steps=N and eval_data=DIR")
     roles = [Role("trainer workers", cfg.num_workers, {"CPU": 1.0, "GPU": 1.0 if cfg.device.is_cuda else 0.0},

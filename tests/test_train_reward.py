@@ -133,3 +133,20 @@ def test_lr_multiplier_warmup_and_cosine_by_hand():
     assert [lr_multiplier(flat, s) for s in (0, 3, 1000)] == pytest.approx([0.25, 1.0, 1.0])
     with pytest.raises(ValueError, match="max_steps"):
         RewardTrainConfig(lr_schedule="cosine").validate()
+
+
+def test_generated_share_of_the_stream_visits_every_pair_once_per_pass_on_any_rank():
+    from jobs.train_reward import TrainRewardJob, generated_pairs
+
+    cfg = TrainRewardJob(batch_size=4, generated_fraction=0.5, generated_data="x", seed=3)
+    records = [{"id": str(i)} for i in range(6)]
+    # 2 generated pairs per batch, 2 ranks: position p = (step * 2 + rank) * 2 + j, so step 0 (ranks 0, 1) and
+    # step 1 rank 0 hold positions 0-5, the first pass over the 6 records; step 1 rank 1 and step 2 the second.
+    draw = lambda rank, step: [r["id"] for r in generated_pairs(cfg, rank, 2, step, records)]  # noqa: E731
+    first = draw(0, 0) + draw(1, 0) + draw(0, 1)
+    second = draw(1, 1) + draw(0, 2) + draw(1, 2)
+    assert sorted(first) == sorted(second) == [str(i) for i in range(6)]
+    assert first != second  # each pass in its own order
+    # a resumed run asks for step 1 directly and gets what the uninterrupted run drew there
+    assert generated_pairs(cfg, 1, 2, 1, records) == generated_pairs(cfg, 1, 2, 1, list(records))
+    assert draw(0, 1) == first[4:6]

@@ -255,6 +255,17 @@ def render_html(run: Path, cfg: dict, cfg_text: str, recs: list[dict], evaluatio
             h.append(f"<p>Judge: the {html.escape(str(evaluation.get('judge', 'served reward')))}, the same model that "
                      "trained the policy (no oracle outside the moving-shapes world: world=false), so these win rates "
                      "cannot reveal reward hacking; judge with people or another model before trusting them.</p>")
+        op = evaluation.get("reward_onpolicy")
+        if op:
+            h.append(f"<p>On-policy accuracy of the served reward: {op['pairs']} within-prompt pairs of each policy's "
+                     "evaluation clips, labelled by the simulated raters; the ceiling is the oracle's own accuracy on the "
+                     "same labels.</p><table><tr><th>policy</th>" + "".join(
+                         f"<th>{d} w/o ties</th><th>{d} ceiling</th><th>{d} tie share</th>" for d in DIMS) + "</tr>")
+            for when, name in (("start", "pretrained (start)"), ("end", "final (end)")):
+                h.append(f"<tr><th>{name}</th>" + "".join(
+                    f"<td>{100 * op[when][d]['without_ties']:.1f}%</td><td>{100 * op[when][d]['ceiling_without_ties']:.1f}%"
+                    f"</td><td>{100 * op[when][d]['tie_share']:.1f}%</td>" for d in DIMS) + "</tr>")
+            h.append("</table>")
         if evaluation.get("reward_hacking"):
             h.append(f"<p><b>Reward hacking flagged on {html.escape(', '.join(evaluation['reward_hacking']))}</b>: the "
                      "learned reward prefers the policy where the oracle does not.</p>")
