@@ -165,6 +165,7 @@ class GeneratorActor:
                                        retries=self.cfg.reward_retries)
         out = self.client.score(mp4s, prompts)
         self.replica_pids = sorted({o.get("replica_pid", -1) for o in out})
+        self.reward_versions = [int(o.get("reward_version", 0)) for o in out]
         norm = np.array([[o["normalised"][d] for d in ("VQ", "MQ", "TA")] for o in out])
         raw = np.array([[o["raw"][d] for d in ("VQ", "MQ", "TA")] for o in out])
         return norm, raw
@@ -208,6 +209,7 @@ class GeneratorActor:
             **{f"r_{d}": reward[:, i] for i, d in enumerate(("VQ", "MQ", "TA"))},
             **{f"raw_{d}": raw[:, i] for i, d in enumerate(("VQ", "MQ", "TA"))},
             **{f"oracle_{d}": oracle[:, i] for i, d in enumerate(("VQ", "MQ", "TA"))},
+            "reward_version": np.asarray(self.reward_versions, np.int64),  # the reward model that scored each clip
             "latent": ArrowTensorArray.from_numpy(batch.latents.numpy().astype(np.float32)),
             "mp4": pa.array(mp4s, pa.binary()),
         })
@@ -215,6 +217,7 @@ class GeneratorActor:
                 "iteration": iteration, "generate_s": t1 - t0, "reward_wait_s": t2 - t1, "oracle_s": time.time() - t2,
                 "weight_sync_s": sync_s, "weights_sha256": self.weights_sha, "seeds": [int(x) for x in seeds],
                 "reward_retries": retried, "reward_replica_pids": self.replica_pids,
+                "reward_versions": sorted(set(self.reward_versions)),
                 "reward": reward.mean(0).tolist(), "oracle": oracle.mean(0).tolist()}
         return meta, table, text
 

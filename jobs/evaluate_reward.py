@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from rlhf.config import parse_cli, save_config  # noqa: E402
 from rlhf.eval.onpolicy import OnPolicyConfig  # noqa: E402
+from rlhf.generator.sampler import SamplerConfig  # noqa: E402
 
 DIMS4 = ("Overall", "VQ", "MQ", "TA")
 ABLATION = {  # row name -> overrides of the training config
@@ -57,6 +58,8 @@ class EvaluateRewardConfig:
     policy: str = ""  # on-policy evaluation: the generator (dir or hub id) whose samples are compared
     adapter: str = ""  # its LoRA (adapter dir or hub id); "" = the generator as it is
     onpolicy: OnPolicyConfig = field(default_factory=OnPolicyConfig)
+    # how the policy samples: the online job's default (10 Euler steps, guidance 3)
+    sampler: SamplerConfig = field(default_factory=lambda: SamplerConfig(steps=10))
 
 
 def evaluate_checkpoint(loaded: tuple, records: list[dict], root: Path) -> dict:
@@ -144,14 +147,15 @@ def policy_clips(cfg: EvaluateRewardConfig, progress: bool = True):
     from rlhf.generator.model import load_generator
 
     out = Path(cfg.out)
-    key = {"policy": cfg.policy, "adapter": cfg.adapter, "onpolicy": dataclasses.asdict(cfg.onpolicy)}
+    key = {"policy": cfg.policy, "adapter": cfg.adapter, "onpolicy": dataclasses.asdict(cfg.onpolicy),
+           "sampler": dataclasses.asdict(cfg.sampler)}
     cache, meta = out / "policy_clips.npz", out / "policy_clips.json"
     if cache.is_file() and meta.is_file() and json.loads(meta.read_text()) == key:
         return PolicyClips.load(cache)
     gen = load_generator(cfg.policy)
     if cfg.adapter:
         gen.load_lora(cfg.adapter)
-    clips = draw_policy_clips(gen, cfg.onpolicy, progress=progress)
+    clips = draw_policy_clips(gen, cfg.onpolicy, cfg.sampler, progress=progress)
     out.mkdir(parents=True, exist_ok=True)
     clips.save(cache)
     meta.write_text(json.dumps(key, indent=2))
@@ -171,7 +175,8 @@ def evaluate_on_policy_rows(cfg: EvaluateRewardConfig, progress: bool = True) ->
         rows[path] = evaluate_on_policy(reward_scores(VideoReward.from_checkpoint(path), clips), clips, cfg.onpolicy)
     policy = cfg.policy + (f" + {cfg.adapter}" if cfg.adapter else "")
     md = "\n\n".join(format_onpolicy(r["table"], f"**{name}** on {r['clips']} samples of {policy} "
-                                      f"({cfg.onpolicy.prompts} {cfg.onpolicy.split} prompts x {cfg.onpolicy.seeds})")
+                                      f"({cfg.onpolicy.prompts} {cfg.onpolicy.split} prompts x {cfg.onpolicy.seeds}, "
+                                      f"{cfg.sampler.steps} Euler steps, guidance {cfg.sampler.guidance})")
                       for name, r in rows.items())
     out = Path(cfg.out)
     (out / "onpolicy.md").write_text(md + "\n")

@@ -33,6 +33,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from actors.refresh import RefreshConfig  # noqa: E402
 from actors.trainer import TrainerConfig  # noqa: E402
 from rlhf.align.pairs import PairConfig  # noqa: E402
 from rlhf.config import parse_cli, save_config  # noqa: E402
@@ -103,6 +104,9 @@ class OnlineConfig:
     pairs: PairConfig = field(default_factory=lambda: PairConfig(mode="margin", margin=0.03))
     trainer: TrainerConfig = field(default_factory=lambda: TrainerConfig(lr=3e-4))
     reward: RewardServiceConfig = field(default_factory=lambda: RewardServiceConfig(model="oracle"))
+    # online reward refresh (actors/refresh.py): every refresh.every iterations, refresh.pairs pairs of the policy's
+    # clips are labelled by the raters, the reward is fine-tuned on them and the deployment rolls to it
+    refresh: RefreshConfig = field(default_factory=RefreshConfig)
 
     def validate(self) -> None:
         if self.mode not in MODES:
@@ -129,6 +133,14 @@ class OnlineConfig:
         self.pairs.validate()
         self.trainer.validate()
         self.reward.validate()
+        self.refresh.validate()
+        if self.refresh.every:
+            if self.reward.model == "oracle" or not self.world:
+                raise ValueError("refresh.every > 0 fine-tunes a learned reward on labels of the world's raters: it "
+                                 "needs reward.model set to a VideoReward checkpoint (or default) and world=true")
+            if "://" in self.storage:
+                raise ValueError(f"refresh.every > 0 serves refreshed rewards from the run storage, which every reward "
+                                 f"replica must read as a path: storage={self.storage!r} is a URI; use a shared mount")
         if not self.world and self.reward.model == "oracle":
             raise ValueError("world=false has no oracle to serve: set reward.model to a VideoReward checkpoint "
                              "(a directory or hub id such as KwaiVGI/VideoReward, or default)")
@@ -150,6 +162,8 @@ class OnlineConfig:
                                                              "memory": r.memory_gib * gib, **r.resources},
                  "reward.min_replicas, reward.num_cpus, reward.num_gpus, reward.memory_gib, reward.resources"),
             Role("Ray Data tasks", 1, {"CPU": 1.0}, "none: preference batches need one CPU besides the actors"),
+            Role("reward refresh workers", self.refresh.workers if self.refresh.every else 0,
+                 {"CPU": 1.0, "GPU": 1.0 if t.device.is_cuda else 0.0}, "refresh.workers, trainer.device"),
         ]
 
     def eval_prompt_spec(self) -> str:
@@ -242,6 +256,10 @@ class Metrics:
             ("queue_depth", "rollout batches in flight when training starts", ()),
             ("policy_version", "latest published policy version", ()),
             ("pairs", "preference pairs (or weighted samples) of the iteration", ()),
+            ("reward_version", "version of the served reward model (reward refresh bumps it)", ()),
+            ("labels_spent", "pairs labelled by the raters for reward refresh so far", ()),
+            ("reward_onpolicy_accuracy", "served reward's accuracy without ties on the policy's labelled pairs, "
+             "before the refresh learns them", ("dimension",)),
         ]}
         self.videos = Counter("videoalign_videos_total", description="clips generated and scored")
 
@@ -251,9 +269,14 @@ class Metrics:
             if rec["oracle"].get(d) is not None:
                 self.g["oracle"].set(rec["oracle"][d], tags={"dimension": d})
         for k in ("loss", "implicit_accuracy", "videos_per_second", "staleness", "queue_depth", "policy_version",
-                  "pairs"):
+                  "pairs", "reward_version", "labels_spent"):
             if rec.get(k) is not None:
                 self.g[k].set(float(rec[k]))
+        if rec.get("refresh"):
+            for d in DIMS:
+                v = rec["refresh"]["onpolicy_before"][d]["without_ties"]
+                if v == v:  # NaN (every pair a tie) is not a reading
+                    self.g["reward_onpolicy_accuracy"].set(v, tags={"dimension": d})
         for phase, s in rec["phases"].items():
             self.g["phase_seconds"].set(s, tags={"phase": phase})
         self.videos.inc(rec["videos"])
@@ -318,6 +341,9 @@ class OnlineRun:
         self.trainer_starts = 0
         self.trainer_failures: list[str] = []
         self.deployed = False
+        from actors.refresh import state_of
+
+        self.reward_state = state_of(cfg.reward.model, cfg.reward.version, 0)  # what is served (refresh changes it)
 
     # ------------------------------------------------------------------ start-up
     def start(self) -> None:
@@ -342,9 +368,13 @@ class OnlineRun:
         self.store = weight_store(keep=3)
         self.sync = ObjectStoreSync()
         t0 = time.time()
-        deploy(cfg.reward)
+        self.resume_state = latest_checkpoint(self.storage) if cfg.resume else None
+        if self.resume_state and self.resume_state.get("reward"):  # the reward the checkpointed run served
+            self.reward_state = self.resume_state["reward"]
+        deploy(self.served_reward())
         self.deployed = True
-        self.log(f"reward service '{cfg.reward.app_name}' ({cfg.reward.model}) up in {time.time() - t0:.1f} s")
+        self.log(f"reward service '{cfg.reward.app_name}' ({self.reward_state['model']}, version "
+                 f"{self.reward_state['version']}) up in {time.time() - t0:.1f} s")
         gcfg = GeneratorActorConfig(generator=cfg.generator, video_shape=list(cfg.video_shape), fps=cfg.fps,
                                     text_tokens=cfg.text_tokens, device=cfg.generator_device,
                                     init_adapter=cfg.trainer.init_adapter, lora_rank=cfg.trainer.lora_rank,
@@ -353,7 +383,6 @@ class OnlineRun:
                                     guidance_model=cfg.guidance_model, guidance=cfg.guidance)
         self.gens = start_generators(cfg.generators, gcfg, self.sync.store_name, cfg.generator_cpus,
                                      cfg.generator_gpus, cfg.max_restarts, cfg.generator_resources)
-        self.resume_state = latest_checkpoint(self.storage) if cfg.resume else None
         if cfg.resume and self.resume_state is None:
             raise SystemExit(f"error: --resume but {self.storage.location('latest.json')} does not exist: "
                              "run without --resume first (or give the storage the first run used)")
@@ -363,6 +392,49 @@ class OnlineRun:
         get([g.info.remote() for g in self.gens])
         self.log(f"{cfg.generators} generator actors and {cfg.trainer.num_workers} trainer workers started "
                  f"in {time.time() - t0:.1f} s")
+
+    def served_reward(self):
+        """The reward service's config for the reward being served (the configured one, or a refreshed one)."""
+        from dataclasses import replace
+
+        return replace(self.cfg.reward, model=self.reward_state["model"], version=self.reward_state["version"])
+
+    def use_reward(self, state: dict | None) -> None:
+        """Serve the reward of a checkpoint ``state`` (None: the configured one) if another one is served."""
+        from actors.refresh import roll_deployment, state_of
+
+        want = (state or {}).get("reward") or state_of(self.cfg.reward.model, self.cfg.reward.version, 0)
+        if (want["model"], want["version"]) != (self.reward_state["model"], self.reward_state["version"]):
+            self.log(f"serving reward version {want['version']} again ({want['model']})")
+            roll_deployment(self.cfg.reward, want["model"], want["version"])
+        self.reward_state = want
+
+    def refresh_reward(self, it: int, tables: list, version: int) -> dict:
+        """Label pairs of iteration ``it``'s clips, fine-tune the served reward on them and roll the deployment
+        to it (actors/refresh.py); returns the refresh's record."""
+        import pyarrow as pa
+
+        import ray
+
+        from actors.refresh import fine_tune, label_rollouts, roll_deployment, state_of
+        from rlhf.eval.onpolicy import onpolicy_table
+
+        cfg, r = self.cfg, self.cfg.refresh
+        t0 = time.time()
+        new_version = self.reward_state["version"] + 1
+        data_dir = Path(self.storage.location(f"refresh/iter_{it + 1:05d}"))
+        labelled = label_rollouts(pa.concat_tables(ray.get(tables)), r.pairs, cfg.seed, it, version, data_dir)
+        before = onpolicy_table(labelled["served"], labelled["oracle"], labelled["pairs"], labelled["labels"])
+        t1 = time.time()
+        out = Path(self.storage.location(f"reward/v{new_version:03d}"))
+        fine_tune(r, self.reward_state["model"], data_dir, out, seed=cfg.seed * 1000 + new_version,
+                  hub_cache=cfg.hub_cache, device=cfg.trainer.device)
+        t2 = time.time()
+        roll_s = roll_deployment(cfg.reward, str(out), new_version)
+        spent = self.reward_state["labels_spent"] + len(labelled["pairs"])
+        self.reward_state = state_of(str(out), new_version, spent)
+        return {"version": new_version, "model": str(out), "pairs": len(labelled["pairs"]), "labels_spent": spent,
+                "onpolicy_before": before, "label_s": t1 - t0, "train_s": t2 - t1, "roll_s": roll_s}
 
     def start_trainer(self, state: dict | None) -> None:
         """The trainer group, from ``state``'s checkpoint if given; the weight store is brought to the
@@ -410,6 +482,7 @@ class OnlineRun:
         self.log(f"trainer group failed ({self.trainer_failures[-1]}); restart {len(self.trainer_failures)} of "
                  f"{self.cfg.trainer_restarts} from {where}; {dropped} iteration record(s) will be redone")
         self.start_trainer(state)
+        self.use_reward(state)  # a refresh after the checkpoint is redone with the iterations
         # the generators may hold weights of versions that will now be trained again: make them fetch
         get([g.forget_weights.remote() for g in self.gens])
         return state
@@ -463,6 +536,7 @@ class OnlineRun:
     def iterations(self, prompts: list[str], state: dict | None, metrics: "Metrics", bar) -> int:
         """Iterations from ``state``'s checkpoint (None = the first) to the end; returns the final version."""
         from actors.preferences import preference_dataset, stats_of
+        from actors.refresh import due, summary_line as refresh_line
 
         cfg = self.cfg
         start_it = state["next_iteration"] if state else 0
@@ -479,7 +553,11 @@ class OnlineRun:
             metas, tables, texts = self.collect(pending)
             t_rolled = time.time()
             pending = None
-            if one_off and it + 1 < cfg.iterations:  # overlap: sample batch i + 1 with the current version
+            refresh_due = due(cfg.refresh, it, cfg.iterations)
+            sample_next = version  # one-step-off: batch i + 1 is sampled with the version before training on batch i
+            # overlap: sample batch i + 1 with the current version (not before a reward refresh: every clip of an
+            # iteration is scored by one reward version, so the next batch waits for the roll)
+            if one_off and it + 1 < cfg.iterations and not refresh_due:
                 pending = self.launch(prompts, it + 1, version)
             t0 = time.time()
             ds = preference_dataset(tables, cfg.pairs, cfg.trainer.algo.algo, cfg.seed, it)
@@ -500,8 +578,13 @@ class OnlineRun:
                 res = {"loss": None, "implicit_accuracy": None, "train_s": 0.0, "publish": {"seconds": 0.0}}
                 if ckpt:  # nothing trained: still checkpoint (same weights)
                     res = {**res, **self.trainer.train(ds, it, 0, None, ckpt)}
+            refresh = None
+            if refresh_due:
+                refresh = self.refresh_reward(it, tables, sample_version)
+                self.log(refresh_line(refresh))
             if ckpt:
                 ck_state = {"next_iteration": it + 1, "policy_version": version, "seed": cfg.seed, "mode": cfg.mode,
+                            "reward": self.reward_state,
                             "rng": {"prompts": [cfg.seed, it + 1], "trainer": [cfg.trainer.seed, it + 1, "rank"]}}
                 if one_off and version > 1:
                     from safetensors.torch import save
@@ -509,11 +592,12 @@ class OnlineRun:
                     prev, _ = self.sync.fetch(version - 1)
                     self.storage.write_bytes(f"{ckpt}/prev_adapter.safetensors", save(prev))
                 write_state(self.storage, ckpt, ck_state)
-            if not one_off and it + 1 < cfg.iterations:
-                pending = self.launch(prompts, it + 1, version)
+            if pending is None and it + 1 < cfg.iterations:
+                pending = self.launch(prompts, it + 1, sample_next if one_off else version)
             wall = time.time() - t_it
             rec = self.record(it, metas, pstats, res, version, sample_version, wall, t_rolled - t_it, t_data,
-                              queue=1 if pending is not None and one_off else 0)
+                              queue=1 if one_off and not refresh_due and it + 1 < cfg.iterations else 0)
+            rec["refresh"] = refresh
             metrics.record(rec)
             bar.update(1)
             bar.set_postfix_str(f"v{version} loss {rec['loss'] if rec['loss'] is None else round(rec['loss'], 4)} "
@@ -592,6 +676,9 @@ class OnlineRun:
                 "weights_sha256": sorted({m["weights_sha256"] for m in metas}),
                 "published_sha256": res.get("publish", {}).get("sha256"),
                 "reward_retries": int(sum(m["reward_retries"] for m in metas)),
+                # the reward version(s) that scored the iteration's clips (one unless a roll overlapped them)
+                "reward_versions": sorted({v for m in metas for v in m.get("reward_versions", [])}),
+                "reward_version": self.reward_state["version"], "labels_spent": self.reward_state["labels_spent"],
                 "reward_replica_pids": sorted({p for m in metas for p in m["reward_replica_pids"]})}
 
     def describe(self, rec: dict) -> str:

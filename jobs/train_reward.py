@@ -340,12 +340,44 @@ def _cfg_from(config: dict) -> TrainRewardJob:
     return load_config(TrainRewardJob, path)
 
 
-def run(cfg: TrainRewardJob) -> dict:
-    from actors.cluster import Role, check_fit, connect, hub_env, local_cpus
+def fit(cfg: TrainRewardJob, cfg_file: Path, started_at: float | None = None, name: str = "train_reward") -> None:
+    """The Ray Train run of ``cfg`` (saved at ``cfg_file``) on the cluster this process is connected to;
+    writes ``run_time.json`` into ``cfg.out``. The online job's reward refresh calls it too."""
+    import ray
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
     from actors.storage import RunStorage
+
+    started_at = started_at or time.time()
+    out = Path(cfg.out)
+    datasets = {}
+    if cfg.data != SYNTHETIC:
+        datasets["train"] = ray.data.read_parquet(str(parquet_path(cfg.data))).filter(
+            expr=f"split == '{cfg.train_split}'")
+    trainer = TorchTrainer(
+        train_loop,
+        train_loop_config={"config_file": str(cfg_file.resolve())},
+        torch_config=TorchConfig(backend="nccl" if cfg.device.is_cuda else "gloo"),
+        scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.device.is_cuda,
+                                     resources_per_worker={"CPU": 1}),
+        run_config=RunConfig(name=name, storage_path=(
+            RunStorage(cfg.storage).location("ray") if cfg.storage else str((out / "ray").resolve()))),
+        datasets=datasets,
+    )
+    result = trainer.fit()
+    if result.error:
+        raise result.error
+    (out / "run_time.json").write_text(json.dumps(
+        {"wall_s": round(time.time() - started_at, 1), "num_workers": cfg.num_workers, "steps": cfg.max_steps,
+         "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}) + "\n")
+
+
+def prepare(cfg: TrainRewardJob) -> tuple[TrainRewardJob, Path]:
+    """``cfg`` with every path absolute (workers run in other directories), its data checked before any worker
+    starts, saved in its run directory -> (cfg, the saved config file)."""
     from rlhf.data.schema import read_preferences
 
-    started_at = time.time()  # run_time.json: wall time of the whole job, Ray start-up included
     # Workers run in other directories: every path they read is made absolute here.
     absolute = {k: str(Path(getattr(cfg, k)).resolve()) for k in ("data", "eval_data", "root", "out", "generated_data")
                 if getattr(cfg, k) and getattr(cfg, k) != SYNTHETIC}
@@ -364,37 +396,24 @@ def run(cfg: TrainRewardJob) -> dict:
                          "dir, put the generated pairs in it (make_dataset generated.*)")
     if cfg.data == SYNTHETIC and (not cfg.max_steps or not cfg.eval_data):
         raise SystemExit("error: data=synthetic needs max_steps=N and eval_data=DIR")
+    return cfg, cfg_file
+
+
+def run(cfg: TrainRewardJob) -> dict:
+    from actors.cluster import Role, check_fit, connect, hub_env, local_cpus
+    from actors.storage import RunStorage
+
+    started_at = time.time()  # run_time.json: wall time of the whole job, Ray start-up included
+    cfg, cfg_file = prepare(cfg)
+    out = Path(cfg.out)
     roles = [Role("trainer workers", cfg.num_workers, {"CPU": 1.0, "GPU": 1.0 if cfg.device.is_cuda else 0.0},
                   "num_workers, device"),
              Role("Ray Data tasks", 1 if cfg.data != SYNTHETIC else 0, {"CPU": 1.0})]
     # the dashboard (127.0.0.1 only) serves Ray Train's state API; without it the placement-group cleaner warns
     cluster = connect(cfg.ray_address, num_cpus=local_cpus(roles, spare=1), env_vars=hub_env(cfg.hub_cache))
-    import ray
-    from ray.train import RunConfig, ScalingConfig
-    from ray.train.torch import TorchConfig, TorchTrainer
-
     try:
         check_fit(roles, autoscaling=cfg.autoscaling and not cluster.started, wait_s=cfg.cluster_wait_s)
-        datasets = {}
-        if cfg.data != SYNTHETIC:
-            datasets["train"] = ray.data.read_parquet(str(parquet_path(cfg.data))).filter(
-                expr=f"split == '{cfg.train_split}'")
-        trainer = TorchTrainer(
-            train_loop,
-            train_loop_config={"config_file": str(cfg_file.resolve())},
-            torch_config=TorchConfig(backend="nccl" if cfg.device.is_cuda else "gloo"),
-            scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.device.is_cuda,
-                                         resources_per_worker={"CPU": 1}),
-            run_config=RunConfig(name="train_reward", storage_path=(
-                RunStorage(cfg.storage).location("ray") if cfg.storage else str((out / "ray").resolve()))),
-            datasets=datasets,
-        )
-        result = trainer.fit()
-        if result.error:
-            raise result.error
-        (out / "run_time.json").write_text(json.dumps(
-            {"wall_s": round(time.time() - started_at, 1), "num_workers": cfg.num_workers, "steps": cfg.max_steps,
-             "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}) + "\n")
+        fit(cfg, cfg_file, started_at)
     finally:
         if cluster.started:
             cluster.stop()

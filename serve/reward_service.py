@@ -54,6 +54,9 @@ class RewardServiceConfig:
     # "default" = the shipped VideoReward (artefacts/reward_default), "oracle" = the moving-shapes oracle
     # annotator, or a VideoReward checkpoint directory (VideoAlign layout).
     model: str = "default"
+    # version of the reward model: every score names it (reward_version); the online job's reward refresh bumps it
+    # and rolls the deployment to the new model, so each sample records which version scored it
+    version: int = 0
     backend: str = "transformers"  # "transformers" (CPU or GPU) | "vllm" (GPU only: pip install '.[gpu]')
     max_batch_size: int = 16  # most requests one backend call scores (serve.batch)
     batch_wait_timeout_s: float = 0.02  # how long a batch's first request waits for others to join
@@ -226,7 +229,8 @@ class RewardDeployment:
                                "overloaded; raise max_replicas or request_timeout_s") from None
         if isinstance(result, Exception):
             raise result
-        return {**result, "model": self.cfg.model, "backend": self.backend.name, "replica_pid": os.getpid()}
+        return {**result, "model": self.cfg.model, "reward_version": self.cfg.version, "backend": self.backend.name,
+                "replica_pid": os.getpid()}
 
     async def _health(self) -> dict:
         scores = (await self._run([self._health_clip], [HEALTH_PROMPT], [WORLD_FPS]))[0]
@@ -541,7 +545,7 @@ class RewardClient:
         return out
 
     def score(self, videos: list, prompts: list[str], fps: float = WORLD_FPS) -> list[dict]:
-        """One ``{"raw", "normalised", "model", "backend", "batch_size"}`` per video (arrays are sent as
+        """One ``{"raw", "normalised", "model", "reward_version", "backend", "batch_size"}`` per video (arrays are sent as
         H.264 mp4 at crf 12, the datasets' stored quality, at ``fps``)."""
         mp4s = self._encode(videos, prompts, fps)
         results: list = [None] * len(mp4s)

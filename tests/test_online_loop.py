@@ -410,3 +410,83 @@ def test_generator_node_lost_mid_rollout(off):
     assert recs[3]["restarted_actors"] and recs[3]["videos"] == recs[3]["samples_unique"] == 8
     assert recs[3]["sample_version"] == 2
     assert recs[3]["weights_sha256"] == [recs[1]["published_sha256"]]
+
+
+REFRESH = ["reward.model=default", "refresh.every=1", "refresh.pairs=3", "refresh.steps=2", "refresh.batch_size=2",
+           "iterations=3"]
+
+
+@pytest.fixture(scope="module")
+def refreshed(ray_session, tmp_path_factory):
+    """The tiny config on the shipped VideoReward with a reward refresh after iterations 0 and 1 (3 labelled
+    pairs, 2 fine-tuning steps each); then a copy of the run directory is resumed from the checkpoint after
+    iteration 1, so iteration 1's refresh (reward version 2) and iteration 2 are done again."""
+    import shutil
+
+    from actors.storage import RunStorage
+    from jobs.online_dpo import write_state
+
+    base = tmp_path_factory.mktemp("online")
+    out, copy = base / "refresh", base / "refresh_resumed"
+    summary = run_job(out, *REFRESH)
+    shutil.copytree(out, copy)
+    storage = copy / "checkpoints"
+    for redone in ("refresh/iter_00002", "reward/v002"):  # made again by the resumed run
+        shutil.rmtree(storage / redone)
+    write_state(RunStorage(str(storage)), "iter_00001", json.loads((storage / "iter_00001" / "state.json").read_text()))
+    resumed = run_job(copy, *REFRESH, "resume=true")
+    return out, summary, copy, resumed
+
+
+def test_reward_refresh_labels_fine_tunes_and_rolls_the_served_reward(refreshed):
+    """Each iteration's clips are scored by one reward version (0, then 1, then 2): the refresh after iteration
+    i fine-tuned a new checkpoint on 3 labelled pairs of iteration i's clips and the service rolled to it. The
+    served scores a refresh dataset records for iteration 1's clips are those of reward version 1, recomputed
+    here from the stored mp4s with VideoReward.from_checkpoint."""
+    from rlhf.data.schema import read_preferences
+    from rlhf.reward.checkpoint import VideoReward
+    from rlhf.synthetic.oracle import score
+    from rlhf.video import read_video
+
+    out, summary, _, _ = refreshed
+    recs = records(out)
+    assert [r["reward_versions"] for r in recs] == [[0], [1], [2]]
+    assert [r["labels_spent"] for r in recs] == [3, 6, 6]
+    assert [r["refresh"] is not None for r in recs] == [True, True, False]
+    assert recs[0]["refresh"]["onpolicy_before"]["VQ"]["pairs"] == 3
+    store = out / "checkpoints"
+    v1 = store / "reward" / "v001"
+    assert (v1 / "checkpoint-2" / "non_lora_state_dict.pth").is_file()
+    assert json.loads((store / "latest.json").read_text())["reward"]["version"] == 2
+    data = store / "refresh" / "iter_00002"
+    pairs = read_preferences(data / "prefs.parquet").to_pylist()
+    assert len(pairs) == 3 and {r["source"] for r in pairs} == {"refresh"}
+    model = VideoReward.from_checkpoint(v1)
+    for r in pairs:
+        assert r["reward_version_a"] == r["reward_version_b"] == 1
+        for side in ("a", "b"):
+            frames = read_video(data / r[f"video_{side}"])
+            got = model.reward([frames], [r["prompt"]])[0]
+            for d in ("VQ", "MQ", "TA"):
+                assert got[d] == pytest.approx(r[f"served_{side}"][d], abs=1e-4)
+                assert score(frames, r["prompt"])[d] == pytest.approx(r[f"score_{side}"][d], abs=1e-9)
+            assert r["VQ"] in ("A", "B", "same")
+
+
+def test_resume_with_reward_refresh_is_exact(refreshed):
+    """Resumed after iteration 1's checkpoint (reward version 1 served again), the run redid iteration 1, its
+    refresh and iteration 2: the same pairs, the same served rewards, the same refreshed checkpoint."""
+    import torch
+
+    out, _, copy, _ = refreshed
+    ref, got = records(out), records(copy)
+    assert [r["iteration"] for r in got] == [0, 1, 2]
+    for a, b in zip(ref[1:], got[1:]):
+        assert a["batch_digest"] == b["batch_digest"] and a["reward_versions"] == b["reward_versions"]
+        for d in ("VQ", "MQ", "TA"):
+            assert b["reward"][d] == pytest.approx(a["reward"][d], abs=1e-6)
+        assert b["loss"] == pytest.approx(a["loss"], abs=1e-6)
+    sa = torch.load(out / "checkpoints/reward/v002/checkpoint-2/non_lora_state_dict.pth", weights_only=True)
+    sb = torch.load(copy / "checkpoints/reward/v002/checkpoint-2/non_lora_state_dict.pth", weights_only=True)
+    assert sa.keys() == sb.keys() and max(float((sa[k] - sb[k]).abs().max()) for k in sa) < 1e-6
+    assert _same_weights(out, copy) < 1e-6

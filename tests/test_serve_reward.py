@@ -574,3 +574,61 @@ def test_learned_backend_gives_videoreward_normalised_scores():
         for d in ("VQ", "MQ", "TA"):  # raw undoes the checkpoint's normalisation
             n = backend.norm
             assert g["raw"][d] == pytest.approx(w[d] * n[f"{d}_std"] + n[f"{d}_mean"], abs=1e-4), d
+
+
+def test_rolling_to_a_new_reward_version_drops_and_repeats_no_request(service):
+    """The online refresh's roll (actors/refresh.py): the app is re-run with version 1 while a caller keeps
+    8 requests in flight. Every request is answered exactly once (none failed, none sent again), each answer
+    names the version that scored it, answers from before the roll are version 0, and once the roll is over
+    every answer is version 1 from a new replica."""
+    from actors.refresh import roll_deployment, wait_running
+    from serve.reward_service import deploy, shutdown
+
+    cfg = RewardServiceConfig(model="oracle", http_port=service[0].http_port, app_name="roll_test",
+                              route_prefix="/roll_test", batch_wait_timeout_s=0.05, max_batch_size=8,
+                              max_ongoing_requests=16)
+    videos, prompts = _clips(8)
+    mp4s = [encode_video(v, crf=12) for v in videos]
+    deploy(cfg)
+    wait_running(cfg.app_name)
+    client = RewardClient(cfg.app_name, retries=3)
+    batches, stop, errors = [], threading.Event(), []
+
+    def caller():
+        while not stop.is_set():
+            try:
+                t0 = time.monotonic()
+                out = client.score(mp4s, prompts)
+                batches.append((t0, time.monotonic(), out))
+            except Exception as e:  # noqa: BLE001 (the test reports it)
+                errors.append(e)
+                return
+
+    thread = threading.Thread(target=caller)
+    try:
+        thread.start()
+        while len(batches) < 3:
+            time.sleep(0.05)
+        before = {r["replica_pid"] for r in batches[-1][2]}
+        t_roll = time.monotonic()
+        roll_deployment(cfg, "oracle", 1)
+        t_done = time.monotonic()
+        while not any(t0 > t_done for t0, _, _ in batches) and not errors:
+            time.sleep(0.05)
+        stop.set()
+        thread.join(60)
+    finally:
+        stop.set()
+        shutdown(cfg)
+    assert not errors and client.retried == 0  # nothing failed, nothing was sent twice
+    assert all(len(out) == len(mp4s) for _, _, out in batches)  # one answer per request
+    for t0, t1, out in batches:
+        versions = {r["reward_version"] for r in out}
+        assert versions <= {0, 1}
+        if t1 < t_roll:
+            assert versions == {0}
+        if t0 > t_done:
+            assert versions == {1} and not {r["replica_pid"] for r in out} & before
+        for r, v, p in zip(out, videos, prompts):  # the answer is this request's own score
+            _assert_matches_oracle(r, v, p)
+    assert any(t0 < t_done and t1 > t_roll for t0, t1, _ in batches)  # requests were in flight during the roll

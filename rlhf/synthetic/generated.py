@@ -44,10 +44,11 @@ class Member:
 
 
 def default_family() -> list[Member]:
-    """The shipped generator as sampled in a loop, and three sampler settings that make visibly different
-    clips (weaker and stronger guidance, a coarse 8-step schedule)."""
-    return [Member("pretrained", weight=2.0), Member("cfg1.5", guidance=1.5), Member("cfg6", guidance=6.0),
-            Member("8steps", steps=8)]
+    """The shipped generator as the online loop samples it (10 Euler steps, guidance 3: its within-prompt pairs
+    are what a loop's reward must rank), and three other settings that make visibly different clips: the
+    generator's own 20-step sampler, weaker and stronger guidance."""
+    return [Member("loop", steps=10, weight=2.0), Member("20steps", steps=20), Member("cfg1.5", steps=10, guidance=1.5),
+            Member("cfg6", steps=10, guidance=6.0)]
 
 
 @dataclass
