@@ -135,7 +135,7 @@ def fine_tune(cfg: RefreshConfig, init_from: str, data_dir: Path, out: Path, see
         init_from=reward_dir(init_from), eval_data=str(data_dir), eval_split="train", eval_pairs=cfg.pairs,
         out=str(out), max_steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, lr_schedule="constant",
         warmup_steps=0, caption_weight=cfg.caption_weight, checkpoint_every=0, num_workers=cfg.workers, seed=seed,
-        hub_cache=hub_cache)
+        hub_cache=hub_cache, norm_pairs=64)
     if device is not None:  # the trainer role's device and precision
         job = dataclasses.replace(job, device=device)
     job, cfg_file = prepare(job)

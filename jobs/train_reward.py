@@ -50,6 +50,7 @@ class TrainRewardJob(RewardTrainConfig):
     # fine-tune a trained reward model (checkpoint dir or hub id) instead of building one from random weights;
     # its backbone, tokens, frame sampling and trainable parts are kept
     init_from: str = ""
+    norm_pairs: int = 256  # training pairs whose rewards give the normalisation constants (inference_config)
 
     def validate(self) -> None:
         super().validate()
@@ -303,16 +304,16 @@ def evaluate(cfg, model, processor, info, step: int, final: bool, out: Path | No
     eval_data = cfg.eval_data or cfg.data
     if eval_data == SYNTHETIC:
         raise ValueError("data=synthetic needs eval_data=DIR (a make_dataset output with held-out pairs)")
-    if cfg.data == SYNTHETIC:  # 256 training pairs from far along the stream
+    if cfg.data == SYNTHETIC:  # norm_pairs training pairs from far along the stream
         was_training = model.training
         model.eval()
         with torch.no_grad():
             outs = [pair_rewards(model, b) for _, b in itertools.islice(
-                synthetic_batches(cfg, processor, 0, 1, 10**6), max(1, 256 // cfg.batch_size))]
+                synthetic_batches(cfg, processor, 0, 1, 10**6), max(1, cfg.norm_pairs // cfg.batch_size))]
         model.train(was_training)
         ta, tb = torch.cat([a for a, _ in outs]).float(), torch.cat([b for _, b in outs]).float()
     else:
-        norm_recs = _records(cfg.data, cfg.train_split)[:256]
+        norm_recs = _records(cfg.data, cfg.train_split)[:cfg.norm_pairs]
         _, ta, tb, _ = score_pairs(model, norm_recs, video_root(cfg, cfg.data), processor)
     if len(ta):
         info.norm = norm_constants(ta, tb)
