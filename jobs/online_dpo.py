@@ -710,11 +710,15 @@ class OnlineRun:
         seeds = [10_000 + i for i in range(len(texts))]
         learned = cfg.reward.model != "oracle"
         res = {}
-        for name, v in (("policy", version), ("pretrained", 0)):
+
+        def judged(v: int) -> dict:
             refs = [g.evaluate.remote(ps, ss, v, learned) for g, ps, ss in
                     zip(self.gens, split_even(texts, len(self.gens)), split_even(seeds, len(self.gens))) if ps]
             parts = get(refs)
-            res[name] = {k: np.concatenate([p[k] for p in parts]) for k in ("oracle", "reward") if k in parts[0]}
+            return {k: np.concatenate([p[k] for p in parts]) for k in ("oracle", "reward") if k in parts[0]}
+
+        for name, v in (("policy", version), ("pretrained", 0)):
+            res[name] = judged(v)
         w = cfg.pairs.weights
         out = {"n": len(texts), "prompts": cfg.eval_prompt_spec(), "policy_version": version,
                "judge": "oracle" if cfg.world else f"served reward ({cfg.reward.model})"}
@@ -728,24 +732,32 @@ class OnlineRun:
             out["reward_mean"] = {k: res[k]["reward"].mean(0).tolist() for k in ("policy", "pretrained")}
             if cfg.world:
                 out["reward_hacking"] = reward_hacking(lr, out["oracle_win_rate"], len(texts))
-                out["reward_onpolicy"] = self.onpolicy(res, len(texts))
+                start = res["pretrained"]
+                if self.reward_state["version"] != cfg.reward.version:  # refreshed: the start's reward judges the start
+                    from actors.refresh import roll_deployment
+
+                    roll_deployment(cfg.reward, cfg.reward.model, cfg.reward.version)
+                    start = judged(0)
+                out["reward_onpolicy"] = self.onpolicy(start, res["policy"], len(texts))
         out["seconds"] = round(time.time() - t0, 1)
         (self.out / "evaluation.json").write_text(json.dumps(out, indent=2))
         return out
 
-    def onpolicy(self, res: dict, n: int) -> dict | None:
-        """The served reward's on-policy accuracy on the evaluation's own clips: within-prompt pairs of the
-        pretrained policy's samples (the start of the run) and of the final policy's (its end), labelled by
+    def onpolicy(self, start: dict, end: dict, n: int) -> dict | None:
+        """The reward's on-policy accuracy on the evaluation's own clips: within-prompt pairs of the pretrained
+        policy's samples judged by the reward served at the start of the run (``start``), and of the final
+        policy's judged by the reward served at its end (``end``; the same model unless refreshed), labelled by
         the simulated raters (``rlhf.eval.onpolicy``); needs eval_seeds >= 2."""
         from rlhf.eval.onpolicy import onpolicy_table, rater_labels, within_group_pairs
 
         if self.cfg.eval_seeds < 2:
             return None
         pairs = within_group_pairs([i // self.cfg.eval_seeds for i in range(n)])
-        out = {"pairs": len(pairs)}
-        for when, name in (("start", "pretrained"), ("end", "policy")):
-            labels = rater_labels(res[name]["oracle"], pairs, seed=self.cfg.seed)
-            out[when] = onpolicy_table(res[name]["reward"], res[name]["oracle"], pairs, labels)
+        out = {"pairs": len(pairs), "start_reward_version": self.cfg.reward.version,
+               "end_reward_version": self.reward_state["version"]}
+        for when, res in (("start", start), ("end", end)):
+            labels = rater_labels(res["oracle"], pairs, seed=self.cfg.seed)
+            out[when] = onpolicy_table(res["reward"], res["oracle"], pairs, labels)
         return out
 
     def summarize(self, version: int, train_wall: float, evaluation: dict | None) -> dict:

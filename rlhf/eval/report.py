@@ -181,6 +181,10 @@ def _scores(o: dict | None) -> str:
 
 
 # ----------------------------------------------------------------------------------------------- page
+def _finite(v: float | None) -> float | None:
+    return None if v is None or v != v else v
+
+
 def _win_table(name: str, w: dict) -> str:
     cells = "".join(f"<td>{100 * w[d]:.1f}%</td>" for d in (*DIMS, "weighted") if d in w)
     return f"<tr><th>{html.escape(name)}</th>{cells}</tr>"
@@ -240,6 +244,12 @@ def render_html(run: Path, cfg: dict, cfg_text: str, recs: list[dict], evaluatio
     h.append(line_plot("training loss", its, {"loss": [r.get("loss") for r in recs]}))
     if any(r.get("implicit_accuracy") is not None for r in recs):
         h.append(line_plot("implicit accuracy (Flow-DPO)", its, {"accuracy": [r.get("implicit_accuracy") for r in recs]}))
+    refreshed = [r for r in recs if r.get("refresh")]
+    if refreshed:  # online reward refresh: the reward's accuracy on the policy's newly labelled pairs, before it learned them
+        h.append(line_plot("served reward's on-policy accuracy w/o ties (before each refresh)",
+                           [r["iteration"] for r in refreshed],
+                           {d: [_finite(r["refresh"]["onpolicy_before"][d]["without_ties"]) for r in refreshed] for d in DIMS}))
+        h.append(line_plot("labels spent on reward refresh", its, {"pairs labelled": [r.get("labels_spent") for r in recs]}))
     h.append("</div>")
     h.append("<h2>Win rates of the final policy against the pretrained one</h2>")
     if evaluation:
