@@ -95,15 +95,16 @@ class OnlineConfig:
     eval_seeds: int = 2
     progress: bool = True
     report_clips: int = 4  # report.html: held-out prompts shown pretrained vs aligned (-1 = no report)
-    # The embedded default (what `make run` runs, measured in jobs/README.md): 10 Euler steps for rollouts and
-    # evaluation alike, every pair of a group whose 1:1:1 reward differs by > 0.03, LoRA lr 3e-4, and the
-    # oracle as the served reward (reward.model=default trains on the shipped VideoReward instead).
+    # The embedded default (what `make run` runs, measured in README.md): 10 Euler steps for rollouts and
+    # evaluation alike, every pair of a group whose 1:1:1 reward differs by > 0.03, LoRA lr 3e-4, and the shipped
+    # VideoReward as the served reward (the learned one: the oracle only judges; reward.model=oracle trains on the
+    # oracle itself).
     sampler: SamplerConfig = field(default_factory=lambda: SamplerConfig(steps=10))
     guidance_model: str = ""  # latent reward model (jobs/train_latent_reward.py) for Flow-NRG in rollouts
     guidance: GuidanceConfig = field(default_factory=GuidanceConfig)  # scale 0 = off
     pairs: PairConfig = field(default_factory=lambda: PairConfig(mode="margin", margin=0.03))
     trainer: TrainerConfig = field(default_factory=lambda: TrainerConfig(lr=3e-4))
-    reward: RewardServiceConfig = field(default_factory=lambda: RewardServiceConfig(model="oracle"))
+    reward: RewardServiceConfig = field(default_factory=lambda: RewardServiceConfig(model="default"))
     # online reward refresh (actors/refresh.py): every refresh.every iterations, refresh.pairs pairs of the policy's
     # clips are labelled by the raters, the reward is fine-tuned on them and the deployment rolls to it
     refresh: RefreshConfig = field(default_factory=RefreshConfig)

@@ -135,4 +135,5 @@ def test_the_embedded_default_runs_on_cpu_and_needs_no_gpu(capsys):
 
     assert main(["--check"]) == 0
     out = capsys.readouterr().out
-    assert out.count("on cpu: host RAM need") == 2 and "the oracle" in out
+    # generator and trainer on the CPU, and the shipped VideoReward (the default served reward) on the reward node
+    assert out.count("on cpu: host RAM need") == 3 and "Qwen2-VL 1.0 M fp32" in out
