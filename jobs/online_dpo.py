@@ -163,9 +163,8 @@ class OnlineConfig:
                                                              "memory": r.memory_gib * gib, **r.resources},
                  "reward.min_replicas, reward.num_cpus, reward.num_gpus, reward.memory_gib, reward.resources"),
             Role("Ray Data tasks", 1, {"CPU": 1.0}, "none: preference batches need one CPU besides the actors"),
-            Role("reward refresh workers", self.refresh.workers if self.refresh.every else 0,
-                 {"CPU": 1.0, "GPU": 1.0 if t.device.is_cuda else 0.0}, "refresh.workers, trainer.device"),
-        ]
+        ] + ([Role("reward refresh workers", self.refresh.workers, {"CPU": 1.0, "GPU": 1.0 if t.device.is_cuda else 0.0},
+                   "refresh.workers, trainer.device")] if self.refresh.every else [])
 
     def eval_prompt_spec(self) -> str:
         return self.eval_prompts or ("heldout" if self.world else self.prompts)
