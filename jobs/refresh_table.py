@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from actors.refresh import RefreshConfig  # noqa: E402
 from jobs.online_dpo import OnlineConfig  # noqa: E402
+from rlhf.artefacts import repo_relative  # noqa: E402
 from rlhf.config import parse_cli, to_dict  # noqa: E402
 
 ROWS = {"oracle": "(a) oracle as the reward", "frozen": "(b) learned reward, frozen",
@@ -124,7 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(cfg.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".md").write_text(note + md + "\n")
-    out.with_suffix(".json").write_text(json.dumps({"config": to_dict(cfg), "rows": results}, indent=2, default=str))
+    out.with_suffix(".json").write_text(json.dumps(repo_relative({"config": to_dict(cfg), "rows": results}), indent=2,
+                                                   default=str))
     print(md)
     return 0
 
