@@ -43,8 +43,8 @@ class TrainRewardJob(RewardTrainConfig):
     cluster_wait_s: float = 600.0
     hub_cache: str = ""  # Hugging Face cache for hub ids (HF_HUB_CACHE on every worker of the job)
     eval_data: str = ""  # dataset dir or parquet for the held-out evaluation (default: data)
-    # data=synthetic only: a dataset dir (make_dataset generated.*) whose train-split pairs fill
-    # generated_fraction of every batch, the rest being fresh rendered pairs
+    # data=synthetic only: dataset dirs (make_dataset generated.*; several: comma-separated) whose train-split
+    # pairs fill generated_fraction of every batch, the rest being fresh rendered pairs
     generated_data: str = ""
     generated_fraction: float = 0.5
     # fine-tune a trained reward model (checkpoint dir or hub id) instead of building one from random weights;
@@ -69,6 +69,23 @@ def parquet_path(data: str) -> Path:
 
 def video_root(cfg, data: str) -> Path:
     return Path(cfg.root) if cfg.root and data == cfg.data else parquet_path(data).parent
+
+
+def generated_dirs(cfg) -> list[str]:
+    """The ``generated_data`` dataset dirs (comma-separated), in order."""
+    return [d.strip() for d in cfg.generated_data.split(",") if d.strip()]
+
+
+def generated_records(cfg) -> list[dict]:
+    """Train-split pairs of every ``generated_data`` dir, in order, with absolute video paths."""
+    out = []
+    for data in generated_dirs(cfg):
+        root = video_root(cfg, data)
+        recs = _records(data, cfg.train_split)
+        if not recs:
+            raise ValueError(f"generated_data {data} has no pairs in split {cfg.train_split!r}")
+        out += [{**r, "video_a": str(root / r["video_a"]), "video_b": str(root / r["video_b"])} for r in recs]
+    return out
 
 
 def _records(data: str, split: str) -> list[dict]:
@@ -120,15 +137,12 @@ def synthetic_batches(cfg, processor, rank: int, world: int, start_step: int):
     from rlhf.video import read_video_fps
 
     sampling, spec, annotator = PairSampling(heldout_fraction=0.0), RenderSpec(), AnnotatorConfig()
-    generated = _records(cfg.generated_data, cfg.train_split) if cfg.generated_data else []
-    if cfg.generated_data and not generated:
-        raise ValueError(f"generated_data={cfg.generated_data} has no pairs in split {cfg.train_split!r}")
-    root = video_root(cfg, cfg.generated_data) if generated else None
+    generated = generated_records(cfg) if cfg.generated_data else []
     step = start_step
     while True:
         recs, fa, fb, fps_a, fps_b = [], [], [], [], []
         for rec in generated_pairs(cfg, rank, world, step, generated) if generated else []:
-            (va, ra), (vb, rb) = read_video_fps(root / rec["video_a"]), read_video_fps(root / rec["video_b"])
+            (va, ra), (vb, rb) = read_video_fps(rec["video_a"]), read_video_fps(rec["video_b"])
             recs.append(rec)
             fa.append(va)
             fb.append(vb)
@@ -380,8 +394,10 @@ def prepare(cfg: TrainRewardJob) -> tuple[TrainRewardJob, Path]:
     from rlhf.data.schema import read_preferences
 
     # Workers run in other directories: every path they read is made absolute here.
-    absolute = {k: str(Path(getattr(cfg, k)).resolve()) for k in ("data", "eval_data", "root", "out", "generated_data")
+    absolute = {k: str(Path(getattr(cfg, k)).resolve()) for k in ("data", "eval_data", "root", "out")
                 if getattr(cfg, k) and getattr(cfg, k) != SYNTHETIC}
+    if cfg.generated_data:
+        absolute["generated_data"] = ",".join(str(Path(d).resolve()) for d in generated_dirs(cfg))
     if cfg.init_from and Path(cfg.init_from).exists():  # else a hub id
         absolute["init_from"] = str(Path(cfg.init_from).resolve())
     if cfg.storage and "://" not in cfg.storage:
@@ -390,7 +406,7 @@ def prepare(cfg: TrainRewardJob) -> tuple[TrainRewardJob, Path]:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     cfg_file = save_config(cfg, out)
-    for data in {cfg.data, cfg.eval_data or cfg.data, cfg.generated_data or SYNTHETIC} - {SYNTHETIC}:
+    for data in {cfg.data, cfg.eval_data or cfg.data, *generated_dirs(cfg)} - {SYNTHETIC}:
         read_preferences(parquet_path(data))  # a clear error before any worker starts
     if cfg.generated_data and cfg.data != SYNTHETIC:
         raise SystemExit("error: generated_data mixes generated pairs into data=synthetic batches; with a dataset "
