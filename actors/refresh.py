@@ -47,6 +47,7 @@ class RefreshConfig:
     lr: float = 1e-4
     caption_weight: float = 1.0  # the shipped recipe's caption auxiliary loss (keeps the TA signal)
     workers: int = 1  # Ray Train workers of a refresh
+    replay: bool = True  # also learn every pair labelled by the run's earlier refreshes (False: only the new ones)
 
     def validate(self) -> None:
         if self.every < 0:
@@ -124,14 +125,22 @@ def reward_dir(model: str) -> str:
     return model
 
 
+def earlier_refreshes(cfg: RefreshConfig, iteration: int, iterations: int) -> list[int]:
+    """Iterations (0-based) before ``iteration`` that were followed by a refresh: the labels a replaying
+    refresh learns again (a function of the config alone, so a resumed run replays the same ones)."""
+    return [j for j in range(iteration) if due(cfg, j, iterations)]
+
+
 def fine_tune(cfg: RefreshConfig, init_from: str, data_dir: Path, out: Path, seed: int, hub_cache: str = "",
-              device=None) -> Path:
-    """Fine-tune ``init_from`` on the labelled pairs in ``data_dir`` (plus fresh rendered pairs) with Ray
-    Train on the connected cluster; returns ``out``, a checkpoint directory the reward service loads."""
+              device=None, replay: list[Path] = ()) -> Path:
+    """Fine-tune ``init_from`` on the labelled pairs in ``data_dir`` and the ``replay`` dirs (plus fresh
+    rendered pairs) with Ray Train on the connected cluster; returns ``out``, a checkpoint directory the reward
+    service loads. The on-policy evaluation is on ``data_dir``'s pairs."""
     from jobs.train_reward import TrainRewardJob, fit, prepare
 
+    data = ",".join(str(d) for d in [*replay, data_dir])
     job = TrainRewardJob(
-        data="synthetic", generated_data=str(data_dir), generated_fraction=cfg.generated_fraction,
+        data="synthetic", generated_data=data, generated_fraction=cfg.generated_fraction,
         init_from=reward_dir(init_from), eval_data=str(data_dir), eval_split="train", eval_pairs=cfg.pairs,
         out=str(out), max_steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, lr_schedule="constant",
         warmup_steps=0, caption_weight=cfg.caption_weight, checkpoint_every=0, num_workers=cfg.workers, seed=seed,

@@ -416,7 +416,7 @@ class OnlineRun:
 
         import ray
 
-        from actors.refresh import fine_tune, label_rollouts, roll_deployment, state_of
+        from actors.refresh import earlier_refreshes, fine_tune, label_rollouts, roll_deployment, state_of
         from rlhf.eval.onpolicy import onpolicy_table
 
         cfg, r = self.cfg, self.cfg.refresh
@@ -427,8 +427,10 @@ class OnlineRun:
         before = onpolicy_table(labelled["served"], labelled["oracle"], labelled["pairs"], labelled["labels"])
         t1 = time.time()
         out = Path(self.storage.location(f"reward/v{new_version:03d}"))
+        replay = [Path(self.storage.location(f"refresh/iter_{j + 1:05d}"))
+                  for j in earlier_refreshes(r, it, cfg.iterations)] if r.replay else []
         fine_tune(r, self.reward_state["model"], data_dir, out, seed=cfg.seed * 1000 + new_version,
-                  hub_cache=cfg.hub_cache, device=cfg.trainer.device)
+                  hub_cache=cfg.hub_cache, device=cfg.trainer.device, replay=replay)
         t2 = time.time()
         roll_s = roll_deployment(cfg.reward, str(out), new_version)
         spent = self.reward_state["labels_spent"] + len(labelled["pairs"])

@@ -7,7 +7,8 @@ flag, and the reward's on-policy accuracy at the start and at the end of the run
 
 Every row is the same online run (``online``: the embedded default of ``make run``, same seeds, prompts and
 evaluation), differing only in what rewards the rollouts. Rows whose run directory already holds a
-``summary.json`` written by the same config are reused (``reuse=false`` runs them again). Writes ``<out>.md``
+``summary.json`` written by the same config and the same reward checkpoint (the sha256 of its MANIFEST.json, kept in
+``table_reward.txt``) are reused (``reuse=false`` runs them again). Writes ``<out>.md``
 and ``<out>.json``; runs live in ``run_dir``.
 """
 
@@ -61,11 +62,23 @@ def row_config(cfg: RefreshTableConfig, row: str) -> OnlineConfig:
     return o
 
 
+def reward_fingerprint(model: str) -> str:
+    """What a row's reward is: the sha256 of a checkpoint's MANIFEST.json (so a retrained ``default`` is not
+    mistaken for the old one), else the model name itself (the oracle, a hub id)."""
+    import hashlib
+
+    from actors.refresh import reward_dir
+
+    manifest = Path(reward_dir(model)) / "MANIFEST.json" if model != "oracle" else None
+    return hashlib.sha256(manifest.read_bytes()).hexdigest() if manifest and manifest.is_file() else model
+
+
 def _same_config(run: Path, o: OnlineConfig) -> bool:
     import yaml
 
-    saved = run / "config.yaml"
-    return saved.is_file() and yaml.safe_load(saved.read_text()) == to_dict(o)
+    saved, reward = run / "config.yaml", run / "table_reward.txt"
+    return (saved.is_file() and yaml.safe_load(saved.read_text()) == to_dict(o) and reward.is_file()
+            and reward.read_text().strip() == reward_fingerprint(o.reward.model))
 
 
 def pct(x) -> str:
@@ -109,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.time()
             summary = run(o)
             summary.setdefault("total_seconds", round(time.time() - t0, 1))
+            (run_dir / "table_reward.txt").write_text(reward_fingerprint(o.reward.model) + "\n")
         recs = [json.loads(ln) for ln in (run_dir / "metrics.jsonl").read_text().splitlines() if ln.strip()]
         results[row] = {"run": str(run_dir), "evaluation": summary.get("evaluation"),
                         "labels_spent": recs[-1].get("labels_spent", 0) if recs else 0,

@@ -26,6 +26,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.chaos import remove_node
 
@@ -459,6 +460,10 @@ def test_reward_refresh_labels_fine_tunes_and_rolls_the_served_reward(refreshed)
     assert (v1 / "checkpoint-2" / "non_lora_state_dict.pth").is_file()
     assert json.loads((store / "latest.json").read_text())["reward"]["version"] == 2
     data = store / "refresh" / "iter_00002"
+    # replay: the second refresh learned the first refresh's pairs again, the first one only its own
+    learned = [[Path(d).name for d in yaml.safe_load((store / "reward" / v / "config.yaml").read_text())[
+        "generated_data"].split(",")] for v in ("v001", "v002")]
+    assert learned == [["iter_00001"], ["iter_00001", "iter_00002"]]
     pairs = read_preferences(data / "prefs.parquet").to_pylist()
     assert len(pairs) == 3 and {r["source"] for r in pairs} == {"refresh"}
     model = VideoReward.from_checkpoint(v1)
