@@ -133,9 +133,11 @@ def main(argv: list[str] | None = None) -> int:
     note = (f"Online Flow-DPO, {o.iterations} iterations of {o.prompts_per_iter} prompts x {o.group} clips, "
             f"{o.steps_per_iter} steps each; evaluation on {o.eval_n_prompts} held-out prompts x {o.eval_seeds} seeds "
             f"(same seeds for every row), judged by the oracle; learned reward: {cfg.learned}; refresh: every "
-            f"{cfg.refresh.every} iterations, {cfg.refresh.pairs} labelled pairs and {cfg.refresh.steps} steps. On-policy "
+            f"{cfg.refresh.every} iterations, {cfg.refresh.pairs} labelled pairs and {cfg.refresh.steps} steps at lr "
+            f"{cfg.refresh.lr:g}, {'replaying every earlier label' if cfg.refresh.replay else 'new labels only'}. On-policy "
             "accuracy: the served reward's accuracy without ties on within-prompt pairs of the pretrained (start) and "
-            "final (end) policy's evaluation clips, rater labels. Command: python jobs/refresh_table.py\n\n")
+            "final (end) policy's evaluation clips, rater labels. Command: "
+            + " ".join(["python jobs/refresh_table.py", *(sys.argv[1:] if argv is None else argv)]) + "\n\n")
     out = Path(cfg.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".md").write_text(note + md + "\n")
