@@ -125,10 +125,15 @@ def reward_dir(model: str) -> str:
     return model
 
 
-def earlier_refreshes(cfg: RefreshConfig, iteration: int, iterations: int) -> list[int]:
-    """Iterations (0-based) before ``iteration`` that were followed by a refresh: the labels a replaying
-    refresh learns again (a function of the config alone, so a resumed run replays the same ones)."""
-    return [j for j in range(iteration) if due(cfg, j, iterations)]
+def labels_dir(iteration: int) -> str:
+    """Where (under the run storage) the pairs labelled after ``iteration`` (0-based) are written."""
+    return f"refresh/iter_{iteration + 1:05d}"
+
+
+def earlier_refreshes(cfg: RefreshConfig, iteration: int, iterations: int) -> list[str]:
+    """``labels_dir`` of every refresh before the one after ``iteration``: the labels a replaying refresh learns
+    again (a function of the config alone, so a resumed run replays the same ones)."""
+    return [labels_dir(j) for j in range(iteration) if due(cfg, j, iterations)]
 
 
 def fine_tune(cfg: RefreshConfig, init_from: str, data_dir: Path, out: Path, seed: int, hub_cache: str = "",

@@ -416,19 +416,18 @@ class OnlineRun:
 
         import ray
 
-        from actors.refresh import earlier_refreshes, fine_tune, label_rollouts, roll_deployment, state_of
+        from actors.refresh import earlier_refreshes, fine_tune, label_rollouts, labels_dir, roll_deployment, state_of
         from rlhf.eval.onpolicy import onpolicy_table
 
         cfg, r = self.cfg, self.cfg.refresh
         t0 = time.time()
         new_version = self.reward_state["version"] + 1
-        data_dir = Path(self.storage.location(f"refresh/iter_{it + 1:05d}"))
+        data_dir = Path(self.storage.location(labels_dir(it)))
         labelled = label_rollouts(pa.concat_tables(ray.get(tables)), r.pairs, cfg.seed, it, version, data_dir)
         before = onpolicy_table(labelled["served"], labelled["oracle"], labelled["pairs"], labelled["labels"])
         t1 = time.time()
         out = Path(self.storage.location(f"reward/v{new_version:03d}"))
-        replay = [Path(self.storage.location(f"refresh/iter_{j + 1:05d}"))
-                  for j in earlier_refreshes(r, it, cfg.iterations)] if r.replay else []
+        replay = [Path(self.storage.location(d)) for d in earlier_refreshes(r, it, cfg.iterations)] if r.replay else []
         fine_tune(r, self.reward_state["model"], data_dir, out, seed=cfg.seed * 1000 + new_version,
                   hub_cache=cfg.hub_cache, device=cfg.trainer.device, replay=replay)
         t2 = time.time()

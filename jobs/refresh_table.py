@@ -15,6 +15,7 @@ and ``<out>.json``; runs live in ``run_dir``.
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import sys
 import time
@@ -23,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from actors.refresh import RefreshConfig  # noqa: E402
+from actors.refresh import RefreshConfig, reward_dir  # noqa: E402
 from jobs.online_dpo import OnlineConfig  # noqa: E402
 from rlhf.artefacts import repo_relative  # noqa: E402
 from rlhf.config import parse_cli, to_dict  # noqa: E402
@@ -65,10 +66,6 @@ def row_config(cfg: RefreshTableConfig, row: str) -> OnlineConfig:
 def reward_fingerprint(model: str) -> str:
     """What a row's reward is: the sha256 of a checkpoint's MANIFEST.json (so a retrained ``default`` is not
     mistaken for the old one), else the model name itself (the oracle, a hub id)."""
-    import hashlib
-
-    from actors.refresh import reward_dir
-
     manifest = Path(reward_dir(model)) / "MANIFEST.json" if model != "oracle" else None
     return hashlib.sha256(manifest.read_bytes()).hexdigest() if manifest and manifest.is_file() else model
 
