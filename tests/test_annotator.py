@@ -51,10 +51,11 @@ def test_expected_ceiling_matches_monte_carlo_of_the_ideal_model():
     assert exp["with_ties"] - 0.01 < np.mean(with_t) < exp["with_ties"] + 0.03
 
 
-def test_default_tie_rate_is_in_the_benchmark_range():
+@pytest.mark.parametrize("grammar", ["single", "mixed"])
+def test_default_tie_rate_is_in_the_benchmark_range(grammar):
     diffs = {d: [] for d in ("VQ", "MQ", "TA", "Overall")}
     for i in range(150):
-        _, _, sa, sb = score_pair(pair_spec(7, i, PairSampling()))
+        _, _, sa, sb = score_pair(pair_spec(7, i, PairSampling(grammar=grammar)))
         for d in diffs:
             diffs[d].append(sa[d] - sb[d])
     for d, x in diffs.items():

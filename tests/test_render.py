@@ -3,8 +3,9 @@
 import numpy as np
 import pytest
 
-from rlhf.synthetic.prompts import COLOURS, Prompt
-from rlhf.synthetic.render import DEFECTS, OBJECT_RADIUS, RenderSpec, blend_hue, hue_of, render
+from rlhf.synthetic.prompts import COLOURS, PairPrompt, Prompt
+from rlhf.synthetic.render import (DEFECTS, OBJECT_RADIUS, PAIR_PATH, PAIR_RADIUS, PAIR_SEPARATION, RenderSpec, blend_hue,
+                                   defects_for, hue_of, render)
 
 P = Prompt("red", "circle", "right", "quickly", "black")
 
@@ -59,8 +60,14 @@ def test_clean_background_is_the_prompt_grey():
 
 def test_defect_changes_only_when_strength_is_positive():
     assert np.array_equal(render(P, {d: 0.0 for d in DEFECTS}, seed=2), render(P, None, seed=2))
-    for d in DEFECTS:
+    for d in defects_for(P):
         assert not np.array_equal(render(P, {d: 1.0}, seed=2), render(P, None, seed=2)), d
+    pair = PairPrompt("red", "square", "above", "blue", "circle", "left", "quickly", "black")
+    assert set(DEFECTS) - set(defects_for(P)) == {"swap", "wrong_relation"} and set(defects_for(pair)) == set(DEFECTS)
+    for d in DEFECTS:
+        assert not np.array_equal(render(pair, {d: 1.0}, seed=2), render(pair, None, seed=2)), d
+    with pytest.raises(ValueError, match="defect 'swap' applies to pair prompts only"):
+        render(P, {"swap": 0.5})
 
 
 def test_bad_defects_are_named():
@@ -77,3 +84,45 @@ def test_hue_blend_keeps_saturation_through_opposite_hues():
     mid = blend_hue(red, cyan, 0.5)
     assert hue_of(mid)[1] > 0.8 * min(hue_of(red)[1], hue_of(cyan)[1])  # a straight blend would be grey
     assert np.allclose(blend_hue(red, cyan, 0.0), red) and np.allclose(blend_hue(red, cyan, 1.0), cyan, atol=1e-9)
+
+
+def _centroid_and_area(cov):
+    grid = np.mgrid[0:cov.shape[1], 0:cov.shape[2]] + 0.5
+    area = cov.sum(axis=(1, 2))
+    return (cov[:, None] * grid[None]).sum(axis=(2, 3)) / area[:, None], area  # (T, [y, x]), (T,)
+
+
+@pytest.mark.parametrize("relation,offset", [("to the left of", (0, -1)), ("to the right of", (0, 1)),
+                                             ("above", (-1, 0)), ("below", (1, 0))])
+def test_pair_layout_area_and_path_by_hand(relation, offset):
+    # Red first object, blue second, on black: the red and blue channels separate them exactly.
+    spec = RenderSpec(frames=8, height=64, width=64)
+    p = PairPrompt("red", "square", relation, "blue", "triangle", "down", "quickly", "black")
+    v = render(p, seed=4, spec=spec).astype(np.float64) / 255.0
+    # Each pixel is bg + a1 (red - bg) + a2 (blue - bg): solve for the two coverages.
+    basis = np.stack([np.array(COLOURS["red"]) - 0.08, np.array(COLOURS["blue"]) - 0.08], axis=1)  # (3, 2)
+    cov = (v - 0.08) @ np.linalg.pinv(basis).T
+    first, second = np.clip(cov[..., 0], 0, 1), np.clip(cov[..., 1], 0, 1)
+    c1, a1 = _centroid_and_area(first)
+    c2, a2 = _centroid_and_area(second)
+    whole = np.pi * (PAIR_RADIUS * 64) ** 2
+    assert np.allclose(a1, whole, rtol=0.01) and np.allclose(a2, whole, rtol=0.01)  # supersampled coverage
+    assert np.allclose(c1 - c2, np.array(offset) * PAIR_SEPARATION * 64, atol=0.3)  # each frame
+    moved = c1[-1] - c1[0]  # both move down by the pair's quick path
+    assert moved[0] == pytest.approx(PAIR_PATH * 0.5 * 64, abs=0.3) and abs(moved[1]) < 0.3
+    assert np.allclose(c2[-1] - c2[0], moved, atol=0.3)
+    inside = (first + second)[:, [0, -1]].sum() + (first + second)[:, :, [0, -1]].sum()
+    assert inside == 0.0  # the pair never touches the frame's edge
+
+
+def test_pair_defects_swap_colours_and_turn_the_layout():
+    spec = RenderSpec(frames=2, height=64, width=64)
+    p = PairPrompt("red", "circle", "to the left of", "blue", "circle", "up", "slowly", "black")
+    swapped = render(p, {"swap": 1.0}, seed=1, spec=spec).astype(np.float64) / 255.0
+    c_red, _ = _centroid_and_area(np.clip(swapped[..., 0] - 0.3, 0, 1))
+    c_blue, _ = _centroid_and_area(np.clip(swapped[..., 2] - 0.3, 0, 1))
+    assert c_red[0, 1] > c_blue[0, 1] + 10  # the red object now stands right of the blue one
+    turned = render(p, {"wrong_relation": 1.0}, seed=1, spec=spec).astype(np.float64) / 255.0
+    c_red, _ = _centroid_and_area(np.clip(turned[..., 0] - 0.3, 0, 1))
+    c_blue, _ = _centroid_and_area(np.clip(turned[..., 2] - 0.3, 0, 1))
+    assert np.allclose(c_red[0] - c_blue[0], (0, PAIR_SEPARATION * 64), atol=0.3)  # rotated by 180 degrees

@@ -50,11 +50,14 @@ def build_tokenizer(corpus: list[str], vocab_size: int = 512):
     return fast
 
 
-def world_tokenizer(vocab_size: int = 512):
-    """The moving-shapes world's tokenizer, trained on every prompt of its grammar."""
-    from rlhf.synthetic.prompts import all_prompts
+def world_tokenizer(vocab_size: int = 512, grammar: str = "single"):
+    """The moving-shapes world's tokenizer, trained on every prompt of ``grammar`` ("single" keeps the
+    tokenizer the shipped single-object models were trained with; "pair" and "mixed" read both kinds)."""
+    from rlhf.synthetic.prompts import all_prompts, check_grammar
 
-    return build_tokenizer([p.text for p in all_prompts()], vocab_size)
+    if check_grammar(grammar) == "single":
+        return build_tokenizer([p.text for p in all_prompts()], vocab_size)
+    return build_tokenizer([p.text for p in all_prompts("single") + all_prompts("pair")], vocab_size)
 
 
 # ----------------------------------------------------------------------------- the VideoAlign release

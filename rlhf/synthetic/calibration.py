@@ -13,7 +13,7 @@ import numpy as np
 
 from .oracle import DIMENSIONS, score
 from .prompts import all_prompts
-from .render import DEFECTS, RenderSpec, render
+from .render import DEFECTS, RenderSpec, defects_for, render
 
 LEVELS = (0.0, 0.25, 0.5, 0.75, 1.0)
 
@@ -41,10 +41,12 @@ class DefectRow:
 
 
 def defect_table(n_prompts: int = 24, levels=LEVELS, seed: int = 0, spec: RenderSpec = RenderSpec(),
-                 defects=tuple(DEFECTS)) -> list[DefectRow]:
-    """Mean oracle scores per defect and strength over ``n_prompts`` prompts (one seed each)."""
+                 defects=None, grammar: str = "single") -> list[DefectRow]:
+    """Mean oracle scores per defect and strength over ``n_prompts`` prompts of ``grammar`` ("single" or
+    "pair"; one seed each); ``defects`` (default: every kind that applies to the grammar's prompts)."""
     rng = np.random.default_rng(seed)
-    prompts = all_prompts()
+    prompts = all_prompts(grammar)
+    defects = tuple(defects) if defects is not None else defects_for(prompts[0])
     chosen = [prompts[i] for i in rng.choice(len(prompts), size=n_prompts, replace=False)]
     seeds = rng.integers(0, 2**31 - 1, size=n_prompts)
     rows = []

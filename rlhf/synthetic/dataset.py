@@ -1,7 +1,7 @@
 """Informative preference pairs of the moving-shapes world, written as mp4s plus a parquet file.
 
-Each pair shows two videos of one prompt that differ in their defects. A video gets 0-2 defects
-drawn from all ten kinds (so wrong colour, shape, direction or speed supply the TA signal) with
+Each pair shows two videos of one prompt (of ``sampling.grammar``) that differ in their defects. A video
+gets 0-2 defects drawn from the kinds that apply to its prompt (ten; twelve for pair prompts) (so wrong colour, shape, direction or speed supply the TA signal) with
 strengths in [0.15, 1]; with probability ``same_kind_prob`` B repeats A's defect kinds at other
 strengths, which makes fine-grained pairs. Pair ``i`` depends only on ``(seed, i)``, so a dataset
 is identical whatever the number of worker processes.
@@ -18,8 +18,8 @@ import numpy as np
 
 from .annotator import LABEL_DIMS, AnnotatorConfig, annotate, expected_ceiling
 from .oracle import score
-from .prompts import Prompt, split_prompts
-from .render import DEFECTS, RenderSpec, render
+from .prompts import PairPrompt, Prompt, check_grammar, draw_prompt
+from .render import RenderSpec, defects_for, render
 
 
 @dataclass(frozen=True)
@@ -32,9 +32,12 @@ class PairSampling:
     min_strength: float = 0.15
     max_strength: float = 1.0
     same_kind_prob: float = 0.3  # B gets A's defect kinds at other strengths
+    grammar: str = "single"  # prompts drawn: single | pair | mixed (see rlhf.synthetic.prompts)
+    pair_share: float = 0.5  # with grammar "mixed": share of pairs drawn from pair prompts
 
     def validate(self) -> None:
-        for name in ("heldout_fraction", "clean_prob", "same_kind_prob"):
+        check_grammar(self.grammar)
+        for name in ("heldout_fraction", "clean_prob", "same_kind_prob", "pair_share"):
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {v}")
@@ -47,19 +50,20 @@ class PairSampling:
 @dataclass(frozen=True)
 class PairSpec:
     index: int
-    prompt: Prompt
+    prompt: Prompt | PairPrompt
     defects_a: dict
     defects_b: dict
     seed_a: int
     seed_b: int
 
 
-def _defects(rng: np.random.Generator, cfg: PairSampling, kinds: list[str] | None = None) -> dict[str, float]:
+def _defects(rng: np.random.Generator, cfg: PairSampling, applicable: tuple[str, ...],
+             kinds: list[str] | None = None) -> dict[str, float]:
     if kinds is None:
         if rng.random() < cfg.clean_prob:
             return {}
         n = int(rng.integers(1, cfg.max_defects + 1))
-        kinds = list(rng.choice(list(DEFECTS), size=n, replace=False))
+        kinds = list(rng.choice(list(applicable), size=n, replace=False))
     return {str(k): round(float(rng.uniform(cfg.min_strength, cfg.max_strength)), 3) for k in kinds}
 
 
@@ -67,15 +71,15 @@ def pair_spec(seed: int, index: int, cfg: PairSampling = PairSampling()) -> Pair
     """The ``index``-th pair of the stream ``seed`` (independent of every other index)."""
     rng = np.random.default_rng([seed, index])
     split = "heldout" if rng.random() < cfg.heldout_fraction else "train"
-    prompts = split_prompts(split)
-    prompt = prompts[int(rng.integers(len(prompts)))]
-    a = _defects(rng, cfg)
+    prompt = draw_prompt(rng, split, cfg.grammar, cfg.pair_share)
+    applicable = defects_for(prompt)
+    a = _defects(rng, cfg, applicable)
     if a and rng.random() < cfg.same_kind_prob:
-        b = _defects(rng, cfg, list(a))
+        b = _defects(rng, cfg, applicable, list(a))
     else:
-        b = _defects(rng, cfg)
+        b = _defects(rng, cfg, applicable)
         if b == a:  # two clean videos carry no preference signal
-            b = _defects(rng, cfg, [str(rng.choice(list(DEFECTS)))])
+            b = _defects(rng, cfg, applicable, [str(rng.choice(list(applicable)))])
     seeds = rng.integers(0, 2**31 - 1, size=2)
     return PairSpec(index, prompt, a, b, int(seeds[0]), int(seeds[1]))
 

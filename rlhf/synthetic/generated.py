@@ -59,10 +59,14 @@ class GeneratedSampling:
     clips_per_prompt: int = 4
     pairs_per_prompt: int = 6  # within-prompt pairs kept per slot (at most clips * (clips - 1) / 2)
     split: str = "train"  # prompts of this split ("heldout" for an evaluation set)
+    grammar: str = "single"  # single | pair | mixed (slots alternate single and pair prompts)
     members: list[Member] = field(default_factory=default_family)
     batch_size: int = 64  # clips per sampling call
 
     def validate(self) -> None:
+        from .prompts import check_grammar
+
+        check_grammar(self.grammar)
         if self.prompts < 0 or self.clips_per_prompt < 2:
             raise ValueError("generated.prompts must be >= 0 and generated.clips_per_prompt >= 2")
         most = self.clips_per_prompt * (self.clips_per_prompt - 1) // 2
@@ -90,13 +94,17 @@ def plan(seed: int, cfg: GeneratedSampling) -> tuple[list[ClipSpec], list[tuple[
     """Every clip to sample and every pair to label: (clips, pairs as (slot, clip index, clip index))."""
     from .prompts import split_prompts
 
-    prompts = split_prompts(cfg.split)
     weights = np.array([m.weight for m in cfg.members], dtype=np.float64)
     weights /= weights.sum()
     clips, pairs = [], []
-    order = np.random.default_rng([seed, 0xC0FFEE]).permutation(len(prompts))  # every prompt before repeats
+    # Every prompt before repeats; "mixed" alternates the kinds, each in its own order.
+    kinds = ("single", "pair") if cfg.grammar == "mixed" else (cfg.grammar,)
+    pools = [split_prompts(cfg.split, kind) for kind in kinds]
+    orders = [np.random.default_rng([seed, 0xC0FFEE] + ([i] if i else [])).permutation(len(pool))
+              for i, pool in enumerate(pools)]
     for slot in range(cfg.prompts):
-        prompt = prompts[order[slot % len(prompts)]].text
+        pool, order, at = pools[slot % len(pools)], orders[slot % len(pools)], slot // len(pools)
+        prompt = pool[order[at % len(pool)]].text
         first = len(clips)
         for k in range(cfg.clips_per_prompt):
             rng = np.random.default_rng([seed, slot, k])
@@ -158,7 +166,7 @@ def build_generated(out_dir: str | Path, seed: int, cfg: GeneratedSampling, anno
             scores[(c.slot, c.k)] = score(read_video(data), c.prompt)
             names[(c.slot, c.k)] = name
     bar.close()
-    from .prompts import Prompt
+    from .prompts import parse_prompt
 
     records = []
     for n, (slot, ia, ib) in enumerate(pairs):
@@ -168,7 +176,7 @@ def build_generated(out_dir: str | Path, seed: int, cfg: GeneratedSampling, anno
         records.append({
             "id": f"g{seed}-{n:07d}", "prompt": a.prompt, "video_a": names[(a.slot, a.k)],
             "video_b": names[(b.slot, b.k)], **labels, "score_a": scores[(a.slot, a.k)],
-            "score_b": scores[(b.slot, b.k)], "split": Prompt.parse(a.prompt).split, "source": "generated",
+            "score_b": scores[(b.slot, b.k)], "split": parse_prompt(a.prompt).split, "source": "generated",
             "generator_a": a.member, "generator_b": b.member, "seed_a": a.seed, "seed_b": b.seed,
         })
     return records

@@ -11,7 +11,9 @@ Defects, each with a strength in [0, 1] (0 = none):
 defect             harms      what it does at strength s
 =================  =========  ======================================================================
 noise              VQ         Gaussian pixel noise, sigma = 0.1 s
-blur               VQ         Gaussian blur, sigma = (0.015 + 0.05 s) x frame size
+blur               VQ         Gaussian blur, sigma = (0.015 + 0.05 s) x frame size (on a pair's small
+                              objects strong blur also hides their shapes: TA falls by up to 0.19, and
+                              VQ by 0.45 rather than 0.7)
 colour_drift       VQ         colour cast ramping over the clip up to 0.3 s (chroma, not brightness)
 flicker            MQ         brightness jumps of +-0.1..0.2 s between frames
 jitter             MQ         random position offsets, sigma = 0.04 s x frame size
@@ -20,7 +22,16 @@ wrong_colour       TA         object hue turned toward another colour's by s (sa
 wrong_shape        TA         signed distance blended toward another shape by s (a morph)
 wrong_direction    TA         motion direction rotated by s x 180 degrees
 wrong_speed        TA         path length moved toward a wrong one by s (slow -> 0.6, fast -> 0)
+swap               TA         (pair prompts) the two objects' hues turned toward each other's by s:
+                              at 1 the colours are bound to the wrong shapes
+wrong_relation     TA         (pair prompts) the pair's layout rotated by s x 180 degrees: at 1 the
+                              first object stands on the wrong side of the second
 =================  =========  ======================================================================
+
+A pair prompt's clip shows its two objects, smaller (radius 0.10 of the frame), their centres 0.32 of the
+frame apart along the relation's axis, moving together along a centred path 0.6 times a single object's (so
+that the pair never leaves the frame). ``wrong_colour`` and ``wrong_shape`` then apply to one of the two
+objects, drawn by the seed.
 """
 
 from __future__ import annotations
@@ -29,7 +40,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .prompts import BACKGROUNDS, COLOURS, DIRECTIONS, SHAPES, SPEEDS, Prompt
+from .prompts import BACKGROUNDS, COLOURS, DIRECTIONS, RELATIONS, SHAPES, SPEEDS, PairPrompt, Prompt, as_prompt
 
 DEFECTS: dict[str, str] = {
     "noise": "VQ",
@@ -42,12 +53,37 @@ DEFECTS: dict[str, str] = {
     "wrong_shape": "TA",
     "wrong_direction": "TA",
     "wrong_speed": "TA",
+    "swap": "TA",
+    "wrong_relation": "TA",
 }
+PAIR_ONLY_DEFECTS = ("swap", "wrong_relation")
 
 OBJECT_RADIUS = 0.17  # circle radius as a fraction of the frame size; other shapes have equal area
 OBJECT_AREA = float(np.pi * OBJECT_RADIUS**2)  # object coverage as a fraction of a square frame
 START_OFFSET = 0.05  # seeded offset of the path centre, fraction of the frame size
 WRONG_PATH = {"slowly": 0.6, "quickly": 0.0}
+PAIR_RADIUS = 0.10  # each object of a pair prompt, fraction of the frame size
+PAIR_AREA = float(np.pi * PAIR_RADIUS**2)
+PAIR_SEPARATION = 0.32  # distance between the two centres, fraction of the frame size
+PAIR_PATH = 0.6  # a pair's path length relative to a single object's at the same speed
+PAIR_START_OFFSET = 0.03
+
+
+def defects_for(prompt) -> tuple[str, ...]:
+    """The defect kinds that apply to ``prompt``'s kind, in a fixed order (single prompts: the original ten)."""
+    if as_prompt(prompt).kind == "pair":
+        return tuple(DEFECTS)
+    return tuple(k for k in DEFECTS if k not in PAIR_ONLY_DEFECTS)
+
+
+def object_area(prompt) -> float:
+    """Coverage of one whole object of ``prompt``'s kind, as a fraction of a square frame."""
+    return PAIR_AREA if as_prompt(prompt).kind == "pair" else OBJECT_AREA
+
+
+def path_length(prompt, speed: str) -> float:
+    """Path length over the clip at ``speed`` (fraction of the frame) for ``prompt``'s kind."""
+    return SPEEDS[speed] * (PAIR_PATH if as_prompt(prompt).kind == "pair" else 1.0)
 
 
 @dataclass(frozen=True)
@@ -69,6 +105,7 @@ class RenderSpec:
 
 
 def check_defects(defects: dict[str, float] | None) -> dict[str, float]:
+    """``defects`` validated (known kinds, strengths in [0, 1]), zero strengths dropped."""
     out = {}
     for name, s in (defects or {}).items():
         if name not in DEFECTS:
@@ -130,16 +167,21 @@ def _other(rng: np.random.Generator, options, current):
 
 
 def render(
-    prompt: Prompt | str,
+    prompt: Prompt | PairPrompt | str,
     defects: dict[str, float] | None = None,
     seed: int = 0,
     spec: RenderSpec = RenderSpec(),
 ) -> np.ndarray:
-    """Render ``prompt`` with ``defects`` as ``uint8 (T, H, W, 3)``; deterministic in ``seed``."""
-    p = Prompt.parse(prompt) if isinstance(prompt, str) else prompt
+    """Render ``prompt`` (either grammar) with ``defects`` as ``uint8 (T, H, W, 3)``; deterministic in ``seed``."""
+    p = as_prompt(prompt)
     spec.validate()
     d = check_defects(defects)
     rng = np.random.default_rng(seed)
+    if p.kind == "pair":
+        return _render_pair(p, d, rng, spec)
+    wrong = [k for k in PAIR_ONLY_DEFECTS if k in d]
+    if wrong:
+        raise ValueError(f"defect '{wrong[0]}' applies to pair prompts only, not to '{p.text}'")
     T, H, W = spec.frames, spec.height, spec.width
     S = float(min(H, W))
     # Draw every random quantity in a fixed order so that a defect's strength changes only its own effect.
@@ -179,7 +221,12 @@ def render(
         colour = blend_hue(colour, np.array(COLOURS[wrong_colour]), d["wrong_colour"])
     bg = BACKGROUNDS[p.background]
     video = bg * (1 - alpha) + colour[None, None, None, :] * alpha
+    return _finish(video, d, S, frozen_order, flicker, hue, noise)
 
+
+def _finish(video, d, S, frozen_order, flicker, hue, noise) -> np.ndarray:
+    """The whole-frame defects (blur, stutter, colour drift, flicker, noise), then uint8."""
+    T = video.shape[0]
     if "blur" in d:
         from scipy.ndimage import gaussian_filter
 
@@ -199,3 +246,53 @@ def render(
     if "noise" in d:
         video = video + 0.1 * d["noise"] * noise
     return (np.clip(video, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+def _render_pair(p: PairPrompt, d: dict[str, float], rng: np.random.Generator, spec: RenderSpec) -> np.ndarray:
+    T, H, W = spec.frames, spec.height, spec.width
+    S = float(min(H, W))
+    start = rng.uniform(-PAIR_START_OFFSET, PAIR_START_OFFSET, size=2) * S
+    which = int(rng.integers(2))  # the object wrong_colour and wrong_shape change
+    colours, shapes = [p.colour, p.colour2], [p.shape, p.shape2]
+    wrong_colour = _other(rng, list(COLOURS), colours[which])
+    wrong_shape = _other(rng, SHAPES, shapes[which])
+    turn, relation_turn = rng.choice([-1.0, 1.0], size=2)
+    jitter = rng.normal(size=(2, T, 2))
+    frozen_order = rng.permutation(np.arange(1, T - 1))
+    flicker = rng.uniform(0.5, 1.0, size=T) * np.where(np.arange(T) % 2 == rng.integers(2), 1.0, -1.0)
+    hue = rng.uniform(0, 2 * np.pi)
+    noise = rng.normal(size=(T, H, W, 3))
+
+    def rotate(v, angle):
+        c, s_ = np.cos(angle), np.sin(angle)
+        return np.array([c * v[0] - s_ * v[1], s_ * v[0] + c * v[1]])
+
+    direction = rotate(DIRECTIONS[p.direction], turn * np.pi * d.get("wrong_direction", 0.0))
+    layout = rotate(RELATIONS[p.relation], relation_turn * np.pi * d.get("wrong_relation", 0.0))
+    s_speed = d.get("wrong_speed", 0.0)
+    path = PAIR_PATH * ((1 - s_speed) * SPEEDS[p.speed] + s_speed * WRONG_PATH[p.speed])
+    frac = np.arange(T) / (T - 1) - 0.5
+    centre = np.array([W / 2, H / 2]) + start + frac[:, None] * path * S * direction[None, :]
+
+    rgb = [np.array(COLOURS[c]) for c in colours]
+    if "swap" in d:
+        rgb = [blend_hue(rgb[0], rgb[1], d["swap"]), blend_hue(rgb[1], rgb[0], d["swap"])]
+    if "wrong_colour" in d:
+        rgb[which] = blend_hue(rgb[which], np.array(COLOURS[wrong_colour]), d["wrong_colour"])
+    # Coverage by 4 x 4 supersampling: the objects are small, and the single-object renderer's ramp
+    # clip(0.5 - sdf) is not exact at corners, which would make a square's area wobble as it moves.
+    ss = 4
+    ys, xs = (np.mgrid[0 : H * ss, 0 : W * ss].astype(np.float64) + 0.5) / ss
+    r = PAIR_RADIUS * S
+    video = np.full((T, H, W, 3), BACKGROUNDS[p.background])
+    for k in (1, 0):  # the first-named object is drawn last (on top, should they ever overlap)
+        side = 0.5 if k == 0 else -0.5
+        c = centre + side * PAIR_SEPARATION * S * layout[None, :] + jitter[k] * 0.04 * d.get("jitter", 0.0) * S
+        px, py = xs[None] - c[:, 0, None, None], ys[None] - c[:, 1, None, None]
+        sdf = _sdf(shapes[k], px, py, r)
+        if "wrong_shape" in d and k == which:
+            sdf = (1 - d["wrong_shape"]) * sdf + d["wrong_shape"] * _sdf(wrong_shape, px, py, r)
+        fine = np.clip(0.5 - sdf * ss, 0.0, 1.0)
+        alpha = fine.reshape(T, H, ss, W, ss).mean(axis=(2, 4))[..., None]
+        video = video * (1 - alpha) + rgb[k][None, None, None, :] * alpha
+    return _finish(video, d, S, frozen_order, flicker, hue, noise)
