@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     if cfg.eval_prompts:
         from rlhf.eval.generator import evaluate_generator
 
-        report = evaluate_generator(path, cfg.eval_prompts, cfg.eval_seeds, cfg.sampler)
+        report = evaluate_generator(path, cfg.eval_prompts, cfg.eval_seeds, cfg.sampler, grammar=cfg.data.grammar)
         (Path(cfg.out) / "evaluation.json").write_text(json.dumps(report, indent=2))
         print(json.dumps(report["summary"], indent=2))
     seconds = time.time() - t0

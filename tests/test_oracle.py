@@ -18,7 +18,7 @@ def test_pair_defects_lower_their_dimension_monotonically_and_substantially():
     # Strong blur also hides a small object's shape (TA falls 0.19 at strength 1, see render), so cross-talk
     # is not asserted for pairs; and it lowers VQ less (0.45) than on a single large object: the oracle
     # normalises opacity by the blurred object's own peak, which a small object loses most.
-    for row in defect_table(n_prompts=6, levels=(0.0, 0.5, 1.0), seed=2, grammar="pair"):
+    for row in defect_table(n_prompts=4, levels=(0.0, 0.5, 1.0), seed=2, grammar="pair"):
         assert row.monotone, (row.defect, row.means.round(3).tolist())
         assert row.drop >= (0.4 if row.harms in ("VQ", "MQ") else 0.09), (row.defect, row.drop)  # TA: weight 0.10
 

@@ -72,7 +72,8 @@ class GeneratorConfig:
     text_layers: int = 2  # UMT5 blocks
     text_heads: int = 2
     text_ffn: int = 128
-    max_text_tokens: int = 16  # prompt length after padding / truncation
+    max_text_tokens: int = 16  # prompt length after padding / truncation (pair prompts take 17: use 20)
+    grammar: str = "single"  # prompts its tokenizer is built for: single | pair | mixed (rlhf.synthetic.prompts)
     codec_factor: int = 4  # space-to-depth block size: 32x32 RGB -> 8x8x48 latents
     frames: int = 8
     height: int = 32
@@ -85,6 +86,9 @@ class GeneratorConfig:
                   "text_ffn", "max_text_tokens", "codec_factor", "frames", "height", "width"):
             if getattr(self, f) < 1:
                 raise ValueError(f"generator.{f} must be >= 1, got {getattr(self, f)}")
+        from rlhf.synthetic.prompts import check_grammar
+
+        check_grammar(self.grammar)
         if self.position_channels < 0 or self.layout_channels < 0:
             raise ValueError("generator.position_channels and layout_channels must be >= 0")
         if self.height % self.codec_factor or self.width % self.codec_factor:
@@ -121,7 +125,7 @@ class FlowGenerator(torch.nn.Module):
         codec = SpaceToDepthCodec(cfg.codec_factor)
         C, F, h, w = codec.latent_shape(cfg.frames, cfg.height, cfg.width)
         text = world_text_encoder(cfg.text_dim, cfg.text_layers, cfg.text_heads, cfg.text_ffn,
-                                  cfg.max_text_tokens, cfg.seed)
+                                  cfg.max_text_tokens, cfg.seed, cfg.grammar)
         torch.manual_seed(cfg.seed)
         transformer = WanTransformer3DModel(
             patch_size=(1, 1, 1), num_attention_heads=cfg.heads, attention_head_dim=cfg.head_dim,

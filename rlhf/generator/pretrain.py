@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from rlhf.synthetic.prompts import split_prompts
+from rlhf.synthetic.prompts import check_grammar, draw_prompt
 from rlhf.synthetic.render import RenderSpec, render
 
 PRETRAIN_DEFECTS = ("noise", "blur", "colour_drift", "flicker", "jitter", "stutter")
@@ -30,8 +30,13 @@ class PretrainData:
     defect_share: float = 0.35  # fraction of clips with one VQ/MQ defect
     defect_min: float = 0.2  # defect strength drawn uniformly in [defect_min, 1]
     text_dropout: float = 0.1  # probability of the empty prompt (classifier-free guidance)
+    grammar: str = "single"  # training prompts: single | pair | mixed (also the evaluation's)
+    pair_share: float = 0.5  # with grammar "mixed": share of clips drawn for pair prompts
 
     def validate(self) -> None:
+        check_grammar(self.grammar)
+        if not 0.0 <= self.pair_share <= 1.0:
+            raise ValueError(f"data.pair_share must be in [0, 1], got {self.pair_share}")
         if not 0.0 <= self.defect_share <= 1.0:
             raise ValueError(f"data.defect_share must be in [0, 1], got {self.defect_share}")
         if not 0.0 <= self.defect_min <= 1.0:
@@ -42,10 +47,9 @@ class PretrainData:
 
 def draw_batch(rng: np.random.Generator, batch: int, data: PretrainData, spec: RenderSpec):
     """``batch`` rendered training clips, their prompt texts (some emptied) and the defects drawn."""
-    prompts = split_prompts("train")
     videos, texts, defects = [], [], []
     for _ in range(batch):
-        p = prompts[rng.integers(len(prompts))]
+        p = draw_prompt(rng, "train", data.grammar, data.pair_share)
         d = {}
         if rng.random() < data.defect_share:
             d[PRETRAIN_DEFECTS[rng.integers(len(PRETRAIN_DEFECTS))]] = float(rng.uniform(data.defect_min, 1.0))

@@ -36,13 +36,13 @@ class TextEncoder(torch.nn.Module):
 
 
 def world_text_encoder(dim: int = 64, layers: int = 2, heads: int = 2, ffn: int = 128, max_tokens: int = 16,
-                       seed: int = 0) -> TextEncoder:
-    """A tiny UMT5 encoder with the moving-shapes world's locally built tokenizer."""
+                       seed: int = 0, grammar: str = "single") -> TextEncoder:
+    """A tiny UMT5 encoder with the moving-shapes world's locally built tokenizer for ``grammar``'s prompts."""
     from transformers import UMT5Config, UMT5EncoderModel
 
     from rlhf.reward.tokens import world_tokenizer
 
-    tok = world_tokenizer()
+    tok = world_tokenizer(grammar=grammar)
     cfg = UMT5Config(vocab_size=len(tok), d_model=dim, d_kv=dim // heads, d_ff=ffn, num_layers=layers,
                      num_heads=heads, relative_attention_num_buckets=8, dropout_rate=0.0,
                      feed_forward_proj="gated-gelu", pad_token_id=tok.pad_token_id,

@@ -248,6 +248,31 @@ def _finish(video, d, S, frozen_order, flicker, hue, noise) -> np.ndarray:
     return (np.clip(video, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
 
+def _coverage(shape: str, centres: np.ndarray, r: float, H: int, W: int, morph=None, ss: int = 4) -> np.ndarray:
+    """(T, H, W) coverage of ``shape`` (circle-equivalent radius ``r`` px) centred at ``centres`` (T, 2), by
+    ``ss`` x ``ss`` supersampling of a box around each centre: the pair's objects are small, and the
+    single-object renderer's ramp clip(0.5 - sdf) is not exact at corners, which would make a square's area
+    wobble as it moves. ``morph``: (strength, other shape) blended into the signed distance."""
+    T = len(centres)
+    out = np.zeros((T, H, W))
+    half = int(np.ceil(1.5 * r)) + 2  # every shape of area pi r^2 lies within 1.2 r of its centre
+    offsets = (np.arange(2 * half * ss) + 0.5) / ss
+    for t, (cx, cy) in enumerate(centres):
+        x0, y0 = int(np.floor(cx)) - half, int(np.floor(cy)) - half
+        xs = x0 + offsets[None, :]
+        ys = y0 + offsets[:, None]
+        sdf = _sdf(shape, xs - cx, ys - cy, r)
+        if morph is not None:
+            sdf = (1 - morph[0]) * sdf + morph[0] * _sdf(morph[1], xs - cx, ys - cy, r)
+        box = np.clip(0.5 - sdf * ss, 0.0, 1.0).reshape(2 * half, ss, 2 * half, ss).mean(axis=(1, 3))
+        # Paste the box where it overlaps the frame.
+        fy0, fx0 = max(y0, 0), max(x0, 0)
+        fy1, fx1 = min(y0 + 2 * half, H), min(x0 + 2 * half, W)
+        if fy1 > fy0 and fx1 > fx0:
+            out[t, fy0:fy1, fx0:fx1] = box[fy0 - y0:fy1 - y0, fx0 - x0:fx1 - x0]
+    return out
+
+
 def _render_pair(p: PairPrompt, d: dict[str, float], rng: np.random.Generator, spec: RenderSpec) -> np.ndarray:
     T, H, W = spec.frames, spec.height, spec.width
     S = float(min(H, W))
@@ -279,20 +304,12 @@ def _render_pair(p: PairPrompt, d: dict[str, float], rng: np.random.Generator, s
         rgb = [blend_hue(rgb[0], rgb[1], d["swap"]), blend_hue(rgb[1], rgb[0], d["swap"])]
     if "wrong_colour" in d:
         rgb[which] = blend_hue(rgb[which], np.array(COLOURS[wrong_colour]), d["wrong_colour"])
-    # Coverage by 4 x 4 supersampling: the objects are small, and the single-object renderer's ramp
-    # clip(0.5 - sdf) is not exact at corners, which would make a square's area wobble as it moves.
-    ss = 4
-    ys, xs = (np.mgrid[0 : H * ss, 0 : W * ss].astype(np.float64) + 0.5) / ss
     r = PAIR_RADIUS * S
     video = np.full((T, H, W, 3), BACKGROUNDS[p.background])
     for k in (1, 0):  # the first-named object is drawn last (on top, should they ever overlap)
         side = 0.5 if k == 0 else -0.5
         c = centre + side * PAIR_SEPARATION * S * layout[None, :] + jitter[k] * 0.04 * d.get("jitter", 0.0) * S
-        px, py = xs[None] - c[:, 0, None, None], ys[None] - c[:, 1, None, None]
-        sdf = _sdf(shapes[k], px, py, r)
-        if "wrong_shape" in d and k == which:
-            sdf = (1 - d["wrong_shape"]) * sdf + d["wrong_shape"] * _sdf(wrong_shape, px, py, r)
-        fine = np.clip(0.5 - sdf * ss, 0.0, 1.0)
-        alpha = fine.reshape(T, H, ss, W, ss).mean(axis=(2, 4))[..., None]
+        morph = (d["wrong_shape"], wrong_shape) if "wrong_shape" in d and k == which else None
+        alpha = _coverage(shapes[k], c, r, H, W, morph)[..., None]
         video = video * (1 - alpha) + rgb[k][None, None, None, :] * alpha
     return _finish(video, d, S, frozen_order, flicker, hue, noise)
