@@ -66,10 +66,10 @@ class GenerateConfig:
 def oracle_row(frames, prompt: str) -> dict | None:
     from rlhf.eval.judges import as_stored
     from rlhf.synthetic.oracle import score
-    from rlhf.synthetic.prompts import Prompt
+    from rlhf.synthetic.prompts import parse_prompt
 
     try:
-        Prompt.parse(prompt)
+        parse_prompt(prompt)
     except ValueError:
         return None
     return score(as_stored([frames])[0], prompt)

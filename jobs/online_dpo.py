@@ -173,14 +173,14 @@ class OnlineConfig:
         """(training prompts, evaluation prompts); in the world, every prompt must parse in its grammar (the
         oracle reads it), and a clear error says how to run free text instead."""
         from rlhf.align.offline import read_prompts
-        from rlhf.synthetic.prompts import Prompt, PromptError
+        from rlhf.synthetic.prompts import PromptError, parse_prompt
 
         train, ev = read_prompts(self.prompts), read_prompts(self.eval_prompt_spec())
         if self.world:
             for spec, ps in ((self.prompts, train), (self.eval_prompt_spec(), ev if self.eval_n_prompts else [])):
                 for p in ps:
                     try:
-                        Prompt.parse(p)
+                        parse_prompt(p)
                     except PromptError as e:
                         raise ValueError(f"prompt {p!r} of {spec} is outside the moving-shapes grammar ({e}): the "
                                          "world's oracle cannot score it; set world=false (and reward.model to a "

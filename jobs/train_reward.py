@@ -221,7 +221,7 @@ def train_loop(config: dict) -> None:
                 shutil.copytree(base, out / "backbone")
                 persist("backbone")
     else:
-        tokenizer = world_tokenizer(cfg.backbone.vocab_size)
+        tokenizer = world_tokenizer(cfg.backbone.vocab_size, cfg.backbone.grammar)
         model = build_model(tokenizer, cfg.backbone, cfg.separate_tokens, seed=cfg.seed)
         if rank == 0:
             save_backbone(model.vlm, tokenizer, out)

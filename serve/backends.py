@@ -75,10 +75,10 @@ class OracleBackend(RewardBackend):
     name = "oracle"
 
     def check(self, frames: np.ndarray, fps: float, prompt: str) -> None:
-        from rlhf.synthetic.prompts import Prompt, PromptError
+        from rlhf.synthetic.prompts import PromptError, parse_prompt
 
         try:
-            Prompt.parse(prompt)
+            parse_prompt(prompt)
         except PromptError as e:
             raise RewardRequestError(f"the oracle reads only moving-shapes prompts: {e}") from None
 

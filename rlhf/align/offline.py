@@ -28,15 +28,19 @@ class PromptFileError(ValueError):
 
 
 def read_prompts(spec: str) -> list[str]:
-    """Prompts of a moving-shapes split (``train``/``heldout``/``all``) or of a text file (one per line,
-    blank lines and ``#`` comments skipped)."""
-    from rlhf.synthetic.prompts import all_prompts, split_prompts
+    """Prompts of a moving-shapes split (``train``/``heldout``/``all``, optionally ``:<grammar>``, e.g.
+    ``heldout:mixed``; single-object prompts by default) or of a text file (one per line, blank lines and
+    ``#`` comments skipped)."""
+    from rlhf.synthetic.prompts import GRAMMARS, all_prompts, split_prompts
 
-    if spec in PROMPT_SPLITS:
-        return [p.text for p in (all_prompts() if spec == "all" else split_prompts(spec))]
+    split, _, grammar = spec.partition(":")
+    if split in PROMPT_SPLITS and (not grammar or grammar in GRAMMARS):
+        grammar = grammar or "single"
+        return [p.text for p in (all_prompts(grammar) if split == "all" else split_prompts(split, grammar))]
     path = Path(spec)
     if not path.is_file():
-        raise PromptFileError(f"prompts {spec!r} is neither a split ({', '.join(PROMPT_SPLITS)}) nor a file")
+        raise PromptFileError(f"prompts {spec!r} is neither a split ({', '.join(PROMPT_SPLITS)}, optionally "
+                              f":{'|'.join(GRAMMARS)}) nor a file")
     lines = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines()]
     prompts = [ln for ln in lines if ln and not ln.startswith("#")]
     if not prompts:

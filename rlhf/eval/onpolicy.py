@@ -39,8 +39,12 @@ class OnPolicyConfig:
     seed0: int = 30_000  # clip k gets noise seed seed0 + k
     label_seed: int = 7  # seeds the raters' draws
     split: str = "heldout"
+    grammar: str = "single"  # single | pair | mixed (the first N of the mixed listing alternate the kinds)
 
     def validate(self) -> None:
+        from rlhf.synthetic.prompts import check_grammar
+
+        check_grammar(self.grammar)
         if self.prompts < 1:
             raise ValueError(f"onpolicy.prompts must be >= 1, got {self.prompts}")
         if self.seeds < 2:
@@ -145,7 +149,7 @@ def draw_policy_clips(generator, cfg: OnPolicyConfig = OnPolicyConfig(), sampler
 
     cfg.validate()
     sampler = sampler or SamplerConfig()
-    chosen = split_prompts(cfg.split)[:cfg.prompts]
+    chosen = split_prompts(cfg.split, cfg.grammar)[:cfg.prompts]
     texts = [p.text for p in chosen for _ in range(cfg.seeds)]
     groups = [g for g in range(len(chosen)) for _ in range(cfg.seeds)]
     videos = []

@@ -37,6 +37,7 @@ class BackboneConfig:
     patch_size: int = 14  # pixels per patch side (Qwen2-VL: 14)
     temporal_patch_size: int = 2  # frames per patch (Qwen2-VL: 2)
     vocab_size: int = 512  # of the locally trained tokenizer
+    grammar: str = "single"  # prompts the locally trained tokenizer reads: single | pair | mixed
 
     def validate(self) -> None:
         head_dim = self.text_hidden // self.text_heads
