@@ -47,6 +47,7 @@ class TrainRewardJob(RewardTrainConfig):
     # pairs fill generated_fraction of every batch, the rest being fresh rendered pairs
     generated_data: str = ""
     generated_fraction: float = 0.5
+    grammar: str = "single"  # data=synthetic: prompts of the fresh rendered pairs (single | pair | mixed)
     # fine-tune a trained reward model (checkpoint dir or hub id) instead of building one from random weights;
     # its backbone, tokens, frame sampling and trainable parts are kept
     init_from: str = ""
@@ -56,6 +57,9 @@ class TrainRewardJob(RewardTrainConfig):
         super().validate()
         if not 0.0 < self.generated_fraction <= 1.0:
             raise ValueError(f"generated_fraction must be in (0, 1], got {self.generated_fraction}")
+        from rlhf.synthetic.prompts import check_grammar
+
+        check_grammar(self.grammar)
 
 
 REPORT_EVERY = 10  # ray.train.report synchronises every worker with the controller: not every step
@@ -136,7 +140,7 @@ def synthetic_batches(cfg, processor, rank: int, world: int, start_step: int):
     from rlhf.synthetic.render import RenderSpec
     from rlhf.video import read_video_fps
 
-    sampling, spec, annotator = PairSampling(heldout_fraction=0.0), RenderSpec(), AnnotatorConfig()
+    sampling, spec, annotator = PairSampling(heldout_fraction=0.0, grammar=cfg.grammar), RenderSpec(), AnnotatorConfig()
     generated = generated_records(cfg) if cfg.generated_data else []
     step = start_step
     while True:
