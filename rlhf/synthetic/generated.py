@@ -60,6 +60,7 @@ class GeneratedSampling:
     pairs_per_prompt: int = 6  # within-prompt pairs kept per slot (at most clips * (clips - 1) / 2)
     split: str = "train"  # prompts of this split ("heldout" for an evaluation set)
     grammar: str = "single"  # single | pair | mixed (slots alternate single and pair prompts)
+    generator: str = ""  # generator dir of every member that names none ("" = the shipped generator)
     members: list[Member] = field(default_factory=default_family)
     batch_size: int = 64  # clips per sampling call
 
@@ -116,12 +117,13 @@ def plan(seed: int, cfg: GeneratedSampling) -> tuple[list[ClipSpec], list[tuple[
     return clips, pairs
 
 
-def _sample_member(member: Member, clips: list[ClipSpec], batch_size: int, bar) -> dict[int, np.ndarray]:
-    """Frames of ``clips`` (indices into the plan) sampled by ``member``."""
+def _sample_member(member: Member, clips: list[ClipSpec], batch_size: int, bar,
+                   generator: str = "") -> dict[int, np.ndarray]:
+    """Frames of ``clips`` (indices into the plan) sampled by ``member`` (``generator`` where it names none)."""
     from rlhf.generator.model import DEFAULT_GENERATOR, load_generator
     from rlhf.generator.sampler import SamplerConfig, sample
 
-    gen = load_generator(member.generator or DEFAULT_GENERATOR)
+    gen = load_generator(member.generator or generator or DEFAULT_GENERATOR)
     if member.adapter:
         gen.load_lora(member.adapter)
     sampler = SamplerConfig(steps=member.steps, guidance=member.guidance, batch_size=batch_size)
@@ -158,7 +160,7 @@ def build_generated(out_dir: str | Path, seed: int, cfg: GeneratedSampling, anno
         todo = by_member.get(member.name, [])
         if not todo:
             continue
-        frames = _sample_member(member, todo, cfg.batch_size, bar)
+        frames = _sample_member(member, todo, cfg.batch_size, bar, cfg.generator)
         for c in todo:
             data = encode_video(frames[(c.slot, c.k)], fps=fps, crf=crf)
             name = f"videos/g{seed}_{c.slot:05d}_{c.k}.mp4"
