@@ -78,15 +78,39 @@ def _check(obj, fields) -> None:
             raise PromptError(f"unknown {field} '{value}'; valid: {', '.join(table)}")
 
 
+class _Grammar:
+    """What both prompt kinds share: text, split and parsing by the kind's pattern."""
+
+    _pattern: re.Pattern
+    _form: str  # the grammar's form, for errors
+    _note = ""
+
+    def __str__(self) -> str:
+        return self.text
+
+    @property
+    def split(self) -> str:
+        return "heldout" if is_heldout(self) else "train"
+
+    @classmethod
+    def parse(cls, text: str):
+        m = cls._pattern.match(text or "")
+        if not m:
+            raise PromptError(f"prompt {text!r} does not match '{cls._form}'{cls._note}")
+        return cls(**{k: v.lower() for k, v in m.groupdict().items()})
+
+
 @dataclass(frozen=True, order=True)
-class Prompt:
+class Prompt(_Grammar):
     colour: str
     shape: str
     direction: str
     speed: str
     background: str
 
-    kind = "single"  # class attribute (not a field): the grammar this prompt belongs to
+    kind = "single"  # class attributes (not fields): the grammar this prompt belongs to, its pattern and form
+    _pattern = _PATTERN
+    _form = "a <colour> <shape> moving <direction> <speed> on a <background> background"
 
     def __post_init__(self):
         _check(self, (("colour", COLOURS), ("shape", SHAPES), ("direction", DIRECTIONS), ("speed", SPEEDS),
@@ -101,25 +125,10 @@ class Prompt:
     def text(self) -> str:
         return f"a {self.colour} {self.shape} moving {self.direction} {self.speed} on a {self.background} background"
 
-    def __str__(self) -> str:
-        return self.text
-
-    @property
-    def split(self) -> str:
-        return "heldout" if is_heldout(self) else "train"
-
-    @classmethod
-    def parse(cls, text: str) -> "Prompt":
-        m = _PATTERN.match(text or "")
-        if not m:
-            raise PromptError(
-                f"prompt {text!r} does not match 'a <colour> <shape> moving <direction> <speed> on a <background> background'"
-            )
-        return cls(**{k: v.lower() for k, v in m.groupdict().items()})
 
 
 @dataclass(frozen=True, order=True)
-class PairPrompt:
+class PairPrompt(_Grammar):
     """Two objects, each with its own colour and shape; the first stands ``relation`` the second; both
     move in ``direction`` at ``speed``."""
 
@@ -133,6 +142,9 @@ class PairPrompt:
     background: str
 
     kind = "pair"
+    _pattern = _PAIR_PATTERN
+    _form = "a <colour> <shape> <relation> a <colour> <shape> moving <direction> <speed> on a <background> background"
+    _note = f" (relations: {', '.join(RELATIONS)})"
 
     def __post_init__(self):
         _check(self, (("colour", COLOURS), ("shape", SHAPES), ("relation", RELATIONS), ("colour2", COLOURS),
@@ -149,21 +161,6 @@ class PairPrompt:
         return (f"a {self.colour} {self.shape} {self.relation} a {self.colour2} {self.shape2} moving "
                 f"{self.direction} {self.speed} on a {self.background} background")
 
-    def __str__(self) -> str:
-        return self.text
-
-    @property
-    def split(self) -> str:
-        return "heldout" if is_heldout(self) else "train"
-
-    @classmethod
-    def parse(cls, text: str) -> "PairPrompt":
-        m = _PAIR_PATTERN.match(text or "")
-        if not m:
-            raise PromptError(f"prompt {text!r} does not match 'a <colour> <shape> <relation> a <colour> <shape> "
-                              f"moving <direction> <speed> on a <background> background' (relations: "
-                              f"{', '.join(RELATIONS)})")
-        return cls(**{k: v.lower() for k, v in m.groupdict().items()})
 
 
 def parse_prompt(text: str) -> Prompt | PairPrompt:
