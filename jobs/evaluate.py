@@ -29,7 +29,8 @@ class EvaluateConfig:
     adapter: str = ""  # LoRA of the policy (required): adapter directory (diffusers' or peft's format) or hub id
     generator: str = str(DEFAULT_GENERATOR)  # the pretrained generator (also the base of the adapter), dir or hub id
     out: str = ""  # JSON result (default: next to the adapter, eval.json)
-    prompts: str = "heldout"  # split name or prompt file
+    prompts: str = "heldout"  # split name (optionally :grammar, e.g. heldout:pair) or prompt file
+    n_prompts: int = 0  # the first N of those prompts (0 = all; the pair listing is in a fixed shuffled order)
     seeds: int = 4  # samples per prompt
     seed: int = 100_000  # sample i uses seed + i (disjoint from training seeds)
     reward: str = "default"  # learned judge: default | checkpoint dir | none
@@ -41,8 +42,8 @@ class EvaluateConfig:
     def validate(self) -> None:
         if not self.adapter:
             raise ValueError("adapter is required: --adapter DIR (a LoRA written by align_offline)")
-        if self.seeds < 1:
-            raise ValueError(f"seeds must be >= 1, got {self.seeds}")
+        if self.seeds < 1 or self.n_prompts < 0:
+            raise ValueError(f"seeds must be >= 1 and n_prompts >= 0, got {self.seeds} and {self.n_prompts}")
         self.weights.validate()
         self.sampler.validate()
 
@@ -58,7 +59,8 @@ def evaluate(cfg: EvaluateConfig, judges=None, progress: bool = True) -> dict:
     from rlhf.generator.model import load_generator
 
     torch.set_num_threads(cfg.threads)
-    texts = [p for p in read_prompts(cfg.prompts) for _ in range(cfg.seeds)]
+    prompts = read_prompts(cfg.prompts)
+    texts = [p for p in prompts[:cfg.n_prompts or len(prompts)] for _ in range(cfg.seeds)]
     seeds = [cfg.seed + i for i in range(len(texts))]
     gen = load_generator(cfg.generator)
     with tqdm(total=2 * len(texts), desc="evaluate", unit="clip", disable=not progress, file=sys.stdout) as bar:
