@@ -60,6 +60,12 @@ def test_empty_prompt_file_and_unknown_split_are_refused(tmp_path):
         read_prompts("trian")
     f.write_text("a red circle moving left slowly on a black background\n")
     assert read_prompts(str(f)) == [PROMPT]
+    with pytest.raises(PromptFileError, match="optionally :single|pair|mixed"):
+        read_prompts("heldout:triples")
+    # A split of another grammar: 17,280 pair prompts, one in five held out; singles stay the default.
+    held_pairs = read_prompts("heldout:pair")
+    assert 0.19 < len(held_pairs) / 17280 < 0.21 and " above " in " ".join(held_pairs)
+    assert read_prompts("heldout") == read_prompts("heldout:single") and len(read_prompts("heldout")) == 58
 
 
 def test_unknown_algorithm_is_refused(capsys, tmp_path):
