@@ -28,6 +28,17 @@ def test_plan_pairs_clips_of_one_prompt_and_is_independent_of_the_slot_count():
         GeneratedSampling(prompts=1, members=[Member("a"), Member("a")]).validate()
 
 
+def test_mixed_plan_alternates_single_and_pair_prompts_of_the_split():
+    from rlhf.synthetic.prompts import parse_prompt
+
+    clips, _ = plan(3, GeneratedSampling(prompts=8, grammar="mixed"))
+    firsts = [parse_prompt(c.prompt) for c in clips if c.k == 0]
+    assert [p.kind for p in firsts] == ["single", "pair"] * 4
+    assert all(p.split == "train" for p in firsts) and len({p.text for p in firsts}) == 8
+    single, _ = plan(3, GeneratedSampling(prompts=8))  # the single grammar's plan is the one it always was
+    assert all(parse_prompt(c.prompt).kind == "single" for c in single)
+
+
 def test_make_dataset_writes_generated_pairs_judged_on_the_stored_clips(tmp_path):
     from jobs.make_dataset import main
 
