@@ -140,9 +140,10 @@ def noise_level(f: np.ndarray, den: np.ndarray) -> float:
 def measure(frames: np.ndarray, object_area: float = 0.0, raw_shape: bool = False,
             noise: float | None = None) -> Measurements:
     """What the oracle measures on a clip of one object of coverage ``object_area`` (0: the single-object
-    world's, ``render.OBJECT_AREA``). ``raw_shape``: match the shape templates against the opacity of the
-    unfiltered frames (on the same blob): a pair's objects are small enough that the 3x3 median rounds a
-    square's corners into a circle's (the single-object world's scores are kept as they were measured).
+    world's, ``render.OBJECT_AREA``). ``raw_shape``: place, size, colour and shape-match the object by the
+    opacity of the unfiltered frames (on its blob grown by a pixel): a pair's objects are small enough that
+    the 3x3 median rounds a square's corners into a circle's (the single-object world's scores are kept as
+    they were measured).
     ``noise``: the clip's noise level when measured elsewhere (a pair's objects are measured on copies half
     painted over, which would halve it)."""
     from .render import OBJECT_AREA, SHAPES, _sdf, hue_of
@@ -189,7 +190,6 @@ def measure(frames: np.ndarray, object_area: float = 0.0, raw_shape: bool = Fals
     edge = ((a > 0.15) & (a < 0.85)).sum(axis=(1, 2)) / np.sqrt(4 * np.pi * A)  # edge width, px
     softness = float(np.mean(edge) * 32.0 / S)
     ys, xs = np.mgrid[0:H, 0:W].astype(np.float32) + 0.5
-    a_shape = a
     if raw_shape:
         # The unfiltered frames' opacity on the blob grown by a pixel, which places and sizes the object by its exact
         # coverage: the median rounds a small square's corners and steepening drops its partly covered edge
@@ -198,7 +198,7 @@ def measure(frames: np.ndarray, object_area: float = 0.0, raw_shape: bool = Fals
         from scipy.ndimage import binary_dilation
 
         near = binary_dilation(blob[idx], structure=np.ones((1, 3, 3), dtype=bool))  # every partly covered pixel
-        a_shape = a = np.clip(raw, 0.0, 1.0) * near
+        a = np.clip(raw, 0.0, 1.0) * near
         g, A = a, np.maximum(a.sum(axis=(1, 2)), 1e-6)
     c = np.stack([(g * xs).sum(axis=(1, 2)) / A, (g * ys).sum(axis=(1, 2)) / A], axis=1)
     consecutive = len(idx) > 2 and bool(np.all(np.diff(idx) == 1))
@@ -220,7 +220,7 @@ def measure(frames: np.ndarray, object_area: float = 0.0, raw_shape: bool = Fals
     shape_err = {}
     for shape in SHAPES:
         tmpl = np.clip(0.5 - _sdf(shape, px, py, r) / ramp, 0.0, 1.0)
-        shape_err[shape] = np.abs(a_shape - tmpl).sum(axis=(1, 2)) / A
+        shape_err[shape] = np.abs(a - tmpl).sum(axis=(1, 2)) / A
     position = c.mean(axis=0) / np.array([W, H])
     return Measurements(noise, softness, cast, contrast, float(found.mean()), jerk, flicker, size_cv,
                         hue, chroma, shape_err, displacement, background, float(np.mean(size)) / (H * W),

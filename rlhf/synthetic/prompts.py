@@ -274,5 +274,8 @@ def draw_prompt(rng, split: str, grammar: str = "single", pair_share: float = 0.
     kind = grammar
     if grammar == "mixed":
         kind = "pair" if rng.random() < pair_share else "single"
-    pool = split_prompts(split, kind)
+    if split not in ("train", "heldout"):
+        raise ValueError(f"split must be 'train' or 'heldout', got {split!r}")
+    check_grammar(grammar)
+    pool = _split(split, kind)  # the cached tuple: no list copy per draw (pretraining draws 16 per step)
     return pool[int(rng.integers(len(pool)))]
