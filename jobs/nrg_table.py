@@ -41,7 +41,8 @@ class NRGTableConfig:
     generator: str = str(DEFAULT_GENERATOR)
     noise_model: str = ""  # latent reward trained on noised latents ("w/ noise")
     clean_model: str = ""  # latent reward trained on clean latents ("w/o noise"); "" = no Table 7 row
-    prompts: str = "heldout"
+    prompts: str = "heldout"  # heldout | all | a text file, optionally :single|pair|mixed (tuning: train of it)
+    n_prompts: int = 0  # the first N of those prompts (0 = all; pair listings are in a fixed shuffled order)
     per_prompt: int = 2
     seed: int = 0  # clip i uses seed + i, in every row
     rows: str = "0:0:1,0.1:0.1:0.8,0.1:0.1:0.6,0.5:0.5:0"  # Table 6 weights VQ:MQ:TA
@@ -69,8 +70,8 @@ class NRGTableConfig:
                 raise ValueError(f"weights must be >= 0 and not all zero, got {w}")
         if self.scale <= 0 and not self.tune_scales:
             raise ValueError("scale must be > 0")
-        if self.per_prompt < 1 or self.tune_prompts < 1:
-            raise ValueError("per_prompt and tune_prompts must be >= 1")
+        if self.per_prompt < 1 or self.tune_prompts < 1 or self.n_prompts < 0:
+            raise ValueError("per_prompt and tune_prompts must be >= 1 and n_prompts >= 0")
         self.sampler.validate()
 
     @staticmethod
@@ -178,7 +179,8 @@ def run(cfg: NRGTableConfig) -> dict:
 
     scale = cfg.scale
     if cfg.tune_scales:
-        train = read_prompts("train")
+        grammar = cfg.prompts.partition(":")[2]  # tune on the training prompts of the table's grammar
+        train = read_prompts(f"train:{grammar}" if grammar else "train")
         pick = sorted(np.random.default_rng(cfg.seed).permutation(len(train))[:cfg.tune_prompts])
         tp = [train[i] for i in pick for _ in range(cfg.per_prompt)]
         tune = Rows(cfg, gen, tp, [cfg.seed + 5_000_000 + i for i in range(len(tp))], out / "rows" / "tune")
@@ -202,7 +204,7 @@ def run(cfg: NRGTableConfig) -> dict:
         print(f"chosen scale {scale:g}, end {cfg.end:g}", flush=True)
     report["scale"], report["end"] = scale, cfg.end
 
-    prompts = read_prompts(cfg.prompts)
+    prompts = read_prompts(cfg.prompts)[:cfg.n_prompts or None]
     texts = [p for p in prompts for _ in range(cfg.per_prompt)]
     rows = Rows(cfg, gen, texts, [cfg.seed + i for i in range(len(texts))], out / "rows" / "table")
     base = rows.get("unguided")

@@ -37,10 +37,12 @@ from rlhf.reward.latent import LatentRewardConfig, LatentTrainConfig  # noqa: E4
 class LatentRewardJobConfig:
     out: str = "runs/latent_reward"  # run directory
     generator: str = str(DEFAULT_GENERATOR)  # the generator whose samples and blocks the model uses
-    prompts: str = "train"  # training prompts: train | heldout | all | a text file
+    prompts: str = "train"  # training prompts: train | heldout | all (optionally :single|pair|mixed) | a text file
+    n_prompts: int = 0  # the first N training prompts (0 = all; pair listings are in a fixed shuffled order)
     group: int = 4  # clips per training prompt (pairs come from within a group)
     eval_prompts: str = "heldout"  # evaluation prompts ("" = no evaluation)
     eval_group: int = 4
+    eval_n_prompts: int = 0  # the first N evaluation prompts (0 = all)
     seed: int = 0  # clip i of the training set uses seed + i; evaluation clips seed + 1000000 + i
     samples: str = ""  # training sample-set cache (default out/samples_train.pt)
     eval_samples: str = ""  # evaluation sample-set cache (default out/samples_eval.pt)
@@ -62,6 +64,8 @@ class LatentRewardJobConfig:
     def validate(self) -> None:
         if self.group < 2 or (self.eval_prompts and self.eval_group < 2):
             raise ValueError("group and eval_group must be >= 2 (pairs come from within a prompt group)")
+        if self.n_prompts < 0 or self.eval_n_prompts < 0:
+            raise ValueError(f"n_prompts and eval_n_prompts must be >= 0, got {self.n_prompts}, {self.eval_n_prompts}")
         if self.checkpoint_every < 1 or self.log_every < 1 or self.threads < 1:
             raise ValueError("checkpoint_every, log_every and threads must be >= 1")
         try:
@@ -81,8 +85,8 @@ class LatentRewardJobConfig:
         self.train.validate()
 
 
-def scored_samples(cfg: LatentRewardJobConfig, gen, prompts_spec: str, group: int, seed: int, path: str,
-                   desc: str):
+def scored_samples(cfg: LatentRewardJobConfig, gen, prompts_spec: str, n_prompts: int, group: int, seed: int,
+                   path: str, desc: str):
     """The sample set of ``group`` clips per prompt, drawn once and cached with its oracle scores."""
     from tqdm import tqdm
 
@@ -90,7 +94,7 @@ def scored_samples(cfg: LatentRewardJobConfig, gen, prompts_spec: str, group: in
     from rlhf.align.samples import cached_draw
     from rlhf.eval.judges import OracleJudge
 
-    prompts = read_prompts(prompts_spec)
+    prompts = read_prompts(prompts_spec)[:n_prompts or None]
     texts = [p for p in prompts for _ in range(group)]
     seeds = [seed + i for i in range(len(texts))]
     with tqdm(total=len(texts), desc=desc, unit="clip", file=sys.stdout, mininterval=5) as bar:
@@ -120,11 +124,11 @@ def run(cfg: LatentRewardJobConfig) -> dict:
     save_config(cfg, out)
     t_start = time.time()
     gen = load_generator(cfg.generator, device=cfg.device)
-    train_set = scored_samples(cfg, gen, cfg.prompts, cfg.group, cfg.seed,
+    train_set = scored_samples(cfg, gen, cfg.prompts, cfg.n_prompts, cfg.group, cfg.seed,
                                cfg.samples or str(out / "samples_train.pt"), "train clips")
     eval_set = None
     if cfg.eval_prompts:
-        eval_set = scored_samples(cfg, gen, cfg.eval_prompts, cfg.eval_group, cfg.seed + 1_000_000,
+        eval_set = scored_samples(cfg, gen, cfg.eval_prompts, cfg.eval_n_prompts, cfg.eval_group, cfg.seed + 1_000_000,
                                   cfg.eval_samples or str(out / "samples_eval.pt"), "eval clips")
     gen_codec_factor = gen.codec.factor
     del gen

@@ -48,6 +48,8 @@ class TrainRewardJob(RewardTrainConfig):
     generated_data: str = ""
     generated_fraction: float = 0.5
     grammar: str = "single"  # data=synthetic: prompts of the fresh rendered pairs (single | pair | mixed)
+    pair_share: float = 0.5  # data=synthetic, grammar=mixed: share of the rendered pairs drawn from pair prompts
+    contrast_prob: float = 0.0  # data=synthetic: share of rendered pairs that differ in one TA defect alone
     # fine-tune a trained reward model (checkpoint dir or hub id) instead of building one from random weights;
     # its backbone, tokens, frame sampling and trainable parts are kept
     init_from: str = ""
@@ -57,9 +59,11 @@ class TrainRewardJob(RewardTrainConfig):
         super().validate()
         if not 0.0 < self.generated_fraction <= 1.0:
             raise ValueError(f"generated_fraction must be in (0, 1], got {self.generated_fraction}")
+        from rlhf.synthetic.dataset import PairSampling
         from rlhf.synthetic.prompts import check_grammar
 
         check_grammar(self.grammar)
+        PairSampling(grammar=self.grammar, pair_share=self.pair_share, contrast_prob=self.contrast_prob).validate()
 
 
 REPORT_EVERY = 10  # ray.train.report synchronises every worker with the controller: not every step
@@ -140,7 +144,9 @@ def synthetic_batches(cfg, processor, rank: int, world: int, start_step: int):
     from rlhf.synthetic.render import RenderSpec
     from rlhf.video import read_video_fps
 
-    sampling, spec, annotator = PairSampling(heldout_fraction=0.0, grammar=cfg.grammar), RenderSpec(), AnnotatorConfig()
+    sampling = PairSampling(heldout_fraction=0.0, grammar=cfg.grammar, pair_share=cfg.pair_share,
+                            contrast_prob=cfg.contrast_prob)
+    spec, annotator = RenderSpec(), AnnotatorConfig()
     generated = generated_records(cfg) if cfg.generated_data else []
     step = start_step
     while True:

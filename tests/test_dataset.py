@@ -41,6 +41,24 @@ def test_pairs_differ_in_defects_and_share_the_prompt():
     assert {"wrong_colour", "wrong_shape", "wrong_direction", "wrong_speed"} <= kinds
 
 
+def test_contrast_pairs_differ_in_one_text_alignment_defect():
+    cfg = PairSampling(grammar="mixed", contrast_prob=0.5)
+    specs = [pair_spec(2, i, cfg) for i in range(200)]
+    contrast = [s for s in specs if s.seed_a == s.seed_b]
+    assert 60 < len(contrast) < 140  # about half
+    ta = {"wrong_colour", "wrong_shape", "wrong_direction", "wrong_speed", "swap", "wrong_relation"}
+    sides = set()
+    for s in contrast:
+        small, big = sorted((s.defects_a, s.defects_b), key=len)
+        extra = set(big) - set(small)
+        assert len(big) == len(small) + 1 and len(extra) == 1 and extra <= ta
+        assert all(big[k] == v for k, v in small.items())  # the shared defects at the same strengths
+        if extra & {"swap", "wrong_relation"}:
+            assert s.prompt.kind == "pair"  # pair-only defects only on pair prompts
+        sides.add(len(s.defects_a) > len(s.defects_b))
+    assert sides == {True, False}  # the worse clip is drawn on either side
+
+
 def test_split_follows_the_prompt():
     specs = [pair_spec(1, i, PairSampling(heldout_fraction=0.5)) for i in range(100)]
     assert {s.prompt.split for s in specs} == {"train", "heldout"}

@@ -19,7 +19,7 @@ import numpy as np
 from .annotator import LABEL_DIMS, AnnotatorConfig, annotate, expected_ceiling
 from .oracle import score
 from .prompts import PairPrompt, Prompt, check_grammar, draw_prompt
-from .render import RenderSpec, defects_for, render
+from .render import DEFECTS, RenderSpec, defects_for, render
 
 
 @dataclass(frozen=True)
@@ -34,10 +34,13 @@ class PairSampling:
     same_kind_prob: float = 0.3  # B gets A's defect kinds at other strengths
     grammar: str = "single"  # prompts drawn: single | pair | mixed (see rlhf.synthetic.prompts)
     pair_share: float = 0.5  # with grammar "mixed": share of pairs drawn from pair prompts
+    # chance that a pair is a contrast pair: both sides are one clip (same seed, same defects) and one side
+    # has one more text-alignment defect of its prompt's kind, so the pair differs in that defect alone
+    contrast_prob: float = 0.0
 
     def validate(self) -> None:
         check_grammar(self.grammar)
-        for name in ("heldout_fraction", "clean_prob", "same_kind_prob", "pair_share"):
+        for name in ("heldout_fraction", "clean_prob", "same_kind_prob", "pair_share", "contrast_prob"):
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {v}")
@@ -74,6 +77,8 @@ def pair_spec(seed: int, index: int, cfg: PairSampling = PairSampling()) -> Pair
     prompt = draw_prompt(rng, split, cfg.grammar, cfg.pair_share)
     applicable = defects_for(prompt)
     a = _defects(rng, cfg, applicable)
+    if cfg.contrast_prob > 0.0 and rng.random() < cfg.contrast_prob:  # drawn only when asked: streams stay put
+        return _contrast(rng, cfg, index, prompt, a, applicable)
     if a and rng.random() < cfg.same_kind_prob:
         b = _defects(rng, cfg, applicable, list(a))
     else:
@@ -82,6 +87,17 @@ def pair_spec(seed: int, index: int, cfg: PairSampling = PairSampling()) -> Pair
             b = _defects(rng, cfg, applicable, [str(rng.choice(list(applicable)))])
     seeds = rng.integers(0, 2**31 - 1, size=2)
     return PairSpec(index, prompt, a, b, int(seeds[0]), int(seeds[1]))
+
+
+def _contrast(rng: np.random.Generator, cfg: PairSampling, index: int, prompt, a: dict,
+              applicable: tuple[str, ...]) -> PairSpec:
+    """A pair that differs in one text-alignment defect only, that side drawn at random."""
+    extra = [k for k in applicable if DEFECTS[k] == "TA" and k not in a]
+    worse = {**a, **_defects(rng, cfg, applicable, [str(rng.choice(extra))])}
+    seed = int(rng.integers(0, 2**31 - 1))
+    if rng.random() < 0.5:
+        return PairSpec(index, prompt, a, worse, seed, seed)
+    return PairSpec(index, prompt, worse, a, seed, seed)
 
 
 def score_pair(spec: PairSpec, render_spec: RenderSpec = RenderSpec()) -> tuple[np.ndarray, np.ndarray, dict, dict]:
