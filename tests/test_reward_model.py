@@ -218,3 +218,20 @@ def test_export_drops_backbone_weights_of_a_full_finetune_and_scores_identically
         verify_manifest(tmp_path / "art")
     with pytest.raises(CheckpointError, match="restore the backbone weights"):
         load_checkpoint(tmp_path / "art")
+
+
+def test_rope_theta_reaches_the_width_section(tok):
+    """Qwen2-VL's M-RoPE sections take the inverse frequencies in order t, h, w: with a 32-wide head
+    (sections 4, 6, 6 of 16) the width section holds theta^(-10/16) .. theta^(-15/16)."""
+    from rlhf.reward.model import BackboneConfig
+
+    for theta in (10000.0, 10.0):
+        vlm = build_model(tok, BackboneConfig(rope_theta=theta)).vlm
+        inv = next(m for n, m in vlm.named_modules() if n.endswith("rotary_emb") and "visual" not in n).inv_freq
+        assert inv.shape == (16,)
+        width = inv[10:].double().numpy()
+        assert width == pytest.approx([theta ** (-i / 16) for i in range(10, 16)], rel=1e-5)
+    # at 1e4 a 4-token row turns the width section by under 0.01 rad; at 10 by more than 0.3
+    assert 3 * 10000.0 ** (-10 / 16) < 0.01 < 0.3 < 3 * 10.0 ** (-15 / 16)
+    with pytest.raises(ValueError, match="rope_theta"):
+        BackboneConfig(rope_theta=1.0).validate()

@@ -38,8 +38,15 @@ class BackboneConfig:
     temporal_patch_size: int = 2  # frames per patch (Qwen2-VL: 2)
     vocab_size: int = 512  # of the locally trained tokenizer
     grammar: str = "single"  # prompts the locally trained tokenizer reads: single | pair | mixed
+    # M-RoPE base of the language model. Qwen2-VL gives the temporal, height and width sections of each head
+    # the highest, middle and lowest frequencies in that order: with a 32-wide head at 1e4 the width section
+    # turns by under 0.01 rad across a 4-token row, so the model cannot tell left from right; a small base
+    # (e.g. 10: 0.12-0.24 rad per token) lets it read where things are.
+    rope_theta: float = 10000.0
 
     def validate(self) -> None:
+        if self.rope_theta <= 1.0:
+            raise ValueError(f"rope_theta must be > 1, got {self.rope_theta}")
         head_dim = self.text_hidden // self.text_heads
         if self.text_hidden % self.text_heads or head_dim % 4:
             raise ValueError(f"text_hidden / text_heads must be a multiple of 4, got {self.text_hidden} / {self.text_heads}")
@@ -77,7 +84,7 @@ def qwen2vl_config(tokenizer, bc: BackboneConfig = BackboneConfig()):
             vocab_size=max(bc.vocab_size, len(tokenizer)), hidden_size=bc.text_hidden,
             intermediate_size=bc.text_intermediate, num_hidden_layers=bc.text_layers,
             num_attention_heads=bc.text_heads, num_key_value_heads=bc.text_kv_heads,
-            max_position_embeddings=4096, rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
+            max_position_embeddings=4096, rope_parameters={"rope_type": "default", "rope_theta": bc.rope_theta,
                                                            "mrope_section": mrope},
             pad_token_id=tokenizer.pad_token_id, bos_token_id=None, eos_token_id=tokenizer.eos_token_id,
         ),
