@@ -4,6 +4,7 @@
     python jobs/evaluate_reward.py --ablation --out runs/ablation      # trains the four variants first
     python jobs/evaluate_reward.py --checkpoint artefacts/reward_default --probe   # + caption probe
     python jobs/evaluate_reward.py --checkpoint artefacts/reward_default --policy artefacts/generator_default
+    python jobs/evaluate_reward.py --checkpoint artefacts/reward_mixed --defects pair   # minimal-pair probe
 
 With ``--policy`` (a generator directory or hub id, ``--adapter`` for its LoRA) the evaluation is *on
 policy* (``rlhf.eval.onpolicy``): every within-prompt pair of ``onpolicy.seeds`` samples of the policy on
@@ -17,6 +18,9 @@ Rows: each checkpoint (or, with ``--ablation``, regression / BT / BTT with one s
 with separate tokens, all trained with the same data stream, seed and step budget), plus a ceiling
 row: the ideal model that knows the oracle scores, against the same labels. Columns: Overall / VQ /
 MQ / TA, each with and without ties. Written as ``table.md`` and ``table.json`` under ``out``.
+
+With ``--defects GRAMMAR`` each checkpoint meets minimal pairs instead (``rlhf.eval.defects``): clean
+clips against the same clips with one TA defect, per defect kind; written as ``defects.md`` / ``.json``.
 """
 
 from __future__ import annotations
@@ -58,6 +62,8 @@ class EvaluateRewardConfig:
     policy: str = ""  # on-policy evaluation: the generator (dir or hub id) whose samples are compared
     adapter: str = ""  # its LoRA (adapter dir or hub id); "" = the generator as it is
     onpolicy: OnPolicyConfig = field(default_factory=OnPolicyConfig)
+    defects: str = ""  # minimal-pair probe on prompts of this grammar (single | pair | mixed; "" = off)
+    defect_prompts: int = 48  # prompts of the probe (held-out split)
     # how the policy samples: the online job's default (10 Euler steps, guidance 3)
     sampler: SamplerConfig = field(default_factory=lambda: SamplerConfig(steps=10))
 
@@ -186,6 +192,23 @@ def evaluate_on_policy_rows(cfg: EvaluateRewardConfig, progress: bool = True) ->
     return rows
 
 
+def evaluate_defect_rows(cfg: EvaluateRewardConfig) -> dict:
+    """Minimal-pair probe of every checkpoint of ``cfg``; writes defects.md/json."""
+    from rlhf.eval.defects import format_probe, probe_defects
+    from rlhf.reward.checkpoint import VideoReward
+
+    if not cfg.checkpoints:
+        raise ValueError("the defect probe needs --checkpoint DIR (a reward model to probe)")
+    rows = {path: probe_defects(VideoReward.from_checkpoint(path), cfg.defects, cfg.split, cfg.defect_prompts)
+            for path in cfg.checkpoints}
+    md = format_probe(rows, cfg.defects, cfg.split)
+    out = Path(cfg.out)
+    (out / "defects.md").write_text(md + "\n")
+    (out / "defects.json").write_text(json.dumps({"grammar": cfg.defects, "rows": rows}, indent=2))
+    print(md)
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     from rlhf.data.schema import read_preferences
     from rlhf.reward.checkpoint import load_checkpoint
@@ -194,9 +217,14 @@ def main(argv: list[str] | None = None) -> int:
                     {"--data": ("data", str, "evaluation dataset dir"), "--out": ("out", str, "output dir"),
                      "--checkpoint": ("checkpoints", lambda s: [s], "one run directory"),
                      "--policy": ("policy", str, "on-policy evaluation: generator dir or hub id"),
-                     "--adapter": ("adapter", str, "the policy's LoRA")},
+                     "--adapter": ("adapter", str, "the policy's LoRA"),
+                     "--defects": ("defects", str, "minimal-pair probe on prompts of this grammar")},
                     bool_flags={"--ablation": ("ablation", "train and evaluate the four ablation variants"),
                                 "--probe": ("probe", "caption probe: attribute accuracy of the caption head")})
+    if cfg.defects:
+        save_config(cfg, cfg.out)
+        evaluate_defect_rows(cfg)
+        return 0
     if cfg.policy:
         save_config(cfg, cfg.out)
         evaluate_on_policy_rows(cfg)
