@@ -216,6 +216,12 @@ def run(cfg: NRGTableConfig) -> dict:
     for w in cfg.table7_weights():
         report["table7"][f"{label(w)} w/ noise"] = compare(
             rows.get(row_name("noise", w), noise_model, w, scale), base, w)
+    from rlhf.eval.winrate import steering
+
+    guided = [(w, report["table6"][label(w)]["win"]) for w in rows6]
+    guided += [(w, report["table7"][f"{label(w)} w/ noise"]["win"]) for w in cfg.table7_weights()
+               if label(w) not in report["table6"]]
+    report["steering"] = steering(guided)
     if cfg.clean_model:  # loaded last: the table can start while the "w/o noise" model still trains
         clean = LatentReward.load(cfg.clean_model)
         for w in cfg.table7_weights():
@@ -271,6 +277,11 @@ def markdown(r: dict) -> str:
     for k, v in r["table7"].items():
         w = v["win"]
         lines.append(f"| {k} | {w['VQ']} | {w['MQ']} | {w['TA']} | {v['cost_vs_unguided']}x |")
+    if "steering" in r:
+        lines += ["", "Steering (w/ noise rows): mean win rate at each weight of that dimension, rising = monotone", ""]
+        for d, v in r["steering"].items():
+            curve = ", ".join(f"{w:g} -> {win:.1f}" for w, win in v["curve"])
+            lines.append(f"- {d}: {curve} ({'monotone' if v['monotone'] else 'not monotone'})")
     u = r["unguided"]
     lines += ["", f"Unguided: {u['seconds_per_clip']} s/clip sampling; oracle means "
               + ", ".join(f"{d} {u['oracle_mean'][d]}" for d in DIMS) + "."]

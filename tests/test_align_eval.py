@@ -7,7 +7,7 @@ import pytest
 
 from rlhf.align.offline import PromptFileError, read_prompts
 from rlhf.align.pairs import RewardWeights
-from rlhf.eval.winrate import reward_hacking, win_rate, win_rates
+from rlhf.eval.winrate import reward_hacking, steering, win_rate, win_rates
 from rlhf.synthetic import render as render_mod
 from rlhf.synthetic.oracle import score
 
@@ -98,3 +98,20 @@ def test_align_offline_and_evaluate_end_to_end(tmp_path):
     ev = json.loads((tmp_path / "run" / "eval.json").read_text())
     assert ev["n"] == 4 and set(ev["oracle"]["win_rate"]) == {"VQ", "MQ", "TA", "weighted"}
     assert all(0.0 <= v <= 1.0 for v in ev["oracle"]["win_rate"].values())
+
+
+def test_steering_reads_each_dimension_against_its_own_weight():
+    rows = [((0, 0, 1), {"VQ": 40.0, "MQ": 50.0, "TA": 70.0}),
+            ((0.1, 0.1, 0.8), {"VQ": 45.0, "MQ": 52.0, "TA": 66.0}),
+            ((0.1, 0.1, 0.6), {"VQ": 55.0, "MQ": 48.0, "TA": 60.0}),
+            ((0.5, 0.5, 0), {"VQ": 60.0, "MQ": 58.0, "TA": 50.0}),
+            ((0, 1, 0), {"VQ": 42.0, "MQ": 65.0, "TA": 51.0})]
+    s = steering(rows)
+    # VQ weights 0 (rows 1, 5: mean 41), 0.1 (rows 2, 3: mean 50), 0.5 (60): rising
+    assert s["VQ"]["curve"] == [(0.0, 41.0), (0.1, 50.0), (0.5, 60.0)] and s["VQ"]["monotone"]
+    # MQ 0 (50), 0.1 (50), 0.5 (58), 1 (65): rising (equal counts as not lower)
+    assert [w for w, _ in s["MQ"]["curve"]] == [0.0, 0.1, 0.5, 1.0] and s["MQ"]["monotone"]
+    # TA 0 (mean of 50, 51 = 50.5), 0.6 (60), 0.8 (66), 1 (70)
+    assert s["TA"]["curve"] == [(0.0, 50.5), (0.6, 60.0), (0.8, 66.0), (1.0, 70.0)] and s["TA"]["monotone"]
+    rows[1] = ((0.1, 0.1, 0.8), {"VQ": 45.0, "MQ": 52.0, "TA": 75.0})  # 0.8 now above 1
+    assert not steering(rows)["TA"]["monotone"]

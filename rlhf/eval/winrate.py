@@ -40,3 +40,17 @@ def reward_hacking(learned: dict[str, float], oracle: dict[str, float], n: int) 
         return []
     se = math.sqrt(0.25 / max(n, 1))
     return [d for d in DIMENSIONS if oracle[d] < 0.5 - 2 * se]
+
+
+def steering(rows: list[tuple[tuple[float, float, float], dict[str, float]]]) -> dict[str, dict]:
+    """Does each dimension's win rate rise with that dimension's weight? ``rows``: (VQ, MQ, TA weights,
+    win rates per dimension) of guided rows against one unguided baseline. Per dimension: the mean win rate
+    at each distinct weight, in increasing weight, and ``monotone`` (never lower at a larger weight)."""
+    out = {}
+    for i, d in enumerate(DIMENSIONS):
+        levels: dict[float, list[float]] = {}
+        for w, win in rows:
+            levels.setdefault(float(w[i]), []).append(float(win[d]))
+        curve = [(w, float(np.mean(v))) for w, v in sorted(levels.items())]
+        out[d] = {"curve": curve, "monotone": all(b[1] >= a[1] for a, b in zip(curve, curve[1:]))}
+    return out
