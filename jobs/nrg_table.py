@@ -163,6 +163,7 @@ def run(cfg: NRGTableConfig) -> dict:
     import torch
 
     from rlhf.align.offline import read_prompts
+    from rlhf.eval.winrate import steering
     from rlhf.generator.model import load_generator
     from rlhf.reward.latent import LatentReward
 
@@ -216,8 +217,6 @@ def run(cfg: NRGTableConfig) -> dict:
     for w in cfg.table7_weights():
         report["table7"][f"{label(w)} w/ noise"] = compare(
             rows.get(row_name("noise", w), noise_model, w, scale), base, w)
-    from rlhf.eval.winrate import steering
-
     guided = [(w, report["table6"][label(w)]["win"]) for w in rows6]
     guided += [(w, report["table7"][f"{label(w)} w/ noise"]["win"]) for w in cfg.table7_weights()
                if label(w) not in report["table6"]]

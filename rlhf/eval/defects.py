@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from rlhf.eval.judges import as_stored
 from rlhf.synthetic.oracle import score
 from rlhf.synthetic.prompts import split_prompts
 from rlhf.synthetic.render import DEFECTS, defects_for, render
@@ -22,8 +23,6 @@ def probe_defects(reward, grammar: str = "pair", split: str = "heldout", prompts
 
     ``reward`` is a ``VideoReward``; ``prompts`` prompts of ``split`` / ``grammar`` are drawn by ``seed``.
     """
-    from rlhf.video import encode_video, read_video
-
     listing = split_prompts(split, grammar)
     rng = np.random.default_rng(seed)
     chosen = [listing[i] for i in rng.choice(len(listing), min(prompts, len(listing)), replace=False)]
@@ -32,8 +31,7 @@ def probe_defects(reward, grammar: str = "pair", split: str = "heldout", prompts
     texts = [p.text for p in chosen]
 
     def clips(defects: dict) -> list[np.ndarray]:
-        return [read_video(encode_video(render(p, defects, seed=seed + i), fps=8.0, crf=12))
-                for i, p in enumerate(chosen)]
+        return as_stored([render(p, defects, seed=seed + i) for i, p in enumerate(chosen)])
 
     clean = clips({})
     clean_ta = reward.raw(clean, texts)[:, 2]
