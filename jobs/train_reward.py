@@ -27,6 +27,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from rlhf.config import parse_cli, save_config  # noqa: E402
+from rlhf.reward.checkpoint import read_info  # noqa: E402
 from rlhf.reward.train import RewardTrainConfig  # noqa: E402
 
 
@@ -413,6 +414,10 @@ def prepare(cfg: TrainRewardJob) -> tuple[TrainRewardJob, Path]:
     if cfg.storage and "://" not in cfg.storage:
         absolute["storage"] = str(Path(cfg.storage).resolve())
     cfg = dataclasses.replace(cfg, **absolute)
+    if cfg.init_from and (Path(cfg.init_from) / "model_config.json").is_file():
+        # a fine-tune keeps the start's frame sampling and trainable parts (train_loop): record those it uses
+        start = read_info(Path(cfg.init_from))
+        cfg = dataclasses.replace(cfg, sampling=start.sampling, parts=start.parts)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     cfg_file = save_config(cfg, out)

@@ -150,3 +150,20 @@ def test_generated_share_of_the_stream_visits_every_pair_once_per_pass_on_any_ra
     # a resumed run asks for step 1 directly and gets what the uninterrupted run drew there
     assert generated_pairs(cfg, 1, 2, 1, records) == generated_pairs(cfg, 1, 2, 1, list(records))
     assert draw(0, 1) == first[4:6]
+
+
+def test_a_fine_tune_records_the_sampling_and_parts_it_inherits(tmp_path):
+    # artefacts/reward_default was trained with jobs/configs/train_reward.yaml: fps 8, 12544 pixels a frame, at most
+    # 64 frames, full fine-tune (no LoRA) with the vision tower; a fine-tune keeps those whatever its file says.
+    from jobs.train_reward import TrainRewardJob, prepare
+    from rlhf.reward.model import TrainableParts
+    from rlhf.reward.processor import FrameSampling
+
+    build_dataset(tmp_path / "ds", pairs=4, seed=1, workers=1, progress=False)
+    cfg = TrainRewardJob(data="synthetic", eval_data=str(tmp_path / "ds"), out=str(tmp_path / "run"), max_steps=1,
+                         init_from=str(ROOT / "artefacts/reward_default"),
+                         sampling=FrameSampling(fps=2.0, max_pixels=50176), parts=TrainableParts(lora_rank=8))
+    cfg, cfg_file = prepare(cfg)
+    saved = __import__("yaml").safe_load(cfg_file.read_text())
+    assert (saved["sampling"]["fps"], saved["sampling"]["max_pixels"], saved["sampling"]["max_frames"]) == (8.0, 12544, 64)
+    assert (saved["parts"]["lora_rank"], saved["parts"]["vision"]) == (0, True)
