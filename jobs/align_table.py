@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from jobs.align_offline import AlignOfflineConfig, run, training_samples  # noqa: E402
 from jobs.evaluate import EvaluateConfig, evaluate  # noqa: E402
 from rlhf.align.pairs import RewardWeights  # noqa: E402
-from rlhf.artefacts import repo_relative  # noqa: E402
+from rlhf.artefacts import repo_relative, table_files  # noqa: E402
 from rlhf.config import parse_cli  # noqa: E402
 
 ROW_NAMES = {"sft": "SFT", "rwr": "Flow-RWR", "dpo_timestep": "Flow-DPO (beta_t)", "dpo": "Flow-DPO (constant beta)"}
@@ -141,10 +141,10 @@ def main(argv: list[str] | None = None) -> int:
               "sample_seconds": sample_seconds, "total_seconds": time.time() - t0,
               "command": "python jobs/align_table.py " + " ".join(argv if argv is not None else sys.argv[1:]),
               "tables": tables}
-    out = Path(cfg.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(result, indent=2))
-    out.with_suffix(".md").write_text(markdown(result))
+    out_md, out_json = table_files(cfg.out)
+    out_md.parent.mkdir(parents=True, exist_ok=True)
+    out_json.write_text(json.dumps(result, indent=2))
+    out_md.write_text(markdown(result))
     print(markdown(result))
     return 0
 

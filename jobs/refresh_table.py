@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from actors.refresh import RefreshConfig, reward_dir  # noqa: E402
 from jobs.online_dpo import OnlineConfig  # noqa: E402
-from rlhf.artefacts import repo_relative  # noqa: E402
+from rlhf.artefacts import repo_relative, table_files  # noqa: E402
 from rlhf.config import parse_cli, to_dict  # noqa: E402
 
 ROWS = {"oracle": "(a) oracle as the reward", "frozen": "(b) learned reward, frozen",
@@ -135,10 +135,10 @@ def main(argv: list[str] | None = None) -> int:
             "accuracy: the served reward's accuracy without ties on within-prompt pairs of the pretrained (start) and "
             "final (end) policy's evaluation clips, rater labels. Command: "
             + " ".join(["python jobs/refresh_table.py", *(sys.argv[1:] if argv is None else argv)]) + "\n\n")
-    out = Path(cfg.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".md").write_text(note + md + "\n")
-    out.with_suffix(".json").write_text(json.dumps(repo_relative({"config": to_dict(cfg), "rows": results}), indent=2,
+    out_md, out_json = table_files(cfg.out)
+    out_md.parent.mkdir(parents=True, exist_ok=True)
+    out_md.write_text(note + md + "\n")
+    out_json.write_text(json.dumps(repo_relative({"config": to_dict(cfg), "rows": results}), indent=2,
                                                    default=str))
     print(md)
     return 0

@@ -38,6 +38,16 @@ def repo_relative(value):
     return value
 
 
+def table_files(out: str | Path) -> tuple[Path, Path]:
+    """``(out.md, out.json)`` for a table job's ``out`` stem. The suffixes are appended, not swapped, so a stem
+    with a dot in it (``runs/table_lr1.5e-5``) keeps its whole name; a stem given as ``x.md`` or ``x.json``
+    means ``x``."""
+    out = Path(out)
+    if out.suffix in (".md", ".json"):
+        out = out.with_suffix("")
+    return out.parent / f"{out.name}.md", out.parent / f"{out.name}.json"
+
+
 def write_manifest(root: str | Path, meta: dict) -> dict:
     """Write ``root/MANIFEST.json``: ``meta`` (paths inside the repository made relative) plus every
     file's size and sha256."""

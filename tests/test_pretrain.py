@@ -50,3 +50,14 @@ def test_manifest_records_paths_inside_the_repository_relative_to_it(tmp_path):
     write_manifest(tmp_path, meta)
     got = json.loads((tmp_path / "MANIFEST.json").read_text())["config"]
     assert got == {"out": "runs/r", "data": ["artefacts/a"], "elsewhere": "/opt/data", "note": "runs/r"}
+
+
+def test_table_files_append_suffixes_so_a_dotted_stem_keeps_its_name():
+    from pathlib import Path
+
+    from rlhf.artefacts import table_files
+
+    assert table_files("runs/t_lr0.00005") == (Path("runs/t_lr0.00005.md"), Path("runs/t_lr0.00005.json"))
+    assert table_files("docs/results/align_table") == (Path("docs/results/align_table.md"),
+                                                       Path("docs/results/align_table.json"))
+    assert table_files("runs/x.md") == table_files("runs/x.json") == (Path("runs/x.md"), Path("runs/x.json"))
