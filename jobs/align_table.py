@@ -23,7 +23,7 @@ from jobs.align_offline import AlignOfflineConfig, run, training_samples  # noqa
 from jobs.evaluate import EvaluateConfig, evaluate  # noqa: E402
 from rlhf.align.pairs import RewardWeights  # noqa: E402
 from rlhf.artefacts import repo_relative, table_files  # noqa: E402
-from rlhf.config import parse_cli  # noqa: E402
+from rlhf.config import parse_cli, to_dict  # noqa: E402
 
 ROW_NAMES = {"sft": "SFT", "rwr": "Flow-RWR", "dpo_timestep": "Flow-DPO (beta_t)", "dpo": "Flow-DPO (constant beta)"}
 
@@ -122,11 +122,17 @@ def main(argv: list[str] | None = None) -> int:
             a.train.pairs.weights = w
             a.out = str(run_dir / f"{judge.name}_{w.label.replace(':', '-')}_{algo}")
             done = [Path(a.out) / f for f in ("summary.json", "eval.json", "row.json")]
-            if cfg.reuse and all(f.is_file() for f in done):
+            # a row is reused only when it was made by this very row config (another recipe in the same run_dir
+            # trains again rather than being reported under this one's name)
+            row_cfg = json.loads(json.dumps({"align": to_dict(a), "eval": to_dict(cfg.eval)}, default=str))
+            cfg_file = Path(a.out) / "row_config.json"
+            if cfg.reuse and all(f.is_file() for f in done) and cfg_file.is_file() and \
+                    json.loads(cfg_file.read_text()) == row_cfg:
                 rows.append(json.loads(done[2].read_text()))
                 print(f"[{w.label}] {ROW_NAMES[algo]}: reused from {a.out}", flush=True)
                 continue
             train = run(a, judge, samples)
+            cfg_file.write_text(json.dumps(row_cfg, indent=2))
             e = copy.deepcopy(cfg.eval)
             e.adapter, e.generator, e.weights = str(Path(a.out) / "adapter"), a.generator, w
             e.base_cache = str(run_dir / "eval_base.pt")
