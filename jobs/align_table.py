@@ -33,6 +33,7 @@ class AlignTableConfig:
     out: str = "docs/results/align_table"  # writes out.md and out.json
     run_dir: str = "runs/align_table"  # adapters, logs, sample sets
     reuse: bool = True  # keep rows already trained and evaluated in run_dir (resume an interrupted table)
+    reevaluate: bool = False  # rows trained by the same row config keep their adapter and are evaluated again
     algos: str = "sft,rwr,dpo_timestep,dpo"  # rows, in order
     weightings: str = "1:1:1,0:0:1"  # VQ:MQ:TA reward weights; one table per weighting
     align: AlignOfflineConfig = field(default_factory=AlignOfflineConfig)
@@ -126,13 +127,17 @@ def main(argv: list[str] | None = None) -> int:
             # trains again rather than being reported under this one's name)
             row_cfg = json.loads(json.dumps({"align": to_dict(a), "eval": to_dict(cfg.eval)}, default=str))
             cfg_file = Path(a.out) / "row_config.json"
-            if cfg.reuse and all(f.is_file() for f in done) and cfg_file.is_file() and \
-                    json.loads(cfg_file.read_text()) == row_cfg:
+            same = cfg_file.is_file() and json.loads(cfg_file.read_text()) == row_cfg
+            if cfg.reuse and same and all(f.is_file() for f in done) and not cfg.reevaluate:
                 rows.append(json.loads(done[2].read_text()))
                 print(f"[{w.label}] {ROW_NAMES[algo]}: reused from {a.out}", flush=True)
                 continue
-            train = run(a, judge, samples)
-            cfg_file.write_text(json.dumps(row_cfg, indent=2))
+            if cfg.reevaluate and same and done[0].is_file():
+                train = json.loads(done[0].read_text())
+                print(f"[{w.label}] {ROW_NAMES[algo]}: evaluating the adapter in {a.out} again", flush=True)
+            else:
+                train = run(a, judge, samples)
+                cfg_file.write_text(json.dumps(row_cfg, indent=2))
             e = copy.deepcopy(cfg.eval)
             e.adapter, e.generator, e.weights = str(Path(a.out) / "adapter"), a.generator, w
             e.base_cache = str(run_dir / "eval_base.pt")

@@ -115,3 +115,29 @@ def test_steering_reads_each_dimension_against_its_own_weight():
     assert s["TA"]["curve"] == [(0.0, 50.5), (0.6, 60.0), (0.8, 66.0), (1.0, 70.0)] and s["TA"]["monotone"]
     rows[1] = ((0.1, 0.1, 0.8), {"VQ": 45.0, "MQ": 52.0, "TA": 75.0})  # 0.8 now above 1
     assert not steering(rows)["TA"]["monotone"]
+
+
+def test_cached_scores_of_one_reward_model_are_not_read_back_as_another_s(tmp_path):
+    # Two shipped VideoRewards are both judge "learned"; a sample set scored by the first and saved must be scored
+    # again, not served from the cache, when the second judges it (scores compared with each model's own call).
+    import torch
+
+    from rlhf.align.samples import SampleSet
+    from rlhf.eval.judges import LearnedJudge, OracleJudge
+    from rlhf.synthetic.render import render
+
+    prompts = ["a red circle moving left slowly on a black background",
+               "a blue square moving up quickly on a gray background"]
+    videos = np.stack([render(p, seed=i) for i, p in enumerate(prompts)])
+    s = SampleSet(prompts, [0, 1], torch.zeros(2, 1), videos, {"generator": "rendered"})
+    first, second = LearnedJudge("artefacts/reward_default"), LearnedJudge("artefacts/reward_mixed")
+    assert first.key != second.key and first.key == LearnedJudge("artefacts/reward_default").key
+    a = s.score(first).copy()
+    s.save(tmp_path / "set.pt")
+    loaded = SampleSet.load(tmp_path / "set.pt")
+    np.testing.assert_array_equal(loaded.score(first), a)  # same model: the cache serves
+    b = loaded.score(second)
+    want = np.array([[r[d] for d in ("VQ", "MQ", "TA")] for r in second(videos, prompts)])
+    np.testing.assert_allclose(b, want, rtol=1e-6, atol=1e-6)
+    assert not np.allclose(a, b)
+    assert loaded.score(OracleJudge()).shape == (2, 3)

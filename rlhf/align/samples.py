@@ -23,6 +23,9 @@ class SampleSet:
     videos: np.ndarray
     source: dict  # generator, adapter, sampler settings
     scores: dict = field(default_factory=dict)  # judge name -> (n, 3) VQ/MQ/TA
+    # judge name -> the judge's key (which model gave the scores): "learned" scores of one reward model are never
+    # read back as another's after the shipped or configured reward changed
+    score_keys: dict = field(default_factory=dict)
 
     @classmethod
     def draw(cls, gen, prompts: list[str], seeds: list[int], sampler, source: dict, progress=None) -> "SampleSet":
@@ -42,8 +45,11 @@ class SampleSet:
     def score(self, judge) -> np.ndarray:
         from rlhf.eval.judges import as_matrix
 
-        if judge.name not in self.scores:
+        key = getattr(judge, "key", judge.name)
+        if judge.name not in self.scores or self.score_keys.get(judge.name, "oracle" if judge.name == "oracle" else
+                                                                  None) != key:
             self.scores[judge.name] = as_matrix(judge(self.videos, self.prompts))
+            self.score_keys[judge.name] = key
         return self.scores[judge.name]
 
     def matches(self, prompts: list[str], seeds: list[int], source: dict) -> bool:
@@ -54,14 +60,14 @@ class SampleSet:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
         torch.save({"prompts": self.prompts, "seeds": self.seeds, "latents": self.latents, "videos": self.videos,
-                    "source": self.source, "scores": self.scores}, tmp)
+                    "source": self.source, "scores": self.scores, "score_keys": self.score_keys}, tmp)
         os.replace(tmp, path)
         return path
 
     @classmethod
     def load(cls, path: str | Path) -> "SampleSet":
         d = torch.load(path, weights_only=False)
-        return cls(d["prompts"], d["seeds"], d["latents"], d["videos"], d["source"], d["scores"])
+        return cls(d["prompts"], d["seeds"], d["latents"], d["videos"], d["source"], d["scores"], d.get("score_keys", {}))
 
 
 def cached_draw(path: str | Path | None, gen, prompts: list[str], seeds: list[int], sampler, source: dict,

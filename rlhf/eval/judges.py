@@ -11,6 +11,9 @@ training distribution apply to generated clips exactly as to the labelled ones.
 
 from __future__ import annotations
 
+import hashlib
+import json
+
 import numpy as np
 
 TIE_MARGINS = {"oracle": 0.01, "learned": 0.05}  # |difference| at or under this is a tie (score units)
@@ -41,6 +44,20 @@ class LearnedJudge:
 
         self.model = VideoReward.default() if checkpoint == "default" else VideoReward.from_checkpoint(checkpoint)
         self.batch = batch
+        self._key = None
+
+    @property
+    def key(self) -> str:
+        """Which model scores: a hash of its weights and normalisation (cached scores are keyed by it)."""
+        if self._key is None:
+            import torch
+
+            h = hashlib.sha256(json.dumps(self.model.info.norm, sort_keys=True).encode())
+            for name, t in sorted(self.model.model.state_dict().items()):
+                h.update(name.encode())
+                h.update(t.detach().reshape(-1).contiguous().cpu().view(torch.uint8).numpy().tobytes())
+            self._key = "learned:" + h.hexdigest()[:16]
+        return self._key
 
     def __call__(self, videos, prompts: list[str]) -> list[dict[str, float]]:
         out, stored = [], as_stored(videos)
