@@ -143,7 +143,9 @@ def main(argv: list[str] | None = None) -> int:
             e.base_cache = str(run_dir / "eval_base.pt")
             ev = evaluate(e, [oracle] + ([learned] if learned else []))
             (Path(a.out) / "eval.json").write_text(json.dumps(ev, indent=2))
-            rows.append({"algo": algo, "train": train, "eval": ev, "row_seconds": time.time() - r0})
+            # a re-evaluated row's total counts its training (done before) and this evaluation
+            again = train["seconds"] if cfg.reevaluate and same and done[0].is_file() else 0.0
+            rows.append({"algo": algo, "train": train, "eval": ev, "row_seconds": time.time() - r0 + again})
             (Path(a.out) / "row.json").write_text(json.dumps(rows[-1], indent=2))
             print(f"[{w.label}] {ROW_NAMES[algo]}: oracle {ev['oracle']['win_rate']}", flush=True)
         tables.append({"weights": w.label, "rows": rows})
