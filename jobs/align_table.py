@@ -132,7 +132,8 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append(json.loads(done[2].read_text()))
                 print(f"[{w.label}] {ROW_NAMES[algo]}: reused from {a.out}", flush=True)
                 continue
-            if cfg.reevaluate and same and done[0].is_file():
+            reevaluated = cfg.reevaluate and same and done[0].is_file()
+            if reevaluated:
                 train = json.loads(done[0].read_text())
                 print(f"[{w.label}] {ROW_NAMES[algo]}: evaluating the adapter in {a.out} again", flush=True)
             else:
@@ -144,8 +145,8 @@ def main(argv: list[str] | None = None) -> int:
             ev = evaluate(e, [oracle] + ([learned] if learned else []))
             (Path(a.out) / "eval.json").write_text(json.dumps(ev, indent=2))
             # a re-evaluated row's total counts its training (done before) and this evaluation
-            again = train["seconds"] if cfg.reevaluate and same and done[0].is_file() else 0.0
-            rows.append({"algo": algo, "train": train, "eval": ev, "row_seconds": time.time() - r0 + again})
+            rows.append({"algo": algo, "train": train, "eval": ev,
+                         "row_seconds": time.time() - r0 + (train["seconds"] if reevaluated else 0.0)})
             (Path(a.out) / "row.json").write_text(json.dumps(rows[-1], indent=2))
             print(f"[{w.label}] {ROW_NAMES[algo]}: oracle {ev['oracle']['win_rate']}", flush=True)
         tables.append({"weights": w.label, "rows": rows})

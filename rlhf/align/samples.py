@@ -45,11 +45,9 @@ class SampleSet:
     def score(self, judge) -> np.ndarray:
         from rlhf.eval.judges import as_matrix
 
-        key = getattr(judge, "key", judge.name)
-        if judge.name not in self.scores or self.score_keys.get(judge.name, "oracle" if judge.name == "oracle" else
-                                                                  None) != key:
+        if self.score_keys.get(judge.name) != judge.key:
             self.scores[judge.name] = as_matrix(judge(self.videos, self.prompts))
-            self.score_keys[judge.name] = key
+            self.score_keys[judge.name] = judge.key
         return self.scores[judge.name]
 
     def matches(self, prompts: list[str], seeds: list[int], source: dict) -> bool:
@@ -67,7 +65,9 @@ class SampleSet:
     @classmethod
     def load(cls, path: str | Path) -> "SampleSet":
         d = torch.load(path, weights_only=False)
-        return cls(d["prompts"], d["seeds"], d["latents"], d["videos"], d["source"], d["scores"], d.get("score_keys", {}))
+        # a set saved before scores were keyed: its oracle scores stand (one oracle), any other judge scores again
+        keys = d.get("score_keys", {"oracle": "oracle"} if "oracle" in d["scores"] else {})
+        return cls(d["prompts"], d["seeds"], d["latents"], d["videos"], d["source"], d["scores"], keys)
 
 
 def cached_draw(path: str | Path | None, gen, prompts: list[str], seeds: list[int], sampler, source: dict,

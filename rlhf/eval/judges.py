@@ -28,7 +28,7 @@ def as_stored(videos) -> list[np.ndarray]:
 
 
 class OracleJudge:
-    name = "oracle"
+    name = key = "oracle"  # key: which model scores (one oracle)
 
     def __call__(self, videos, prompts: list[str]) -> list[dict[str, float]]:
         from rlhf.synthetic.oracle import score
