@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER := 0
 
-.PHONY: setup run test world clean
+.PHONY: setup run test lint world clean
 
 setup:
 	@bash scripts/setup.sh
@@ -13,6 +13,9 @@ run: setup
 
 test: setup
 	$(PY) -m pytest -q tests
+
+lint: setup
+	.venv/bin/ruff check . && .venv/bin/ruff format --check .
 
 world: setup
 	$(PY) jobs/world_report.py

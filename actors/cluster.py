@@ -62,8 +62,11 @@ class Cluster:
         """Each node's Prometheus endpoint (``ray.nodes()``' MetricsExportPort)."""
         import ray
 
-        return [f"http://{n['NodeManagerAddress']}:{n['MetricsExportPort']}/metrics"
-                for n in ray.nodes() if n.get("Alive") and n.get("MetricsExportPort")]
+        return [
+            f"http://{n['NodeManagerAddress']}:{n['MetricsExportPort']}/metrics"
+            for n in ray.nodes()
+            if n.get("Alive") and n.get("MetricsExportPort")
+        ]
 
     def stop(self, grace_s: float = 10.0) -> None:
         """``ray.shutdown()`` (nothing for a session this process held before ``connect``); for a cluster this
@@ -89,15 +92,23 @@ class Cluster:
 def hub_env(cache: str = "") -> dict[str, str]:
     """Environment variables every worker of the job needs to find hub checkpoints as the driver does: the
     Hugging Face cache (``cache``, e.g. a shared mount) and the offline switch when the driver has it."""
-    env = {k: os.environ[k] for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HUB_CACHE", "HF_HOME")
-           if os.environ.get(k)}
+    env = {
+        k: os.environ[k]
+        for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HUB_CACHE", "HF_HOME")
+        if os.environ.get(k)
+    }
     if cache:
         env["HF_HUB_CACHE"] = str(cache)
     return env
 
 
-def connect(address: str = "", num_cpus: int = 0, dashboard: bool = True, log_to_driver: bool = True,
-            env_vars: dict[str, str] | None = None) -> Cluster:
+def connect(
+    address: str = "",
+    num_cpus: int = 0,
+    dashboard: bool = True,
+    log_to_driver: bool = True,
+    env_vars: dict[str, str] | None = None,
+) -> Cluster:
     """Join ``address`` (or ``RAY_ADDRESS``, which ``ray job submit`` sets) or start a local cluster with
     ``num_cpus`` logical CPUs on 127.0.0.1. A Ray session this process already holds is used as it is.
     ``env_vars`` go to every task and actor of the job (the job-level runtime environment, merged with what
@@ -113,22 +124,35 @@ def connect(address: str = "", num_cpus: int = 0, dashboard: bool = True, log_to
         import ray
 
         ctx = ray.init(address=address, log_to_driver=log_to_driver, runtime_env=runtime_env)
-        return Cluster(started=False, address=ctx.address_info.get("gcs_address", address),
-                       dashboard_url=_url(ctx.dashboard_url))
+        return Cluster(
+            started=False, address=ctx.address_info.get("gcs_address", address), dashboard_url=_url(ctx.dashboard_url)
+        )
     if "ray" in sys.modules and os.environ.get(LOOPBACK_VAR) != "0":
-        raise RuntimeError(f"Ray was imported before {LOOPBACK_VAR}=0 was set, so a local cluster would bind this "
-                           f"machine's routable address: export {LOOPBACK_VAR}=0 before starting Python (or before "
-                           "importing ray), or join a running cluster with ray_address=...")
+        raise RuntimeError(
+            f"Ray was imported before {LOOPBACK_VAR}=0 was set, so a local cluster would bind this "
+            f"machine's routable address: export {LOOPBACK_VAR}=0 before starting Python (or before "
+            "importing ray), or join a running cluster with ray_address=..."
+        )
     os.environ[LOOPBACK_VAR] = "0"  # read by `import ray` below and by every process the cluster starts
     import psutil
     import ray
 
     before = {p.pid for p in psutil.Process().children(recursive=True)}
-    ctx = ray.init(address="local", num_cpus=num_cpus or None, include_dashboard=dashboard,
-                   dashboard_host="127.0.0.1", log_to_driver=log_to_driver, runtime_env=runtime_env)
+    ctx = ray.init(
+        address="local",
+        num_cpus=num_cpus or None,
+        include_dashboard=dashboard,
+        dashboard_host="127.0.0.1",
+        log_to_driver=log_to_driver,
+        runtime_env=runtime_env,
+    )
     procs = [p for p in psutil.Process().children(recursive=True) if p.pid not in before]
-    return Cluster(started=True, address=ctx.address_info.get("gcs_address", ""), dashboard_url=_url(ctx.dashboard_url),
-                   processes=procs)
+    return Cluster(
+        started=True,
+        address=ctx.address_info.get("gcs_address", ""),
+        dashboard_url=_url(ctx.dashboard_url),
+        processes=procs,
+    )
 
 
 def _url(u: str | None) -> str:
@@ -182,19 +206,29 @@ def fit_message(roles: list[Role], nodes: list[dict[str, float]], short: dict[st
         for k, v in r.total().items():
             total[k] = total.get(k, 0.0) + v
     lines = ["the cluster cannot hold this job's roles:"]
-    lines += [f"  {r.name:<{width}}  {r.count} x {{{_fmt(r.bundle)}}}" + (f"   (shrink: {r.knobs})" if r.knobs else "")
-              for r in roles if r.count]
-    has = ", ".join(f"{k} {offered.get(k, 0.0) / (2**30 if k == 'memory' else 1):g}{' GiB' if k == 'memory' else ''}"
-                    for k in sorted(total))  # of what the roles ask for, zeros included
-    lines.append(f"  needed in all: {_fmt(total)}; the cluster offers {has} on {len(nodes)} node(s); "
-                 f"short: {', '.join(f'{k} {v:g}' for k, v in short.items())}")
-    lines.append("Give the cluster more (a local head may declare more logical CPUs than it has cores: "
-                 "ray start --head --num-cpus N), or shrink the roles with the settings named above.")
+    lines += [
+        f"  {r.name:<{width}}  {r.count} x {{{_fmt(r.bundle)}}}" + (f"   (shrink: {r.knobs})" if r.knobs else "")
+        for r in roles
+        if r.count
+    ]
+    has = ", ".join(
+        f"{k} {offered.get(k, 0.0) / (2**30 if k == 'memory' else 1):g}{' GiB' if k == 'memory' else ''}"
+        for k in sorted(total)
+    )  # of what the roles ask for, zeros included
+    lines.append(
+        f"  needed in all: {_fmt(total)}; the cluster offers {has} on {len(nodes)} node(s); "
+        f"short: {', '.join(f'{k} {v:g}' for k, v in short.items())}"
+    )
+    lines.append(
+        "Give the cluster more (a local head may declare more logical CPUs than it has cores: "
+        "ray start --head --num-cpus N), or shrink the roles with the settings named above."
+    )
     return "\n".join(lines)
 
 
-def check_fit(roles: list[Role], autoscaling: bool = False, wait_s: float = 600.0, poll_s: float = 5.0,
-              log=print) -> None:
+def check_fit(
+    roles: list[Role], autoscaling: bool = False, wait_s: float = 600.0, poll_s: float = 5.0, log=print
+) -> None:
     """Return when every role fits on the cluster's alive nodes. Otherwise: without an autoscaler raise
     :class:`FitError` at once; with one, ask it for the bundles (``ray.autoscaler.sdk.request_resources``),
     say so, and raise after ``wait_s`` seconds."""
@@ -207,8 +241,10 @@ def check_fit(roles: list[Role], autoscaling: bool = False, wait_s: float = 600.
     from ray.autoscaler.sdk import request_resources
 
     request_resources(bundles=[{k: v for k, v in r.bundle.items() if v} for r in roles for _ in range(r.count)])
-    log(f"waiting up to {wait_s:.0f} s for the autoscaler to add nodes; short of "
-        f"{', '.join(f'{k} {v:g}' for k, v in short.items())}")
+    log(
+        f"waiting up to {wait_s:.0f} s for the autoscaler to add nodes; short of "
+        f"{', '.join(f'{k} {v:g}' for k, v in short.items())}"
+    )
     deadline = time.time() + wait_s
     while time.time() < deadline:
         time.sleep(poll_s)
@@ -220,5 +256,14 @@ def check_fit(roles: list[Role], autoscaling: bool = False, wait_s: float = 600.
     raise FitError(f"gave up after {wait_s:.0f} s waiting for the autoscaler; " + fit_message(roles, nodes, short))
 
 
-__all__ = ["Cluster", "FitError", "Role", "check_fit", "connect", "fit_message", "hub_env", "local_cpus",
-           "placement_problem"]
+__all__ = [
+    "Cluster",
+    "FitError",
+    "Role",
+    "check_fit",
+    "connect",
+    "fit_message",
+    "hub_env",
+    "local_cpus",
+    "placement_problem",
+]

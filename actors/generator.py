@@ -94,8 +94,13 @@ def policy_generator(cfg: GeneratorActorConfig):
 
     from rlhf.generator.model import DEFAULT_GENERATOR, load_generator
 
-    gen = load_generator(cfg.generator or DEFAULT_GENERATOR, device=cfg.device, text_tokens=cfg.text_tokens,
-                         video_shape=tuple(cfg.video_shape), fps=cfg.fps)
+    gen = load_generator(
+        cfg.generator or DEFAULT_GENERATOR,
+        device=cfg.device,
+        text_tokens=cfg.text_tokens,
+        video_shape=tuple(cfg.video_shape),
+        fps=cfg.fps,
+    )
     if cfg.init_adapter:
         gen.load_lora(cfg.init_adapter)
     else:
@@ -161,8 +166,9 @@ class GeneratorActor:
         from serve.reward_service import RewardClient
 
         if self.client is None:
-            self.client = RewardClient(self.cfg.reward_app, timeout_s=self.cfg.reward_timeout_s,
-                                       retries=self.cfg.reward_retries)
+            self.client = RewardClient(
+                self.cfg.reward_app, timeout_s=self.cfg.reward_timeout_s, retries=self.cfg.reward_retries
+            )
         out = self.client.score(mp4s, prompts)
         self.replica_pids = sorted({o.get("replica_pid", -1) for o in out})
         self.reward_versions = [int(o.get("reward_version", 0)) for o in out]
@@ -179,13 +185,11 @@ class GeneratorActor:
         """Sample one clip per (prompt, seed) with policy ``version``; score; return (meta, arrow table,
         packed prompt embeddings)."""
         import pyarrow as pa
+        import torch
         from ray.data.extensions import ArrowTensorArray
 
-        import torch
-
-        from rlhf.generator.sampler import sample
-
         from actors.status import show
+        from rlhf.generator.sampler import sample
 
         show("GeneratorActor.rollout", f"sampling iteration {iteration}, v{version}")
         sync_s = self._use(version)
@@ -203,22 +207,40 @@ class GeneratorActor:
         t2 = time.time()
         oracle = _oracle_scores(mp4s, prompts) if self.cfg.oracle else np.full((len(prompts), 3), np.nan)
         n = len(prompts)
-        table = pa.table({
-            "prompt": prompts, "seed": np.asarray(seeds, np.int64), "iteration": np.full(n, iteration, np.int64),
-            "policy_version": np.full(n, version, np.int64), "actor": np.full(n, self.index, np.int64),
-            **{f"r_{d}": reward[:, i] for i, d in enumerate(("VQ", "MQ", "TA"))},
-            **{f"raw_{d}": raw[:, i] for i, d in enumerate(("VQ", "MQ", "TA"))},
-            **{f"oracle_{d}": oracle[:, i] for i, d in enumerate(("VQ", "MQ", "TA"))},
-            "reward_version": np.asarray(self.reward_versions, np.int64),  # the reward model that scored each clip
-            "latent": ArrowTensorArray.from_numpy(batch.latents.numpy().astype(np.float32)),
-            "mp4": pa.array(mp4s, pa.binary()),
-        })
-        meta = {"actor": self.index, "pid": self.pid, "restarted": self.restarted, "n": n, "policy_version": version,
-                "iteration": iteration, "generate_s": t1 - t0, "reward_wait_s": t2 - t1, "oracle_s": time.time() - t2,
-                "weight_sync_s": sync_s, "weights_sha256": self.weights_sha, "seeds": [int(x) for x in seeds],
-                "reward_retries": retried, "reward_replica_pids": self.replica_pids,
-                "reward_versions": sorted(set(self.reward_versions)),
-                "reward": reward.mean(0).tolist(), "oracle": oracle.mean(0).tolist()}
+        table = pa.table(
+            {
+                "prompt": prompts,
+                "seed": np.asarray(seeds, np.int64),
+                "iteration": np.full(n, iteration, np.int64),
+                "policy_version": np.full(n, version, np.int64),
+                "actor": np.full(n, self.index, np.int64),
+                **{f"r_{d}": reward[:, i] for i, d in enumerate(("VQ", "MQ", "TA"))},
+                **{f"raw_{d}": raw[:, i] for i, d in enumerate(("VQ", "MQ", "TA"))},
+                **{f"oracle_{d}": oracle[:, i] for i, d in enumerate(("VQ", "MQ", "TA"))},
+                "reward_version": np.asarray(self.reward_versions, np.int64),  # the reward model that scored each clip
+                "latent": ArrowTensorArray.from_numpy(batch.latents.numpy().astype(np.float32)),
+                "mp4": pa.array(mp4s, pa.binary()),
+            }
+        )
+        meta = {
+            "actor": self.index,
+            "pid": self.pid,
+            "restarted": self.restarted,
+            "n": n,
+            "policy_version": version,
+            "iteration": iteration,
+            "generate_s": t1 - t0,
+            "reward_wait_s": t2 - t1,
+            "oracle_s": time.time() - t2,
+            "weight_sync_s": sync_s,
+            "weights_sha256": self.weights_sha,
+            "seeds": [int(x) for x in seeds],
+            "reward_retries": retried,
+            "reward_replica_pids": self.replica_pids,
+            "reward_versions": sorted(set(self.reward_versions)),
+            "reward": reward.mean(0).tolist(),
+            "oracle": oracle.mean(0).tolist(),
+        }
         return meta, table, text
 
     def evaluate(self, prompts: list[str], seeds: list[int], version: int, score_reward: bool = True) -> dict:
@@ -237,11 +259,26 @@ class GeneratorActor:
         return out
 
 
-def start_generators(n: int, cfg: GeneratorActorConfig, store_name: str, num_cpus: float = 1, num_gpus: float = 0,
-                     max_restarts: int = 3, resources: dict | None = None) -> list:
+def start_generators(
+    n: int,
+    cfg: GeneratorActorConfig,
+    store_name: str,
+    num_cpus: float = 1,
+    num_gpus: float = 0,
+    max_restarts: int = 3,
+    resources: dict | None = None,
+) -> list:
     """``n`` generator actors; each restarts up to ``max_restarts`` times and retries the call it died in."""
     import ray
 
     cls = ray.remote(GeneratorActor)
-    return [cls.options(num_cpus=num_cpus, num_gpus=num_gpus, resources=dict(resources or {}),
-                        max_restarts=max_restarts, max_task_retries=max_restarts).remote(asdict(cfg), i, store_name) for i in range(n)]
+    return [
+        cls.options(
+            num_cpus=num_cpus,
+            num_gpus=num_gpus,
+            resources=dict(resources or {}),
+            max_restarts=max_restarts,
+            max_task_retries=max_restarts,
+        ).remote(asdict(cfg), i, store_name)
+        for i in range(n)
+    ]

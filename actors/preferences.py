@@ -57,11 +57,16 @@ def group_pairs(batch: dict, cfg: PairConfig, seed: int, iteration: int) -> dict
         "prompt": np.array([batch["prompt"][0]] * n, dtype=object),
         "latent_w": lat[w] if n else np.zeros((0, *lat.shape[1:]), np.float32),
         "latent_l": lat[lo] if n else np.zeros((0, *lat.shape[1:]), np.float32),
-        "seed_w": batch["seed"][w], "seed_l": batch["seed"][lo],
-        "reward_w": r[w], "reward_l": r[lo],
-        "version_w": batch["policy_version"][w], "version_l": batch["policy_version"][lo],
-        "group_size": np.full(n, len(r), np.int64), "group_mean": np.full(n, r.mean()),
-        "group_std": np.full(n, r.std()), "group_gap": np.full(n, r.max() - r.min()),
+        "seed_w": batch["seed"][w],
+        "seed_l": batch["seed"][lo],
+        "reward_w": r[w],
+        "reward_l": r[lo],
+        "version_w": batch["policy_version"][w],
+        "version_l": batch["policy_version"][lo],
+        "group_size": np.full(n, len(r), np.int64),
+        "group_mean": np.full(n, r.mean()),
+        "group_std": np.full(n, r.std()),
+        "group_gap": np.full(n, r.max() - r.min()),
         "order": _order_key(seed, iteration, batch["seed"][w], batch["seed"][lo]),
     }
 
@@ -71,10 +76,15 @@ def group_weighted(batch: dict, cfg: PairConfig, seed: int, iteration: int) -> d
     r = _weighted(batch, cfg)
     n = len(r)
     return {
-        "prompt": np.asarray(batch["prompt"], dtype=object), "latent": batch["latent"], "seed": batch["seed"],
-        "reward": r, "advantage": (r - r.mean()) / max(float(r.std()), 1e-6),
-        "version": batch["policy_version"], "group_size": np.full(n, n, np.int64),
-        "group_mean": np.full(n, r.mean()), "group_std": np.full(n, r.std()),
+        "prompt": np.asarray(batch["prompt"], dtype=object),
+        "latent": batch["latent"],
+        "seed": batch["seed"],
+        "reward": r,
+        "advantage": (r - r.mean()) / max(float(r.std()), 1e-6),
+        "version": batch["policy_version"],
+        "group_size": np.full(n, n, np.int64),
+        "group_mean": np.full(n, r.mean()),
+        "group_std": np.full(n, r.std()),
         "group_gap": np.full(n, r.max() - r.min()),
         "order": _order_key(seed, iteration, batch["seed"], batch["seed"]),
     }
@@ -102,8 +112,12 @@ def preference_dataset(table_refs: list, cfg: PairConfig, algo: str, seed: int, 
     import ray.data
 
     ds = ray.data.from_arrow_refs(list(table_refs))
-    ds = ds.map_batches(block_rows, batch_size=None, batch_format="numpy",
-                        fn_kwargs={"cfg": cfg, "algo": algo, "seed": seed, "iteration": iteration})
+    ds = ds.map_batches(
+        block_rows,
+        batch_size=None,
+        batch_format="numpy",
+        fn_kwargs={"cfg": cfg, "algo": algo, "seed": seed, "iteration": iteration},
+    )
     return ds.materialize()
 
 
@@ -111,16 +125,26 @@ def stats_of(ds, samples: int, groups: int) -> PreferenceStats:
     """Statistics of a materialised preference dataset (small columns only; no latents to the driver)."""
     import hashlib
 
-    cols = ds.select_columns(["prompt", "group_std", "group_gap", "order",
-                              *(["seed_w", "seed_l", "reward_w", "reward_l"] if "seed_w" in ds.columns()
-                                else ["seed", "reward"])]).to_pandas()
+    cols = ds.select_columns(
+        [
+            "prompt",
+            "group_std",
+            "group_gap",
+            "order",
+            *(["seed_w", "seed_l", "reward_w", "reward_l"] if "seed_w" in ds.columns() else ["seed", "reward"]),
+        ]
+    ).to_pandas()
     per_group = cols.drop_duplicates("prompt")
     ident = cols.sort_values("order", kind="stable").drop(columns=["prompt", "group_std", "group_gap"])
-    return PreferenceStats(samples=samples, groups=groups, rows=len(cols),
-                           mean_group_std=float(per_group["group_std"].mean()) if len(per_group) else 0.0,
-                           mean_group_gap=float(per_group["group_gap"].mean()) if len(per_group) else 0.0,
-                           tie_groups=groups - len(per_group),
-                           digest=hashlib.sha256(ident.to_numpy(dtype=np.float64).tobytes()).hexdigest())
+    return PreferenceStats(
+        samples=samples,
+        groups=groups,
+        rows=len(cols),
+        mean_group_std=float(per_group["group_std"].mean()) if len(per_group) else 0.0,
+        mean_group_gap=float(per_group["group_gap"].mean()) if len(per_group) else 0.0,
+        tie_groups=groups - len(per_group),
+        digest=hashlib.sha256(ident.to_numpy(dtype=np.float64).tobytes()).hexdigest(),
+    )
 
 
 def shuffled(rows: dict) -> dict:
@@ -134,11 +158,25 @@ def to_tensors(rows: dict, algo: str) -> dict:
     import torch
 
     if algo.startswith("dpo"):
-        return {"prompt": list(rows["prompt"]), "x_w": torch.as_tensor(np.asarray(rows["latent_w"], np.float32)),
-                "x_l": torch.as_tensor(np.asarray(rows["latent_l"], np.float32))}
-    return {"prompt": list(rows["prompt"]), "x0": torch.as_tensor(np.asarray(rows["latent"], np.float32)),
-            "reward": torch.as_tensor(np.asarray(rows["advantage"], np.float32))}
+        return {
+            "prompt": list(rows["prompt"]),
+            "x_w": torch.as_tensor(np.asarray(rows["latent_w"], np.float32)),
+            "x_l": torch.as_tensor(np.asarray(rows["latent_l"], np.float32)),
+        }
+    return {
+        "prompt": list(rows["prompt"]),
+        "x0": torch.as_tensor(np.asarray(rows["latent"], np.float32)),
+        "reward": torch.as_tensor(np.asarray(rows["advantage"], np.float32)),
+    }
 
 
-__all__ = ["PreferenceStats", "block_rows", "group_pairs", "group_weighted", "preference_dataset",
-           "shuffled", "stats_of", "to_tensors"]
+__all__ = [
+    "PreferenceStats",
+    "block_rows",
+    "group_pairs",
+    "group_weighted",
+    "preference_dataset",
+    "shuffled",
+    "stats_of",
+    "to_tensors",
+]

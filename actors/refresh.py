@@ -87,7 +87,9 @@ def label_rollouts(table, budget: int, seed: int, iteration: int, policy_version
     oracle = np.array([cols[f"oracle_{d}"] for d in DIMS], dtype=np.float64).T
     served = np.array([cols[f"r_{d}"] for d in DIMS], dtype=np.float64).T
     if not np.isfinite(oracle).all():
-        raise ValueError("reward refresh needs the world's raters (oracle scores of every rollout): world=false has none")
+        raise ValueError(
+            "reward refresh needs the world's raters (oracle scores of every rollout): world=false has none"
+        )
     pairs = choose_pairs(prompts, budget, seed, iteration)
     labels = rater_labels(oracle, pairs, seed=seed * 1_000_003 + iteration)
     (out_dir / "videos").mkdir(parents=True, exist_ok=True)
@@ -103,15 +105,30 @@ def label_rollouts(table, budget: int, seed: int, iteration: int, policy_version
     def scores(i: int) -> dict:
         return {**{d: float(oracle[i, k]) for k, d in enumerate(DIMS)}, "Overall": float(oracle[i].mean())}
 
-    records = [{"id": f"refresh{iteration}-{k:04d}", "prompt": prompts[i], "video_a": f"videos/{i:05d}.mp4",
-                "video_b": f"videos/{j:05d}.mp4", **{d: LABEL_NAMES[int(labels[k, n])] for n, d in enumerate(DIMS)},
-                "Overall": None, "score_a": scores(i), "score_b": scores(j), "split": "train", "source": "refresh",
-                "generator_a": f"policy_v{policy_version}", "generator_b": f"policy_v{policy_version}",
-                "seed_a": int(cols["seed"][i]), "seed_b": int(cols["seed"][j]),
-                # what the served reward said of each clip in the rollout (normalised), and which version said it
-                "served_a": served_scores(i), "served_b": served_scores(j),
-                "reward_version_a": int(versions[i]), "reward_version_b": int(versions[j])}
-               for k, (i, j) in enumerate(pairs)]
+    records = [
+        {
+            "id": f"refresh{iteration}-{k:04d}",
+            "prompt": prompts[i],
+            "video_a": f"videos/{i:05d}.mp4",
+            "video_b": f"videos/{j:05d}.mp4",
+            **{d: LABEL_NAMES[int(labels[k, n])] for n, d in enumerate(DIMS)},
+            "Overall": None,
+            "score_a": scores(i),
+            "score_b": scores(j),
+            "split": "train",
+            "source": "refresh",
+            "generator_a": f"policy_v{policy_version}",
+            "generator_b": f"policy_v{policy_version}",
+            "seed_a": int(cols["seed"][i]),
+            "seed_b": int(cols["seed"][j]),
+            # what the served reward said of each clip in the rollout (normalised), and which version said it
+            "served_a": served_scores(i),
+            "served_b": served_scores(j),
+            "reward_version_a": int(versions[i]),
+            "reward_version_b": int(versions[j]),
+        }
+        for k, (i, j) in enumerate(pairs)
+    ]
     write_preferences(records, out_dir / "prefs.parquet")
     return {"pairs": pairs, "labels": labels, "oracle": oracle, "served": served, "records": records}
 
@@ -136,8 +153,16 @@ def earlier_refreshes(cfg: RefreshConfig, iteration: int, iterations: int) -> li
     return [labels_dir(j) for j in range(iteration) if due(cfg, j, iterations)]
 
 
-def fine_tune(cfg: RefreshConfig, init_from: str, data_dir: Path, out: Path, seed: int, hub_cache: str = "",
-              device=None, replay: list[Path] = ()) -> Path:
+def fine_tune(
+    cfg: RefreshConfig,
+    init_from: str,
+    data_dir: Path,
+    out: Path,
+    seed: int,
+    hub_cache: str = "",
+    device=None,
+    replay: list[Path] = (),
+) -> Path:
     """Fine-tune ``init_from`` on the labelled pairs in ``data_dir`` and the ``replay`` dirs (plus fresh
     rendered pairs) with Ray Train on the connected cluster; returns ``out``, a checkpoint directory the reward
     service loads. The on-policy evaluation is on ``data_dir``'s pairs."""
@@ -145,11 +170,26 @@ def fine_tune(cfg: RefreshConfig, init_from: str, data_dir: Path, out: Path, see
 
     data = ",".join(str(d) for d in [*replay, data_dir])
     job = TrainRewardJob(
-        data="synthetic", generated_data=data, generated_fraction=cfg.generated_fraction,
-        init_from=reward_dir(init_from), eval_data=str(data_dir), eval_split="train", eval_pairs=cfg.pairs,
-        out=str(out), max_steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, lr_schedule="constant",
-        warmup_steps=0, caption_weight=cfg.caption_weight, checkpoint_every=0, num_workers=cfg.workers, seed=seed,
-        hub_cache=hub_cache, norm_pairs=64)
+        data="synthetic",
+        generated_data=data,
+        generated_fraction=cfg.generated_fraction,
+        init_from=reward_dir(init_from),
+        eval_data=str(data_dir),
+        eval_split="train",
+        eval_pairs=cfg.pairs,
+        out=str(out),
+        max_steps=cfg.steps,
+        batch_size=cfg.batch_size,
+        lr=cfg.lr,
+        lr_schedule="constant",
+        warmup_steps=0,
+        caption_weight=cfg.caption_weight,
+        checkpoint_every=0,
+        num_workers=cfg.workers,
+        seed=seed,
+        hub_cache=hub_cache,
+        norm_pairs=64,
+    )
     if device is not None:  # the trainer role's device and precision
         job = dataclasses.replace(job, device=device)
     job, cfg_file = prepare(job)
@@ -175,12 +215,17 @@ def wait_running(app_name: str, timeout_s: float = 300.0) -> None:
     deadline = time.time() + timeout_s
     while time.time() < deadline:
         app = serve.status().applications.get(app_name)
-        if app is not None and str(app.status).endswith("RUNNING") and all(
-                str(d.status).endswith("HEALTHY") for d in app.deployments.values()):
+        if (
+            app is not None
+            and str(app.status).endswith("RUNNING")
+            and all(str(d.status).endswith("HEALTHY") for d in app.deployments.values())
+        ):
             return
         time.sleep(0.5)
-    raise TimeoutError(f"reward app {app_name!r} did not finish rolling to the refreshed model in {timeout_s:.0f} s; "
-                       "see `serve status`")
+    raise TimeoutError(
+        f"reward app {app_name!r} did not finish rolling to the refreshed model in {timeout_s:.0f} s; "
+        "see `serve status`"
+    )
 
 
 def state_of(model: str, version: int, labels_spent: int) -> dict:
@@ -189,7 +234,9 @@ def state_of(model: str, version: int, labels_spent: int) -> dict:
 
 def summary_line(rec: dict) -> str:
     acc = rec["onpolicy_before"]
-    return (f"reward refresh -> v{rec['version']}: {rec['pairs']} pairs labelled ({rec['labels_spent']} so far); "
-            "on-policy accuracy before it w/o ties " + ", ".join(
-                f"{d} {100 * acc[d]['without_ties']:.1f}%" for d in DIMS)
-            + f"; fine-tune {rec['train_s']:.0f} s, roll {rec['roll_s']:.0f} s")
+    return (
+        f"reward refresh -> v{rec['version']}: {rec['pairs']} pairs labelled ({rec['labels_spent']} so far); "
+        "on-policy accuracy before it w/o ties "
+        + ", ".join(f"{d} {100 * acc[d]['without_ties']:.1f}%" for d in DIMS)
+        + f"; fine-tune {rec['train_s']:.0f} s, roll {rec['roll_s']:.0f} s"
+    )

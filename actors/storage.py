@@ -29,8 +29,10 @@ def _split(uri: str):
     try:
         return pafs.FileSystem.from_uri(uri)
     except (ValueError, OSError) as e:  # pyarrow's ArrowInvalid is a ValueError
-        raise StorageError(f"storage {uri!r} is not a path or a URI pyarrow can open ({e}); give a directory "
-                           "every node mounts (e.g. /mnt/shared/run) or s3://bucket/prefix") from None
+        raise StorageError(
+            f"storage {uri!r} is not a path or a URI pyarrow can open ({e}); give a directory "
+            "every node mounts (e.g. /mnt/shared/run) or s3://bucket/prefix"
+        ) from None
 
 
 class RunStorage:
@@ -84,18 +86,28 @@ class RunStorage:
 
         dest = self.path(rel)
         self.fs.create_dir(dest, recursive=True)
-        pafs.copy_files(str(Path(local_dir).resolve()), dest, source_filesystem=pafs.LocalFileSystem(),
-                        destination_filesystem=self.fs)
+        pafs.copy_files(
+            str(Path(local_dir).resolve()),
+            dest,
+            source_filesystem=pafs.LocalFileSystem(),
+            destination_filesystem=self.fs,
+        )
 
     def download(self, rel: str, local_dir: str | Path) -> Path:
         import pyarrow.fs as pafs
 
         if not self.exists(rel):
-            raise StorageError(f"{self.location(rel)} does not exist: the checkpoint was not written to this storage "
-                               "(every node must see the same storage: a shared mount or a URI)")
+            raise StorageError(
+                f"{self.location(rel)} does not exist: the checkpoint was not written to this storage "
+                "(every node must see the same storage: a shared mount or a URI)"
+            )
         Path(local_dir).mkdir(parents=True, exist_ok=True)
-        pafs.copy_files(self.path(rel), str(Path(local_dir).resolve()), source_filesystem=self.fs,
-                        destination_filesystem=pafs.LocalFileSystem())
+        pafs.copy_files(
+            self.path(rel),
+            str(Path(local_dir).resolve()),
+            source_filesystem=self.fs,
+            destination_filesystem=pafs.LocalFileSystem(),
+        )
         return Path(local_dir)
 
     def delete(self, rel: str) -> None:

@@ -30,7 +30,6 @@ import logging
 import threading
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import numpy as np
 
@@ -116,7 +115,7 @@ class TrainerCoordinator:
         ev = self.done.setdefault(key, asyncio.Event())
         try:
             await asyncio.wait_for(ev.wait(), timeout_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return None
         return self.results.pop(key)
 
@@ -165,8 +164,11 @@ def trainer_loop(config: dict) -> None:
     params = gen.lora_parameters()
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
     engine, _, _, _ = deepspeed.initialize(
-        model=gen, optimizer=opt, model_parameters=params,
-        config=deepspeed_config(cfg.micro_batch, cfg.zero_stage, cfg.device.precision == "bf16", cfg.grad_clip))
+        model=gen,
+        optimizer=opt,
+        model_parameters=params,
+        config=deepspeed_config(cfg.micro_batch, cfg.zero_stage, cfg.device.precision == "bf16", cfg.grad_clip),
+    )
     coord = ray.get_actor(config["coordinator"])
     sync = ObjectStoreSync(config["store"])
     from actors.storage import RunStorage
@@ -185,8 +187,16 @@ def trainer_loop(config: dict) -> None:
         if task["kind"] == "stop":
             break
         if task["kind"] == "state":  # LoRA of the current policy and its LoraConfig (the final adapter, tests)
-            ray.get(coord.report.remote(rank, task["key"], {"state": gen.lora_state() if rank == 0 else None,
-                                                            "config": gen.lora_kwargs() if rank == 0 else None}))
+            ray.get(
+                coord.report.remote(
+                    rank,
+                    task["key"],
+                    {
+                        "state": gen.lora_state() if rank == 0 else None,
+                        "config": gen.lora_kwargs() if rank == 0 else None,
+                    },
+                )
+            )
             continue
         result = _train_iteration(engine, gen, cfg, task, rank, world)
         if rank == 0 and task.get("version") is not None:
@@ -213,8 +223,9 @@ def worker_generator(cfg: TrainerConfig, device: DeviceConfig):
 
     from rlhf.generator.model import DEFAULT_GENERATOR, load_generator
 
-    gen = load_generator(cfg.generator or DEFAULT_GENERATOR, device=device, video_shape=tuple(cfg.video_shape),
-                         text_encoder=False)
+    gen = load_generator(
+        cfg.generator or DEFAULT_GENERATOR, device=device, video_shape=tuple(cfg.video_shape), text_encoder=False
+    )
     if cfg.init_adapter:
         gen.load_lora(cfg.init_adapter, reference=cfg.algo.pairwise)  # only Flow-DPO has a reference
     else:
@@ -263,8 +274,10 @@ def _train_iteration(engine, gen, cfg: TrainerConfig, task: dict, rank: int, wor
     emb = _text_of(task) if n else {}
     missing = sorted(set(data["prompt"]) - set(emb)) if n else []
     if missing:
-        raise TrainerError(f"no prompt embedding shipped for {len(missing)} prompt(s) of iteration "
-                           f"{task['iteration']} (e.g. {missing[0]!r}): the rollouts' text refs must come with the task")
+        raise TrainerError(
+            f"no prompt embedding shipped for {len(missing)} prompt(s) of iteration "
+            f"{task['iteration']} (e.g. {missing[0]!r}): the rollouts' text refs must come with the task"
+        )
     order, pos = np.arange(max(n, 1)), 0  # rows come in the seeded order of the preference pipeline
     sums = torch.zeros(4, dtype=torch.float64)  # loss, implicit accuracy, steps with data, rows seen
     losses = []
@@ -289,17 +302,29 @@ def _train_iteration(engine, gen, cfg: TrainerConfig, task: dict, rank: int, wor
     torch.distributed.all_reduce(sums)
     sums = sums.cpu()
     steps = max(float(sums[2]), 1.0)
-    return {"loss": float(sums[0]) / steps,
-            "implicit_accuracy": float(sums[1]) / steps if cfg.algo.pairwise else None,
-            "rows_seen": int(sums[3]), "steps": task["steps"], "first_loss": losses[0] if losses else None,
-            "train_s": time.time() - t0, "rows": n}
+    return {
+        "loss": float(sums[0]) / steps,
+        "implicit_accuracy": float(sums[1]) / steps if cfg.algo.pairwise else None,
+        "rows_seen": int(sums[3]),
+        "steps": task["steps"],
+        "first_loss": losses[0] if losses else None,
+        "train_s": time.time() - t0,
+        "rows": n,
+    }
 
 
 class TrainerGroup:
     """Starts the Ray Train worker group once (``fit()`` on a thread) and feeds it iterations."""
 
-    def __init__(self, cfg: TrainerConfig, store_name: str, storage: str, resume_dir: str | None = None,
-                 coordinator_name: str = COORDINATOR_NAME, run_name: str = "online_trainer"):
+    def __init__(
+        self,
+        cfg: TrainerConfig,
+        store_name: str,
+        storage: str,
+        resume_dir: str | None = None,
+        coordinator_name: str = COORDINATOR_NAME,
+        run_name: str = "online_trainer",
+    ):
         """``storage``: the run storage (a path every node mounts, or a URI: actors/storage.py), where Ray Train
         keeps its run state and the workers write (and, from ``resume_dir`` under it, read) checkpoints."""
         import ray
@@ -312,15 +337,26 @@ class TrainerGroup:
         self.cfg = cfg
         from actors.weights import on_this_node
 
-        self.coord = ray.remote(num_cpus=0)(TrainerCoordinator).options(
-            name=coordinator_name, scheduling_strategy=on_this_node()).remote(cfg.num_workers)
+        self.coord = (
+            ray.remote(num_cpus=0)(TrainerCoordinator)
+            .options(name=coordinator_name, scheduling_strategy=on_this_node())
+            .remote(cfg.num_workers)
+        )
         self.trainer = TorchTrainer(
             trainer_loop,
-            train_loop_config={"trainer": asdict(cfg), "coordinator": coordinator_name, "store": store_name,
-                               "resume_dir": resume_dir, "storage": storage},
+            train_loop_config={
+                "trainer": asdict(cfg),
+                "coordinator": coordinator_name,
+                "store": store_name,
+                "resume_dir": resume_dir,
+                "storage": storage,
+            },
             torch_config=TorchConfig(backend="nccl" if cfg.device.is_cuda else "gloo"),
-            scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.device.is_cuda,
-                                         resources_per_worker={"CPU": 1, **cfg.resources_per_worker}),
+            scaling_config=ScalingConfig(
+                num_workers=cfg.num_workers,
+                use_gpu=cfg.device.is_cuda,
+                resources_per_worker={"CPU": 1, **cfg.resources_per_worker},
+            ),
             run_config=RunConfig(name=run_name, storage_path=RunStorage(storage).location("ray")),
         )
         self.error: BaseException | None = None
@@ -360,14 +396,32 @@ class TrainerGroup:
         ray.get(self.coord.submit.remote([make_task(r, self._key) for r in range(self.cfg.num_workers)]))
         return self._wait(self._key, timeout_s)
 
-    def train(self, data, iteration: int, steps: int, version: int | None, checkpoint: str | None = None,
-              timeout_s: float = 3600.0, text: list | None = None) -> dict:
+    def train(
+        self,
+        data,
+        iteration: int,
+        steps: int,
+        version: int | None,
+        checkpoint: str | None = None,
+        timeout_s: float = 3600.0,
+        text: list | None = None,
+    ) -> dict:
         """K optimiser steps on ``data`` (a materialised preference dataset) whose prompts' embeddings are in
         ``text`` (object refs of the generator actors' packed embeddings); publishes ``version`` (rank 0);
         returns rank 0's result."""
-        res = self._submit(lambda r, key: {"kind": "train", "key": key, "data": data, "iteration": iteration,
-                                           "steps": steps, "version": version, "checkpoint": checkpoint,
-                                           "text": list(text or [])}, timeout_s)
+        res = self._submit(
+            lambda r, key: {
+                "kind": "train",
+                "key": key,
+                "data": data,
+                "iteration": iteration,
+                "steps": steps,
+                "version": version,
+                "checkpoint": checkpoint,
+                "text": list(text or []),
+            },
+            timeout_s,
+        )
         return res[0]
 
     def lora_state(self, timeout_s: float = 600.0) -> dict:

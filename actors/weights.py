@@ -57,14 +57,16 @@ class WeightStore:
             raise WeightSyncError(f"policy version {version} is not newer than the latest {max(self.blobs)}")
         self.blobs[version] = [ray.put(blob)]  # owned by the store: outlives the publisher
         self.meta[version] = meta
-        for v in sorted(self.blobs)[:-self.keep]:
+        for v in sorted(self.blobs)[: -self.keep]:
             del self.blobs[v], self.meta[v]
         return version
 
     def get(self, version: int) -> tuple[list, dict]:
         if version not in self.blobs:
-            raise WeightSyncError(f"policy version {version} is not in the weight store (it holds "
-                                  f"{sorted(self.blobs)}): a receiver fell more than {self.keep - 1} versions behind")
+            raise WeightSyncError(
+                f"policy version {version} is not in the weight store (it holds "
+                f"{sorted(self.blobs)}): a receiver fell more than {self.keep - 1} versions behind"
+            )
         return self.blobs[version], self.meta[version]
 
     def rollback(self, version: int) -> list[int]:

@@ -29,7 +29,6 @@ from rlhf.generator.model import DEFAULT_GENERATOR  # noqa: E402
 from rlhf.generator.sampler import SamplerConfig  # noqa: E402
 
 
-
 @dataclass
 class AlignOfflineConfig:
     out: str = "runs/align"  # run directory
@@ -41,7 +40,9 @@ class AlignOfflineConfig:
     seed: int = 0  # sample i of the set uses seed + i
     samples: str = ""  # sample-set cache (default: out/samples.pt); rows of a table share one
     threads: int = 2
-    device: DeviceConfig = field(default_factory=DeviceConfig)  # cpu/fp32; cuda/bf16 (+ gradient_checkpointing) on a GPU
+    device: DeviceConfig = field(
+        default_factory=DeviceConfig
+    )  # cpu/fp32; cuda/bf16 (+ gradient_checkpointing) on a GPU
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
@@ -56,23 +57,29 @@ class AlignOfflineConfig:
 
 def training_samples(cfg: AlignOfflineConfig, gen, progress: bool = True):
     """The scored sample set the policy trains on (drawn from ``gen``, the initial policy, or loaded)."""
+    import numpy as np
     from tqdm import tqdm
 
     from rlhf.align.offline import read_prompts
     from rlhf.align.samples import cached_draw
 
-    import numpy as np
-
     prompts = read_prompts(cfg.prompts)
     if cfg.n_prompts and cfg.n_prompts < len(prompts):
-        order = np.random.default_rng(cfg.seed).permutation(len(prompts))[:cfg.n_prompts]
+        order = np.random.default_rng(cfg.seed).permutation(len(prompts))[: cfg.n_prompts]
         prompts = [prompts[i] for i in sorted(order)]
     texts = [p for p in prompts for _ in range(cfg.group)]
     seeds = [cfg.seed + i for i in range(len(texts))]
     path = cfg.samples or str(Path(cfg.out) / "samples.pt")
     with tqdm(total=len(texts), desc="sample groups", unit="clip", disable=not progress, file=sys.stdout) as bar:
-        return cached_draw(path, gen, texts, seeds, cfg.sampler,
-                           {"generator": cfg.generator, "adapter": cfg.train.init_adapter or None}, bar)
+        return cached_draw(
+            path,
+            gen,
+            texts,
+            seeds,
+            cfg.sampler,
+            {"generator": cfg.generator, "adapter": cfg.train.init_adapter or None},
+            bar,
+        )
 
 
 def run(cfg: AlignOfflineConfig, judge=None, samples=None) -> dict:
@@ -96,25 +103,48 @@ def run(cfg: AlignOfflineConfig, judge=None, samples=None) -> dict:
     samples.score(OracleJudge())
     samples.save(cfg.samples or out / "samples.pt")  # with its scores, for the next run that shares it
     t_data = time.time() - t0
-    with open(out / "train_log.jsonl", "w") as f, \
-            tqdm(total=cfg.train.steps, desc=f"train {cfg.train.algo.algo}", unit="step", file=sys.stdout) as bar:
-        records = align(gen, samples.latents, samples.prompts, scores, cfg.train, bar,
-                        lambda r: f.write(json.dumps(r) + "\n"))
-    gen.save_lora(out / "adapter", {"base": cfg.generator, "init_adapter": cfg.train.init_adapter or None,
-                                    "algo": cfg.train.algo.algo, "steps": cfg.train.steps})
-    summary = {"algo": cfg.train.algo.algo, "reward": judge.name, "weights": cfg.train.pairs.weights.label,
-               "samples": len(samples.prompts), "sample_and_score_seconds": round(t_data, 1),
-               **summarize(records), "total_seconds": round(time.time() - t0, 1)}
+    with (
+        open(out / "train_log.jsonl", "w") as f,
+        tqdm(total=cfg.train.steps, desc=f"train {cfg.train.algo.algo}", unit="step", file=sys.stdout) as bar,
+    ):
+        records = align(
+            gen, samples.latents, samples.prompts, scores, cfg.train, bar, lambda r: f.write(json.dumps(r) + "\n")
+        )
+    gen.save_lora(
+        out / "adapter",
+        {
+            "base": cfg.generator,
+            "init_adapter": cfg.train.init_adapter or None,
+            "algo": cfg.train.algo.algo,
+            "steps": cfg.train.steps,
+        },
+    )
+    summary = {
+        "algo": cfg.train.algo.algo,
+        "reward": judge.name,
+        "weights": cfg.train.pairs.weights.label,
+        "samples": len(samples.prompts),
+        "sample_and_score_seconds": round(t_data, 1),
+        **summarize(records),
+        "total_seconds": round(time.time() - t0, 1),
+    }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
 
 
 def main(argv: list[str] | None = None) -> int:
-    cfg = parse_cli(AlignOfflineConfig, argv, __doc__.splitlines()[0],
-                    {"--out": ("out", str, "run directory"), "--algo": ("train.algo.algo", str, "dpo|dpo_timestep|rwr|sft"),
-                     "--reward": ("reward", str, "default | oracle | VideoReward checkpoint"),
-                     "--generator": ("generator", str, "pretrained generator directory"),
-                     "--prompts": ("prompts", str, "split name or prompt file")})
+    cfg = parse_cli(
+        AlignOfflineConfig,
+        argv,
+        __doc__.splitlines()[0],
+        {
+            "--out": ("out", str, "run directory"),
+            "--algo": ("train.algo.algo", str, "dpo|dpo_timestep|rwr|sft"),
+            "--reward": ("reward", str, "default | oracle | VideoReward checkpoint"),
+            "--generator": ("generator", str, "pretrained generator directory"),
+            "--prompts": ("prompts", str, "split name or prompt file"),
+        },
+    )
     save_config(cfg, cfg.out)
     print(json.dumps(run(cfg), indent=2))
     return 0

@@ -63,27 +63,40 @@ def pct(x: float) -> str:
 
 
 def markdown(result: dict) -> str:
-    lines = ["# Alignment table (moving-shapes world, held-out prompts)", "",
-             f"Generator `{result['generator']}`, trained on {result['train_samples']} samples "
-             f"({result['group']} per prompt) scored by `{result['reward']}`; evaluated on {result['eval_n']} "
-             "held-out clips (same prompts and seeds for every row). Win rate (%) against the pretrained "
-             "policy, ties count half.", ""]
+    lines = [
+        "# Alignment table (moving-shapes world, held-out prompts)",
+        "",
+        f"Generator `{result['generator']}`, trained on {result['train_samples']} samples "
+        f"({result['group']} per prompt) scored by `{result['reward']}`; evaluated on {result['eval_n']} "
+        "held-out clips (same prompts and seeds for every row). Win rate (%) against the pretrained "
+        "policy, ties count half.",
+        "",
+    ]
     for table in result["tables"]:
-        lines += [f"## Reward weights VQ:MQ:TA = {table['weights']}", "",
-                  "| method | oracle VQ | oracle MQ | oracle TA | oracle weighted | learned VQ | learned MQ "
-                  "| learned TA | learned weighted | hacking | train s | total s |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|---|",
-                  "| Pretrained | 50.0 | 50.0 | 50.0 | 50.0 | 50.0 | 50.0 | 50.0 | 50.0 | | | |"]
+        lines += [
+            f"## Reward weights VQ:MQ:TA = {table['weights']}",
+            "",
+            "| method | oracle VQ | oracle MQ | oracle TA | oracle weighted | learned VQ | learned MQ "
+            "| learned TA | learned weighted | hacking | train s | total s |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|",
+            "| Pretrained | 50.0 | 50.0 | 50.0 | 50.0 | 50.0 | 50.0 | 50.0 | 50.0 | | | |",
+        ]
         for row in sorted(table["rows"], key=lambda r: list(ROW_NAMES).index(r["algo"])):
             o, lr = row["eval"]["oracle"]["win_rate"], row["eval"].get("learned", {}).get("win_rate", {})
             cells = [pct(o[d]) for d in ("VQ", "MQ", "TA", "weighted")]
             cells += [pct(lr[d]) if d in lr else "-" for d in ("VQ", "MQ", "TA", "weighted")]
             flag = ", ".join(row["eval"].get("reward_hacking", [])) or "no"
-            lines.append(f"| {ROW_NAMES[row['algo']]} | " + " | ".join(cells)
-                         + f" | {flag} | {row['train']['seconds']:.0f} | {row['row_seconds']:.0f} |")
+            lines.append(
+                f"| {ROW_NAMES[row['algo']]} | "
+                + " | ".join(cells)
+                + f" | {flag} | {row['train']['seconds']:.0f} | {row['row_seconds']:.0f} |"
+            )
         lines.append("")
-    lines += [f"Shared sampling and scoring of the training set: {result['sample_seconds']:.0f} s. "
-              f"Command: `{result['command']}`.", ""]
+    lines += [
+        f"Shared sampling and scoring of the training set: {result['sample_seconds']:.0f} s. "
+        f"Command: `{result['command']}`.",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -145,16 +158,28 @@ def main(argv: list[str] | None = None) -> int:
             ev = evaluate(e, [oracle] + ([learned] if learned else []))
             (Path(a.out) / "eval.json").write_text(json.dumps(ev, indent=2))
             # a re-evaluated row's total counts its training (done before) and this evaluation
-            rows.append({"algo": algo, "train": train, "eval": ev,
-                         "row_seconds": time.time() - r0 + (train["seconds"] if reevaluated else 0.0)})
+            rows.append(
+                {
+                    "algo": algo,
+                    "train": train,
+                    "eval": ev,
+                    "row_seconds": time.time() - r0 + (train["seconds"] if reevaluated else 0.0),
+                }
+            )
             (Path(a.out) / "row.json").write_text(json.dumps(rows[-1], indent=2))
             print(f"[{w.label}] {ROW_NAMES[algo]}: oracle {ev['oracle']['win_rate']}", flush=True)
         tables.append({"weights": w.label, "rows": rows})
-    result = {"generator": repo_relative(cfg.align.generator), "reward": judge.name, "group": cfg.align.group,
-              "train_samples": len(samples.prompts), "eval_n": tables[0]["rows"][0]["eval"]["n"],
-              "sample_seconds": sample_seconds, "total_seconds": time.time() - t0,
-              "command": "python jobs/align_table.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-              "tables": tables}
+    result = {
+        "generator": repo_relative(cfg.align.generator),
+        "reward": judge.name,
+        "group": cfg.align.group,
+        "train_samples": len(samples.prompts),
+        "eval_n": tables[0]["rows"][0]["eval"]["n"],
+        "sample_seconds": sample_seconds,
+        "total_seconds": time.time() - t0,
+        "command": "python jobs/align_table.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "tables": tables,
+    }
     out_md, out_json = table_files(cfg.out)
     out_md.parent.mkdir(parents=True, exist_ok=True)
     out_json.write_text(json.dumps(result, indent=2))

@@ -116,7 +116,9 @@ def _clips(n: int, seed: int = 0) -> tuple[list[bytes], list[str]]:
     from rlhf.video import encode_video
 
     specs = [pair_spec(seed, i) for i in range(n)]
-    return [encode_video(render(s.prompt, s.defects_a, s.seed_a), crf=12) for s in specs], [s.prompt.text for s in specs]
+    return [encode_video(render(s.prompt, s.defects_a, s.seed_a), crf=12) for s in specs], [
+        s.prompt.text for s in specs
+    ]
 
 
 _CLUSTER = []
@@ -134,12 +136,22 @@ def _stop_local_ray() -> None:
 
 
 # Process title (Ray sets "ray::<Class>.<method>") or command line -> role, first match wins.
-ROLES = (("GeneratorActor", "generator actors"), ("ServeReplica", "reward replica"),
-         ("TrainWorker", "trainer workers"), ("TrainerCoordinator", "ray system"),
-         ("ServeController", "serve system"), ("ProxyActor", "serve system"), ("WeightStore", "ray system"),
-         ("gcs_server", "ray system"), ("raylet", "ray system"), ("dashboard", "ray system"),
-         ("runtime_env", "ray system"), ("log_monitor", "ray system"), ("monitor.py", "ray system"),
-         ("ray::", "other ray workers (Ray Data, idle)"))
+ROLES = (
+    ("GeneratorActor", "generator actors"),
+    ("ServeReplica", "reward replica"),
+    ("TrainWorker", "trainer workers"),
+    ("TrainerCoordinator", "ray system"),
+    ("ServeController", "serve system"),
+    ("ProxyActor", "serve system"),
+    ("WeightStore", "ray system"),
+    ("gcs_server", "ray system"),
+    ("raylet", "ray system"),
+    ("dashboard", "ray system"),
+    ("runtime_env", "ray system"),
+    ("log_monitor", "ray system"),
+    ("monitor.py", "ray system"),
+    ("ray::", "other ray workers (Ray Data, idle)"),
+)
 
 
 class MemorySampler:
@@ -196,9 +208,12 @@ class MemorySampler:
 
     def result(self) -> dict:
         mib = lambda b: round(b / 2**20)  # noqa: E731
-        return {"peak_total_mib": mib(self.peak_total), "samples": self.samples,
-                "peak_by_role_mib": {k: mib(v) for k, v in sorted(self.peak.items())},
-                "peak_process_by_role_mib": {k: mib(v) for k, v in sorted(self.peak_process.items())}}
+        return {
+            "peak_total_mib": mib(self.peak_total),
+            "samples": self.samples,
+            "peak_by_role_mib": {k: mib(v) for k, v in sorted(self.peak.items())},
+            "peak_process_by_role_mib": {k: mib(v) for k, v in sorted(self.peak_process.items())},
+        }
 
 
 # ------------------------------------------------------------------------------------------ hot paths
@@ -260,17 +275,25 @@ def bench_hot(cfg: BenchConfig) -> dict:
 
     plain = _time_steps(plain_step, cfg.hot_steps)
 
-    for k, v in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1",
-                 "MASTER_PORT": str(_free_port())}.items():
+    for k, v in {
+        "RANK": "0",
+        "LOCAL_RANK": "0",
+        "WORLD_SIZE": "1",
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(_free_port()),
+    }.items():
         os.environ.setdefault(k, v)
     init_deepspeed(False)
     import deepspeed
 
     gen2 = model()
     params2 = gen2.lora_parameters()
-    engine, _, _, _ = deepspeed.initialize(model=gen2, optimizer=torch.optim.AdamW(params2, lr=tc.lr, weight_decay=0.0),
-                                           model_parameters=params2,
-                                           config=deepspeed_config(micro, tc.zero_stage, False, tc.grad_clip))
+    engine, _, _, _ = deepspeed.initialize(
+        model=gen2,
+        optimizer=torch.optim.AdamW(params2, lr=tc.lr, weight_decay=0.0),
+        model_parameters=params2,
+        config=deepspeed_config(micro, tc.zero_stage, False, tc.grad_clip),
+    )
     rng2 = torch.Generator().manual_seed(1)
 
     def ds_update(loss):
@@ -284,18 +307,24 @@ def bench_hot(cfg: BenchConfig) -> dict:
     # the two loops trained the same model on the same batches and noise: their adapters agree
     drift = max(float((a - b).abs().max()) for a, b in zip(params, params2))
     torch.distributed.destroy_process_group()
-    out = {"flow_dpo_step": {"pairs_per_step": micro, "plain_pytorch_ms": round(1000 * _median(plain), 2),
-                             "deepspeed_ms": round(1000 * _median(ds), 2),
-                             "deepspeed_over_plain": round(_median(ds) / _median(plain), 3),
-                             "max_lora_difference_after_both": drift, "threads": torch.get_num_threads()}}
+    out = {
+        "flow_dpo_step": {
+            "pairs_per_step": micro,
+            "plain_pytorch_ms": round(1000 * _median(plain), 2),
+            "deepspeed_ms": round(1000 * _median(ds), 2),
+            "deepspeed_over_plain": round(_median(ds) / _median(plain), 3),
+            "max_lora_difference_after_both": drift,
+            "threads": torch.get_num_threads(),
+        }
+    }
     out["reward_forward"] = _hot_reward(cfg)
     return out
 
 
 def _hot_reward(cfg: BenchConfig) -> dict:
+    from rlhf.video import read_video
     from serve.backends import OracleBackend, TransformersBackend
     from serve.reward_service import RewardClient, RewardServiceConfig, deploy, shutdown
-    from rlhf.video import read_video
 
     mp4s, prompts = _clips(cfg.hot_clips, seed=7)
     backend = OracleBackend() if cfg.service_model == "oracle" else TransformersBackend(cfg.service_model, threads=1)
@@ -306,19 +335,28 @@ def _hot_reward(cfg: BenchConfig) -> dict:
     direct_s = _time_steps(direct, 5, warmup=1)
     _start_local_ray()
     try:
-        scfg = RewardServiceConfig(model=cfg.service_model, max_batch_size=cfg.hot_clips,
-                                   max_ongoing_requests=2 * cfg.hot_clips, http_port=_free_port(), app_name="bench_hot")
+        scfg = RewardServiceConfig(
+            model=cfg.service_model,
+            max_batch_size=cfg.hot_clips,
+            max_ongoing_requests=2 * cfg.hot_clips,
+            http_port=_free_port(),
+            app_name="bench_hot",
+        )
         deploy(scfg)
         client = RewardClient("bench_hot", timeout_s=300)
         served = _time_steps(lambda: client.score(mp4s, prompts), 5, warmup=1)
         shutdown(scfg)
     finally:
         _stop_local_ray()
-    return {"model": cfg.service_model, "clips": cfg.hot_clips, "in_process_ms": round(1000 * _median(direct_s), 1),
-            "serve_handle_ms": round(1000 * _median(served), 1),
-            "serve_over_in_process": round(_median(served) / _median(direct_s), 3),
-            "note": "both decode the mp4s and score them with one thread; the handle path adds Serve routing, "
-                    "the @serve.batch queue and object transfer"}
+    return {
+        "model": cfg.service_model,
+        "clips": cfg.hot_clips,
+        "in_process_ms": round(1000 * _median(direct_s), 1),
+        "serve_handle_ms": round(1000 * _median(served), 1),
+        "serve_over_in_process": round(_median(served) / _median(direct_s), 3),
+        "note": "both decode the mp4s and score them with one thread; the handle path adds Serve routing, "
+        "the @serve.batch queue and object transfer",
+    }
 
 
 # ------------------------------------------------------------------------------------------ service
@@ -345,9 +383,13 @@ def _http_load(port: int, prefix: str, bodies: list[bytes], concurrency: int) ->
     bad = [r[1] for r in res if r[1] != 200]
     if bad:
         raise RuntimeError(f"{len(bad)} of {len(bodies)} benchmark requests failed (status {bad[:5]})")
-    return {"requests": len(bodies), "seconds": round(wall, 2), "videos_per_s": round(len(bodies) / wall, 2),
-            "p50_ms": round(1000 * float(np.percentile(lat, 50)), 1),
-            "p99_ms": round(1000 * float(np.percentile(lat, 99)), 1)}
+    return {
+        "requests": len(bodies),
+        "seconds": round(wall, 2),
+        "videos_per_s": round(len(bodies) / wall, 2),
+        "p50_ms": round(1000 * float(np.percentile(lat, 50)), 1),
+        "p99_ms": round(1000 * float(np.percentile(lat, 99)), 1),
+    }
 
 
 def bench_service(cfg: BenchConfig) -> dict:
@@ -356,17 +398,24 @@ def bench_service(cfg: BenchConfig) -> dict:
     from serve.reward_service import RewardServiceConfig, deploy, shutdown
 
     mp4s, prompts = _clips(cfg.service_requests, seed=11)
-    bodies = [json.dumps({"prompt": p, "video_b64": base64.b64encode(m).decode()}).encode() for m, p in zip(mp4s, prompts)]
+    bodies = [
+        json.dumps({"prompt": p, "video_b64": base64.b64encode(m).decode()}).encode() for m, p in zip(mp4s, prompts)
+    ]
     port = _free_port()
     out = {"model": cfg.service_model, "concurrency": cfg.service_concurrency}
     _start_local_ray()
     try:
         for name, batch in (("batch_1", 1), (f"batch_{cfg.service_batch}", cfg.service_batch)):
-            scfg = RewardServiceConfig(model=cfg.service_model, max_batch_size=batch,
-                                       max_ongoing_requests=max(batch, cfg.service_concurrency), http_port=port,
-                                       app_name="bench_service", request_timeout_s=300)
+            scfg = RewardServiceConfig(
+                model=cfg.service_model,
+                max_batch_size=batch,
+                max_ongoing_requests=max(batch, cfg.service_concurrency),
+                http_port=port,
+                app_name="bench_service",
+                request_timeout_s=300,
+            )
             deploy(scfg)
-            _http_load(port, scfg.route_prefix, bodies[:cfg.service_concurrency], cfg.service_concurrency)  # warm-up
+            _http_load(port, scfg.route_prefix, bodies[: cfg.service_concurrency], cfg.service_concurrency)  # warm-up
             out[name] = _http_load(port, scfg.route_prefix, bodies, cfg.service_concurrency)
             shutdown(scfg)
     finally:
@@ -402,7 +451,11 @@ def single_process_loop(ocfg, iterations: int) -> dict:
     params = gen.lora_parameters()
     opt = torch.optim.AdamW(params, lr=tc.lr, weight_decay=0.0)
     update = plain_update(opt, params, tc.grad_clip)
-    backend = OracleBackend() if ocfg.reward.model == "oracle" else TransformersBackend(ocfg.reward.model, threads=os.cpu_count() or 2)
+    backend = (
+        OracleBackend()
+        if ocfg.reward.model == "oracle"
+        else TransformersBackend(ocfg.reward.model, threads=os.cpu_count() or 2)
+    )
     prompts = read_prompts(ocfg.prompts)
     startup = time.time() - t_start
     algo, micro = tc.algo.algo, tc.micro_batch * tc.num_workers
@@ -418,10 +471,13 @@ def single_process_loop(ocfg, iterations: int) -> dict:
         t2 = time.time()
         oracle = _oracle_scores(mp4s, texts)
         t3 = time.time()
-        cols = {"prompt": np.array(texts, dtype=object), "seed": np.asarray(seeds, np.int64),
-                "policy_version": np.full(len(texts), it, np.int64),
-                **{f"r_{d}": reward[:, i] for i, d in enumerate(("VQ", "MQ", "TA"))},
-                "latent": batch.latents.numpy().astype(np.float32)}
+        cols = {
+            "prompt": np.array(texts, dtype=object),
+            "seed": np.asarray(seeds, np.int64),
+            "policy_version": np.full(len(texts), it, np.int64),
+            **{f"r_{d}": reward[:, i] for i, d in enumerate(("VQ", "MQ", "TA"))},
+            "latent": batch.latents.numpy().astype(np.float32),
+        }
         data = to_tensors(shuffled(block_rows(cols, ocfg.pairs, algo, ocfg.seed, it)), algo)
         t4 = time.time()
         n = len(data["prompt"])
@@ -435,8 +491,14 @@ def single_process_loop(ocfg, iterations: int) -> dict:
                 step["text"] = torch.stack([emb[data["prompt"][i]] for i in idx])
                 train_step(gen, step, tc.algo, trng, update)
         t5 = time.time()
-        ph = {"generate": t1 - t0, "reward": t2 - t1, "oracle_metrics": t3 - t2, "data": t4 - t3, "train": t5 - t4,
-              "iteration": t5 - t0}
+        ph = {
+            "generate": t1 - t0,
+            "reward": t2 - t1,
+            "oracle_metrics": t3 - t2,
+            "data": t4 - t3,
+            "train": t5 - t4,
+            "iteration": t5 - t0,
+        }
         recs.append({"iteration": it, "videos": len(texts), "rows": n, "phases": ph, "oracle": oracle.mean(0).tolist()})
     return {"startup_s": round(startup, 1), "records": recs}
 
@@ -448,13 +510,18 @@ def _loop_summary(recs: list[dict], startup_s: float) -> dict:
     phases = sorted({k for r in recs for k in r["phases"]} - {"iteration"})
     share = {k: round(sum(r["phases"].get(k, 0.0) for r in recs) / wall, 4) for k in phases}
     steady_wall = sum(r["phases"]["iteration"] for r in steady)
-    return {"iterations": len(recs), "videos": videos, "loop_seconds": round(wall, 1), "startup_seconds": round(startup_s, 1),
-            "videos_per_s": round(videos / wall, 4),
-            "steady_videos_per_s": round(sum(r["videos"] for r in steady) / steady_wall, 4),
-            "videos_per_s_with_startup": round(videos / (wall + startup_s), 4),
-            "iteration_seconds": [round(r["phases"]["iteration"], 1) for r in recs],
-            "phase_share": share,
-            "steady_phase_share": {k: round(sum(r["phases"].get(k, 0.0) for r in steady) / steady_wall, 4) for k in phases}}
+    return {
+        "iterations": len(recs),
+        "videos": videos,
+        "loop_seconds": round(wall, 1),
+        "startup_seconds": round(startup_s, 1),
+        "videos_per_s": round(videos / wall, 4),
+        "steady_videos_per_s": round(sum(r["videos"] for r in steady) / steady_wall, 4),
+        "videos_per_s_with_startup": round(videos / (wall + startup_s), 4),
+        "iteration_seconds": [round(r["phases"]["iteration"], 1) for r in recs],
+        "phase_share": share,
+        "steady_phase_share": {k: round(sum(r["phases"].get(k, 0.0) for r in steady) / steady_wall, 4) for k in phases},
+    }
 
 
 def bench_loop(cfg: BenchConfig) -> dict:
@@ -463,8 +530,15 @@ def bench_loop(cfg: BenchConfig) -> dict:
 
     tmp = Path(tempfile.mkdtemp(prefix="bench_loop_"))
     # the oracle serves the loop's reward, as when docs/results/bench.md was measured (the learned reward costs more)
-    base = [f"iterations={cfg.loop_iterations}", "eval_n_prompts=0", "checkpoint_every=0", "progress=false", "report_clips=-1",
-            "reward.model=oracle", *cfg.loop_overrides]
+    base = [
+        f"iterations={cfg.loop_iterations}",
+        "eval_n_prompts=0",
+        "checkpoint_every=0",
+        "progress=false",
+        "report_clips=-1",
+        "reward.model=oracle",
+        *cfg.loop_overrides,
+    ]
     out = {"config": base}
     try:
         ocfg = load_config(OnlineConfig, overrides=[*base, f"out={tmp / 'single'}"])
@@ -488,7 +562,8 @@ def bench_loop(cfg: BenchConfig) -> dict:
             b = out["single_process"]["videos_per_s"]
             s["throughput_vs_single_process"] = round(s["videos_per_s"] / b, 3)
             s["steady_throughput_vs_single_process"] = round(
-                s["steady_videos_per_s"] / out["single_process"]["steady_videos_per_s"], 3)
+                s["steady_videos_per_s"] / out["single_process"]["steady_videos_per_s"], 3
+            )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out
@@ -527,16 +602,25 @@ def table(results: dict) -> str:
             add("dataset", f"{k} ms per video (1 process)", v)
     if "hot" in results:
         d, r = results["hot"]["flow_dpo_step"], results["hot"]["reward_forward"]
-        add("hot", f"Flow-DPO step ({d['pairs_per_step']} pairs): plain PyTorch / DeepSpeed ms",
-            f"{d['plain_pytorch_ms']} / {d['deepspeed_ms']} ({d['deepspeed_over_plain']}x)")
-        add("hot", f"reward forward ({r['clips']} clips, {r['model']}): in-process / Serve handle ms",
-            f"{r['in_process_ms']} / {r['serve_handle_ms']} ({r['serve_over_in_process']}x)")
+        add(
+            "hot",
+            f"Flow-DPO step ({d['pairs_per_step']} pairs): plain PyTorch / DeepSpeed ms",
+            f"{d['plain_pytorch_ms']} / {d['deepspeed_ms']} ({d['deepspeed_over_plain']}x)",
+        )
+        add(
+            "hot",
+            f"reward forward ({r['clips']} clips, {r['model']}): in-process / Serve handle ms",
+            f"{r['in_process_ms']} / {r['serve_handle_ms']} ({r['serve_over_in_process']}x)",
+        )
     if "service" in results:
         r = results["service"]
         for k in [k for k in r if k.startswith("batch_")]:
             v = r[k]
-            add("service", f"{k} ({r['model']}, {r['concurrency']} clients): videos/s, p50 / p99 ms",
-                f"{v['videos_per_s']}, {v['p50_ms']} / {v['p99_ms']}")
+            add(
+                "service",
+                f"{k} ({r['model']}, {r['concurrency']} clients): videos/s, p50 / p99 ms",
+                f"{v['videos_per_s']}, {v['p50_ms']} / {v['p99_ms']}",
+            )
         add("service", "dynamic batching speed-up", f"{r['batching_speedup']}x")
     if "loop" in results:
         r = results["loop"]
@@ -544,22 +628,41 @@ def table(results: dict) -> str:
             if k not in r:
                 continue
             v = r[k]
-            ratio = f" ({v['throughput_vs_single_process']}x; steady {v['steady_throughput_vs_single_process']}x)" \
-                if "throughput_vs_single_process" in v else ""
+            ratio = (
+                f" ({v['throughput_vs_single_process']}x; steady {v['steady_throughput_vs_single_process']}x)"
+                if "throughput_vs_single_process" in v
+                else ""
+            )
             add("loop", f"{k}: videos/s over {v['iterations']} iterations", f"{v['videos_per_s']}{ratio}")
-            add("loop", f"{k}: time share per phase", ", ".join(f"{p} {100 * s:.1f}%" for p, s in v["phase_share"].items()))
-            add("loop", f"{k}: peak RSS MiB (whole run {v['memory']['peak_total_mib']})",
-                ", ".join(f"{p} {m}" for p, m in v["memory"]["peak_by_role_mib"].items()))
+            add(
+                "loop",
+                f"{k}: time share per phase",
+                ", ".join(f"{p} {100 * s:.1f}%" for p, s in v["phase_share"].items()),
+            )
+            add(
+                "loop",
+                f"{k}: peak RSS MiB (whole run {v['memory']['peak_total_mib']})",
+                ", ".join(f"{p} {m}" for p, m in v["memory"]["peak_by_role_mib"].items()),
+            )
     if "gpu" in results and "wan" in results["gpu"]:
         g = results["gpu"]
         w, rw = g["wan"], g["reward"]
         src = "measured here" if g["measured_here"] else g["source"]
-        add("gpu", f"{g['device']} ({src}): Wan-1.3B-shaped Flow-DPO step, {w['latent_tokens_per_clip']} tokens/clip",
-            f"{w['wan_dpo_step']['latent_tokens_per_s']} latent tokens/s ({w['wan_dpo_step']['median_s']} s/pair)")
-        add("gpu", f"{g['device']}: Wan-1.3B-shaped sampling step (CFG batch 2)",
-            f"{w['wan_sample_step']['latent_tokens_per_s']} latent tokens/s")
-        add("gpu", f"{g['device']}: Qwen2-VL-2B-shaped reward forward",
-            f"{rw['reward_forward']['clips_per_s']} clips/s ({rw['reward_forward']['visual_tokens_per_s']} visual tokens/s)")
+        add(
+            "gpu",
+            f"{g['device']} ({src}): Wan-1.3B-shaped Flow-DPO step, {w['latent_tokens_per_clip']} tokens/clip",
+            f"{w['wan_dpo_step']['latent_tokens_per_s']} latent tokens/s ({w['wan_dpo_step']['median_s']} s/pair)",
+        )
+        add(
+            "gpu",
+            f"{g['device']}: Wan-1.3B-shaped sampling step (CFG batch 2)",
+            f"{w['wan_sample_step']['latent_tokens_per_s']} latent tokens/s",
+        )
+        add(
+            "gpu",
+            f"{g['device']}: Qwen2-VL-2B-shaped reward forward",
+            f"{rw['reward_forward']['clips_per_s']} clips/s ({rw['reward_forward']['visual_tokens_per_s']} visual tokens/s)",
+        )
     return "\n".join(lines)
 
 

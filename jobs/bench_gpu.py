@@ -114,8 +114,14 @@ def rope_tables(grid: tuple[int, int, int], head_dim: int, device) -> tuple[torc
         freqs = 1.0 / (10000 ** (torch.arange(0, d, 2, device=device).float() / d))
         parts.append(torch.outer(torch.arange(n, device=device).float(), freqs))
     f, h, w = grid
-    ang = torch.cat([parts[0][:, None, None].expand(f, h, w, -1), parts[1][None, :, None].expand(f, h, w, -1),
-                     parts[2][None, None, :].expand(f, h, w, -1)], -1).reshape(f * h * w, -1)
+    ang = torch.cat(
+        [
+            parts[0][:, None, None].expand(f, h, w, -1),
+            parts[1][None, :, None].expand(f, h, w, -1),
+            parts[2][None, None, :].expand(f, h, w, -1),
+        ],
+        -1,
+    ).reshape(f * h * w, -1)
     return ang.cos(), ang.sin()
 
 
@@ -130,7 +136,11 @@ class Attention(nn.Module):
         super().__init__()
         kv_dim = kv_dim or dim
         self.heads = heads
-        self.q, self.k, self.v = LoRALinear(dim, dim, rank), LoRALinear(kv_dim, dim, rank), LoRALinear(kv_dim, dim, rank)
+        self.q, self.k, self.v = (
+            LoRALinear(dim, dim, rank),
+            LoRALinear(kv_dim, dim, rank),
+            LoRALinear(kv_dim, dim, rank),
+        )
         self.o = LoRALinear(dim, dim, rank)
 
     def forward(self, x, ctx=None, rope=None):
@@ -152,7 +162,7 @@ class WanBlock(nn.Module):
         self.attn2 = Attention(s.dim, s.heads, s.lora_rank)
         self.norm2 = nn.LayerNorm(s.dim)
         self.ffn = nn.Sequential(nn.Linear(s.dim, s.ffn), nn.GELU(approximate="tanh"), nn.Linear(s.ffn, s.dim))
-        self.table = nn.Parameter(torch.randn(1, 6, s.dim) / s.dim ** 0.5)
+        self.table = nn.Parameter(torch.randn(1, 6, s.dim) / s.dim**0.5)
 
     def forward(self, x, text, temb6, cos, sin):
         sh, sc, g, csh, csc, cg = (self.table + temb6).chunk(6, dim=1)
@@ -180,7 +190,9 @@ class WanLike(nn.Module):
     def forward(self, tokens, t, text, rope, grad_ckpt: bool):
         half = torch.arange(128, device=t.device).float()
         freqs = torch.exp(-math.log(10000) * half / 128)
-        temb = torch.cat([torch.cos(t[:, None] * 1000 * freqs), torch.sin(t[:, None] * 1000 * freqs)], -1).to(tokens.dtype)
+        temb = torch.cat([torch.cos(t[:, None] * 1000 * freqs), torch.sin(t[:, None] * 1000 * freqs)], -1).to(
+            tokens.dtype
+        )
         temb = self.time(temb)
         temb6 = self.time6(F.silu(temb)).view(-1, 6, self.s.dim)
         x, ctx = self.patch(tokens), self.text(text)
@@ -205,7 +217,9 @@ class DecoderLayer(nn.Module):
 
     def forward(self, x):
         B, N, D = x.shape
-        q, k, v = self.qkv(self.n1(x)).split([self.heads * self.hd, self.kv_heads * self.hd, self.kv_heads * self.hd], -1)
+        q, k, v = self.qkv(self.n1(x)).split(
+            [self.heads * self.hd, self.kv_heads * self.hd, self.kv_heads * self.hd], -1
+        )
         q = q.view(B, N, self.heads, self.hd).transpose(1, 2)
         k = k.view(B, N, self.kv_heads, self.hd).transpose(1, 2)
         v = v.view(B, N, self.kv_heads, self.hd).transpose(1, 2)
@@ -328,13 +342,24 @@ def bench_wan(s: WanShape, device, dtype, warmup: int, reps: int) -> dict:
     lora = sum(p.numel() for p in model.lora_parameters())
     med = lambda xs: sorted(xs)[len(xs) // 2]  # noqa: E731
     return {
-        "shape": asdict(s), "latent_tokens_per_clip": N, "params_m": round(params / 1e6, 1), "lora_params_m": round(lora / 1e6, 2),
-        "wan_dpo_step": {"seconds": [round(x, 4) for x in dpo], "median_s": round(med(dpo), 4),
-                         "latent_tokens_per_s": round(2 * N / med(dpo)), "pairs_per_s": round(1 / med(dpo), 3),
-                         "peak_gib": dpo_mem},
-        "wan_sample_step": {"seconds": [round(x, 4) for x in smp], "median_s": round(med(smp), 4),
-                            "latent_tokens_per_s": round(2 * N / med(smp)), "peak_gib": smp_mem,
-                            "seconds_per_50_step_clip": round(50 * med(smp), 2)},
+        "shape": asdict(s),
+        "latent_tokens_per_clip": N,
+        "params_m": round(params / 1e6, 1),
+        "lora_params_m": round(lora / 1e6, 2),
+        "wan_dpo_step": {
+            "seconds": [round(x, 4) for x in dpo],
+            "median_s": round(med(dpo), 4),
+            "latent_tokens_per_s": round(2 * N / med(dpo)),
+            "pairs_per_s": round(1 / med(dpo), 3),
+            "peak_gib": dpo_mem,
+        },
+        "wan_sample_step": {
+            "seconds": [round(x, 4) for x in smp],
+            "median_s": round(med(smp), 4),
+            "latent_tokens_per_s": round(2 * N / med(smp)),
+            "peak_gib": smp_mem,
+            "seconds_per_50_step_clip": round(50 * med(smp), 2),
+        },
     }
 
 
@@ -354,11 +379,18 @@ def bench_reward(s: RewardShape, device, dtype, warmup: int, reps: int) -> dict:
     sec = timed(fwd, device, warmup, reps)
     mem = peak_gib(device)
     med = sorted(sec)[len(sec) // 2]
-    return {"shape": asdict(s), "visual_tokens_per_clip": s.visual_tokens,
-            "params_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 1),
-            "reward_forward": {"seconds": [round(x, 4) for x in sec], "median_s": round(med, 4),
-                               "clips_per_s": round(s.batch / med, 2), "peak_gib": mem,
-                               "visual_tokens_per_s": round(s.batch * s.visual_tokens / med)}}
+    return {
+        "shape": asdict(s),
+        "visual_tokens_per_clip": s.visual_tokens,
+        "params_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 1),
+        "reward_forward": {
+            "seconds": [round(x, 4) for x in sec],
+            "median_s": round(med, 4),
+            "clips_per_s": round(s.batch / med, 2),
+            "peak_gib": mem,
+            "visual_tokens_per_s": round(s.batch * s.visual_tokens / med),
+        },
+    }
 
 
 def main(argv=None) -> int:
@@ -378,17 +410,37 @@ def main(argv=None) -> int:
     wan = WanShape(frames=a.frames)
     rew = RewardShape()
     if a.tiny:
-        wan = WanShape(dim=64, heads=4, ffn=128, layers=2, text_dim=32, text_tokens=8, frames=3, height=8, width=8, lora_rank=4)
-        rew = RewardShape(vis_dim=64, vis_heads=4, vis_mlp=128, vis_layers=2, dim=64, heads=4, kv_heads=2, ffn=128,
-                          layers=2, frames=4, size=56, text_tokens=16, batch=2)
+        wan = WanShape(
+            dim=64, heads=4, ffn=128, layers=2, text_dim=32, text_tokens=8, frames=3, height=8, width=8, lora_rank=4
+        )
+        rew = RewardShape(
+            vis_dim=64,
+            vis_heads=4,
+            vis_mlp=128,
+            vis_layers=2,
+            dim=64,
+            heads=4,
+            kv_heads=2,
+            ffn=128,
+            layers=2,
+            frames=4,
+            size=56,
+            text_tokens=16,
+            batch=2,
+        )
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
-    res = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-           "torch": torch.__version__, "dtype": str(dtype), "tiny": a.tiny}
+    res = {
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "torch": torch.__version__,
+        "dtype": str(dtype),
+        "tiny": a.tiny,
+    }
     for name in a.only.split(","):
         t0 = time.time()
-        res[name] = (bench_wan(wan, device, dtype, 1, a.reps) if name == "wan"
-                     else bench_reward(rew, device, dtype, 1, a.reps))
+        res[name] = (
+            bench_wan(wan, device, dtype, 1, a.reps) if name == "wan" else bench_reward(rew, device, dtype, 1, a.reps)
+        )
         res[name]["bench_seconds"] = round(time.time() - t0, 1)
         print(json.dumps({name: res[name]}, indent=1), flush=True)
         if device.type == "cuda":

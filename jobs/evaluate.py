@@ -23,7 +23,6 @@ from rlhf.generator.model import DEFAULT_GENERATOR  # noqa: E402
 from rlhf.generator.sampler import SamplerConfig  # noqa: E402
 
 
-
 @dataclass
 class EvaluateConfig:
     adapter: str = ""  # LoRA of the policy (required): adapter directory (diffusers' or peft's format) or hub id
@@ -60,16 +59,18 @@ def evaluate(cfg: EvaluateConfig, judges=None, progress: bool = True) -> dict:
 
     torch.set_num_threads(cfg.threads)
     prompts = read_prompts(cfg.prompts)
-    texts = [p for p in prompts[:cfg.n_prompts or len(prompts)] for _ in range(cfg.seeds)]
+    texts = [p for p in prompts[: cfg.n_prompts or len(prompts)] for _ in range(cfg.seeds)]
     seeds = [cfg.seed + i for i in range(len(texts))]
     gen = load_generator(cfg.generator)
     with tqdm(total=2 * len(texts), desc="evaluate", unit="clip", disable=not progress, file=sys.stdout) as bar:
-        base = cached_draw(cfg.base_cache or None, gen, texts, seeds, cfg.sampler,
-                           {"generator": cfg.generator, "adapter": None}, bar)
+        base = cached_draw(
+            cfg.base_cache or None, gen, texts, seeds, cfg.sampler, {"generator": cfg.generator, "adapter": None}, bar
+        )
         bar.n = len(texts)
         gen.load_lora(cfg.adapter)
-        policy = SampleSet.draw(gen, texts, seeds, cfg.sampler, {"generator": cfg.generator, "adapter": cfg.adapter},
-                                bar)
+        policy = SampleSet.draw(
+            gen, texts, seeds, cfg.sampler, {"generator": cfg.generator, "adapter": cfg.adapter}, bar
+        )
     if judges is None:
         judges = [OracleJudge()] + ([make_judge(cfg.reward)] if cfg.reward != "none" else [])
     result = compare(base, policy, judges, cfg.weights)
@@ -79,18 +80,28 @@ def evaluate(cfg: EvaluateConfig, judges=None, progress: bool = True) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    cfg = parse_cli(EvaluateConfig, argv, __doc__.splitlines()[0],
-                    {"--adapter": ("adapter", str, "policy LoRA directory"), "--out": ("out", str, "result JSON"),
-                     "--generator": ("generator", str, "pretrained generator"),
-                     "--prompts": ("prompts", str, "split name or prompt file")})
+    cfg = parse_cli(
+        EvaluateConfig,
+        argv,
+        __doc__.splitlines()[0],
+        {
+            "--adapter": ("adapter", str, "policy LoRA directory"),
+            "--out": ("out", str, "result JSON"),
+            "--generator": ("generator", str, "pretrained generator"),
+            "--prompts": ("prompts", str, "split name or prompt file"),
+        },
+    )
     result = evaluate(cfg)
     out = Path(cfg.out or Path(cfg.adapter).parent / "eval.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))
     if result.get("reward_hacking"):
-        print(f"REWARD HACKING: the learned reward prefers the policy but the oracle says it loses "
-              f"{', '.join(result['reward_hacking'])}", file=sys.stderr)
+        print(
+            f"REWARD HACKING: the learned reward prefers the policy but the oracle says it loses "
+            f"{', '.join(result['reward_hacking'])}",
+            file=sys.stderr,
+        )
     return 0
 
 

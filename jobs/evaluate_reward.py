@@ -55,10 +55,20 @@ class EvaluateRewardConfig:
     ablation: bool = False  # train the four ablation variants into out/<variant> (skipped when done)
     probe: bool = False  # also run the caption probe on every checkpoint trained with the caption loss
     steps: int = 400  # ablation: training steps per variant (same for every row)
-    train_overrides: list[str] = field(default_factory=lambda: [  # the shipped recipe, shared by every row
-        "data=synthetic", "batch_size=8", "parts.lora_rank=0", "sampling.min_pixels=12544",
-        "sampling.max_pixels=12544", "lr=5e-4", "lr_schedule=cosine", "warmup_steps=50", "caption_weight=1.0",
-        "checkpoint_every=200"])
+    train_overrides: list[str] = field(
+        default_factory=lambda: [  # the shipped recipe, shared by every row
+            "data=synthetic",
+            "batch_size=8",
+            "parts.lora_rank=0",
+            "sampling.min_pixels=12544",
+            "sampling.max_pixels=12544",
+            "lr=5e-4",
+            "lr_schedule=cosine",
+            "warmup_steps=50",
+            "caption_weight=1.0",
+            "checkpoint_every=200",
+        ]
+    )
     policy: str = ""  # on-policy evaluation: the generator (dir or hub id) whose samples are compared
     adapter: str = ""  # its LoRA (adapter dir or hub id); "" = the generator as it is
     onpolicy: OnPolicyConfig = field(default_factory=OnPolicyConfig)
@@ -95,10 +105,16 @@ def caption_probe(loaded: tuple, prompts: int = 40, seed: int = 1000) -> dict[st
     model, tok, info, _ = loaded
     if not info.parts.lm_head:
         return {}
-    proc = RewardProcessor(tok, info.sampling, info.separate_tokens, caption_mask=True,
-                           geometry=VisionGeometry.of(model.base_model()))
-    values = {"colour": list(COLOURS), "shape": list(SHAPES), "direction": list(DIRECTIONS),
-              "speed": list(SPEEDS), "background": list(BACKGROUNDS)}
+    proc = RewardProcessor(
+        tok, info.sampling, info.separate_tokens, caption_mask=True, geometry=VisionGeometry.of(model.base_model())
+    )
+    values = {
+        "colour": list(COLOURS),
+        "shape": list(SHAPES),
+        "direction": list(DIRECTIONS),
+        "speed": list(SPEEDS),
+        "background": list(BACKGROUNDS),
+    }
     held = split_prompts("heldout")
     chosen = [held[i * len(held) // prompts] for i in range(min(prompts, len(held)))]
     hits = dict.fromkeys(values, 0)
@@ -119,8 +135,10 @@ def ceiling_row(records: list[dict]) -> dict:
     from rlhf.synthetic.dataset import dataset_stats
 
     stats = dataset_stats(records, AnnotatorConfig())
-    return {d: {"pairs": len(records), "with_ties": s["realised_with_ties"], "without_ties": s["realised_without_ties"]}
-            for d, s in stats.items()}
+    return {
+        d: {"pairs": len(records), "with_ties": s["realised_with_ties"], "without_ties": s["realised_without_ties"]}
+        for d, s in stats.items()
+    }
 
 
 def train_variant(cfg: EvaluateRewardConfig, name: str, overrides: dict) -> Path:
@@ -153,8 +171,12 @@ def policy_clips(cfg: EvaluateRewardConfig, progress: bool = True):
     from rlhf.generator.model import load_generator
 
     out = Path(cfg.out)
-    key = {"policy": cfg.policy, "adapter": cfg.adapter, "onpolicy": dataclasses.asdict(cfg.onpolicy),
-           "sampler": dataclasses.asdict(cfg.sampler)}
+    key = {
+        "policy": cfg.policy,
+        "adapter": cfg.adapter,
+        "onpolicy": dataclasses.asdict(cfg.onpolicy),
+        "sampler": dataclasses.asdict(cfg.sampler),
+    }
     cache, meta = out / "policy_clips.npz", out / "policy_clips.json"
     if cache.is_file() and meta.is_file() and json.loads(meta.read_text()) == key:
         return PolicyClips.load(cache)
@@ -180,14 +202,20 @@ def evaluate_on_policy_rows(cfg: EvaluateRewardConfig, progress: bool = True) ->
     for path in cfg.checkpoints:
         rows[path] = evaluate_on_policy(reward_scores(VideoReward.from_checkpoint(path), clips), clips, cfg.onpolicy)
     policy = cfg.policy + (f" + {cfg.adapter}" if cfg.adapter else "")
-    md = "\n\n".join(format_onpolicy(r["table"], f"**{name}** on {r['clips']} samples of {policy} "
-                                      f"({cfg.onpolicy.prompts} {cfg.onpolicy.split} prompts x {cfg.onpolicy.seeds}, "
-                                      f"{cfg.sampler.steps} Euler steps, guidance {cfg.sampler.guidance})")
-                      for name, r in rows.items())
+    md = "\n\n".join(
+        format_onpolicy(
+            r["table"],
+            f"**{name}** on {r['clips']} samples of {policy} "
+            f"({cfg.onpolicy.prompts} {cfg.onpolicy.split} prompts x {cfg.onpolicy.seeds}, "
+            f"{cfg.sampler.steps} Euler steps, guidance {cfg.sampler.guidance})",
+        )
+        for name, r in rows.items()
+    )
     out = Path(cfg.out)
     (out / "onpolicy.md").write_text(md + "\n")
-    (out / "onpolicy.json").write_text(json.dumps({"policy": cfg.policy, "adapter": cfg.adapter, "rows": rows},
-                                                  indent=2))
+    (out / "onpolicy.json").write_text(
+        json.dumps({"policy": cfg.policy, "adapter": cfg.adapter, "rows": rows}, indent=2)
+    )
     print(md)
     return rows
 
@@ -199,8 +227,10 @@ def evaluate_defect_rows(cfg: EvaluateRewardConfig) -> dict:
 
     if not cfg.checkpoints:
         raise ValueError("the defect probe needs --checkpoint DIR (a reward model to probe)")
-    rows = {path: probe_defects(VideoReward.from_checkpoint(path), cfg.defects, cfg.split, cfg.defect_prompts)
-            for path in cfg.checkpoints}
+    rows = {
+        path: probe_defects(VideoReward.from_checkpoint(path), cfg.defects, cfg.split, cfg.defect_prompts)
+        for path in cfg.checkpoints
+    }
     md = format_probe(rows, cfg.defects, cfg.split)
     out = Path(cfg.out)
     (out / "defects.md").write_text(md + "\n")
@@ -213,14 +243,23 @@ def main(argv: list[str] | None = None) -> int:
     from rlhf.data.schema import read_preferences
     from rlhf.reward.checkpoint import load_checkpoint
 
-    cfg = parse_cli(EvaluateRewardConfig, argv, __doc__.splitlines()[0],
-                    {"--data": ("data", str, "evaluation dataset dir"), "--out": ("out", str, "output dir"),
-                     "--checkpoint": ("checkpoints", lambda s: [s], "one run directory"),
-                     "--policy": ("policy", str, "on-policy evaluation: generator dir or hub id"),
-                     "--adapter": ("adapter", str, "the policy's LoRA"),
-                     "--defects": ("defects", str, "minimal-pair probe on prompts of this grammar")},
-                    bool_flags={"--ablation": ("ablation", "train and evaluate the four ablation variants"),
-                                "--probe": ("probe", "caption probe: attribute accuracy of the caption head")})
+    cfg = parse_cli(
+        EvaluateRewardConfig,
+        argv,
+        __doc__.splitlines()[0],
+        {
+            "--data": ("data", str, "evaluation dataset dir"),
+            "--out": ("out", str, "output dir"),
+            "--checkpoint": ("checkpoints", lambda s: [s], "one run directory"),
+            "--policy": ("policy", str, "on-policy evaluation: generator dir or hub id"),
+            "--adapter": ("adapter", str, "the policy's LoRA"),
+            "--defects": ("defects", str, "minimal-pair probe on prompts of this grammar"),
+        },
+        bool_flags={
+            "--ablation": ("ablation", "train and evaluate the four ablation variants"),
+            "--probe": ("probe", "caption probe: attribute accuracy of the caption head"),
+        },
+    )
     if cfg.defects:
         save_config(cfg, cfg.out)
         evaluate_defect_rows(cfg)
@@ -252,9 +291,15 @@ def main(argv: list[str] | None = None) -> int:
     probes = {n: d["caption_probe"] for n, d in details.items() if d.get("caption_probe")}
     if probes:
         attrs = list(next(iter(probes.values())))
-        md += ("\n\nCaption probe (clean held-out videos; chance: colour 17%, shape 33%, direction 25%, speed 50%, "
-               "background 50%)\n\n| model | " + " | ".join(attrs) + " |\n|---|" + "---|" * len(attrs) + "\n"
-               + "\n".join(f"| {n} | " + " | ".join(f"{p[a]:.0%}" for a in attrs) + " |" for n, p in probes.items()))
+        md += (
+            "\n\nCaption probe (clean held-out videos; chance: colour 17%, shape 33%, direction 25%, speed 50%, "
+            "background 50%)\n\n| model | "
+            + " | ".join(attrs)
+            + " |\n|---|"
+            + "---|" * len(attrs)
+            + "\n"
+            + "\n".join(f"| {n} | " + " | ".join(f"{p[a]:.0%}" for a in attrs) + " |" for n, p in probes.items())
+        )
     out = Path(cfg.out)
     (out / "table.md").write_text(f"{len(records)} {cfg.split} pairs of {data}\n\n{md}\n")
     (out / "table.json").write_text(json.dumps({"rows": rows, "runs": details, "pairs": len(records)}, indent=2))

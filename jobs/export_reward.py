@@ -25,8 +25,10 @@ class ExportRewardConfig:
     run: str = "runs/reward_default"  # a train_reward run directory
     out: str = "artefacts/reward_default"
     step: int = -1  # -1: the latest checkpoint
-    command: str = ("python jobs/make_dataset.py --pairs 1000 --out runs/eval_heldout sampling.heldout_fraction=1.0 "
-                    "seed=99 && python jobs/train_reward.py --config jobs/configs/train_reward.yaml")
+    command: str = (
+        "python jobs/make_dataset.py --pairs 1000 --out runs/eval_heldout sampling.heldout_fraction=1.0 "
+        "seed=99 && python jobs/train_reward.py --config jobs/configs/train_reward.yaml"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,12 +36,19 @@ def main(argv: list[str] | None = None) -> int:
 
     from rlhf.reward.checkpoint import CheckpointError, export_checkpoint
 
-    cfg = parse_cli(ExportRewardConfig, argv, __doc__.splitlines()[0],
-                    {"--run": ("run", str, "training run directory"), "--out": ("out", str, "artefact directory")})
+    cfg = parse_cli(
+        ExportRewardConfig,
+        argv,
+        __doc__.splitlines()[0],
+        {"--run": ("run", str, "training run directory"), "--out": ("out", str, "artefact directory")},
+    )
     run = Path(cfg.run)
     meta = {"command": cfg.command}
-    for name, key, load in (("config.yaml", "train_config", yaml.safe_load), ("run_time.json", "train_time", json.loads),
-                            ("eval.json", "eval", json.loads)):
+    for name, key, load in (
+        ("config.yaml", "train_config", yaml.safe_load),
+        ("run_time.json", "train_time", json.loads),
+        ("eval.json", "eval", json.loads),
+    ):
         if (run / name).is_file():
             meta[key] = load((run / name).read_text())
     try:
@@ -48,7 +57,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     size = sum(f["bytes"] for f in manifest["files"].values())
-    print(f"exported step {manifest['step']} of {run} to {cfg.out}: {len(manifest['files'])} files, {size / 1e6:.1f} MB")
+    print(
+        f"exported step {manifest['step']} of {run} to {cfg.out}: {len(manifest['files'])} files, {size / 1e6:.1f} MB"
+    )
     return 0
 
 

@@ -59,7 +59,9 @@ class GenerateConfig:
             self.guidance.VQ, self.guidance.MQ, self.guidance.TA = g.VQ, g.MQ, g.TA
         self.guidance.validate()
         if self.guidance.scale > 0 and not self.guidance_model:
-            raise ValueError("--guidance-scale > 0 needs --guidance-model (a directory from jobs/train_latent_reward.py)")
+            raise ValueError(
+                "--guidance-scale > 0 needs --guidance-model (a directory from jobs/train_latent_reward.py)"
+            )
         self.sampler.validate()
 
 
@@ -103,11 +105,13 @@ def run(cfg: GenerateConfig) -> dict:
     save_config(cfg, out)
     rows, t_sample, scores = [], 0.0, []
     step = cfg.sampler.batch_size
-    with open(out / "samples.jsonl", "w") as log, \
-            tqdm(total=len(texts), desc="generate", unit="clip", file=sys.stdout, mininterval=5) as bar:
+    with (
+        open(out / "samples.jsonl", "w") as log,
+        tqdm(total=len(texts), desc="generate", unit="clip", file=sys.stdout, mininterval=5) as bar,
+    ):
         for i in range(0, len(texts), step):
             t0 = time.time()
-            batch = sample(gen, texts[i:i + step], seeds[i:i + step], cfg.sampler, guidance=guidance)
+            batch = sample(gen, texts[i : i + step], seeds[i : i + step], cfg.sampler, guidance=guidance)
             t_sample += time.time() - t0
             for j, (frames, p, s) in enumerate(zip(batch.videos, batch.prompts, batch.seeds)):
                 name = f"videos/{i + j:04d}_seed{s}.mp4"
@@ -121,26 +125,38 @@ def run(cfg: GenerateConfig) -> dict:
                 log.write(json.dumps(row) + "\n")
                 rows.append(row)
             bar.update(len(batch.seeds))
-    summary = {"clips": len(rows), "sampling_seconds": round(t_sample, 2),
-               "seconds_per_clip": round(t_sample / max(1, len(rows)), 4),
-               "guidance": asdict(cfg.guidance) if guidance else None, "lora": cfg.lora or None}
+    summary = {
+        "clips": len(rows),
+        "sampling_seconds": round(t_sample, 2),
+        "seconds_per_clip": round(t_sample / max(1, len(rows)), 4),
+        "guidance": asdict(cfg.guidance) if guidance else None,
+        "lora": cfg.lora or None,
+    }
     if scores:
         summary["oracle_mean"] = dict(zip(("VQ", "MQ", "TA"), np.mean(scores, 0).round(4).tolist()))
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    print(f"{len(rows)} clips in {out / 'videos'} ({summary['seconds_per_clip']:.2f} s/clip sampling)"
-          + (f"; oracle means {summary['oracle_mean']}" if scores else ""), flush=True)
+    print(
+        f"{len(rows)} clips in {out / 'videos'} ({summary['seconds_per_clip']:.2f} s/clip sampling)"
+        + (f"; oracle means {summary['oracle_mean']}" if scores else ""),
+        flush=True,
+    )
     return summary
 
 
 def main(argv: list[str] | None = None) -> int:
-    cfg = parse_cli(GenerateConfig, argv, __doc__.split("\n")[0], flags={
-        "--out": ("out", str, "output directory"),
-        "--prompt": ("prompt", str, "literal prompts separated by ';'"),
-        "--lora": ("lora", str, "LoRA adapter directory"),
-        "--guidance-model": ("guidance_model", str, "latent reward model directory"),
-        "--guidance-weights": ("guidance_weights", str, "VQ,MQ,TA weights, e.g. 0.1,0.1,0.8"),
-        "--guidance-scale": ("guidance.scale", float, "guidance scale w (0 = off)"),
-    })
+    cfg = parse_cli(
+        GenerateConfig,
+        argv,
+        __doc__.split("\n")[0],
+        flags={
+            "--out": ("out", str, "output directory"),
+            "--prompt": ("prompt", str, "literal prompts separated by ';'"),
+            "--lora": ("lora", str, "LoRA adapter directory"),
+            "--guidance-model": ("guidance_model", str, "latent reward model directory"),
+            "--guidance-weights": ("guidance_weights", str, "VQ,MQ,TA weights, e.g. 0.1,0.1,0.8"),
+            "--guidance-scale": ("guidance.scale", float, "guidance scale w (0 = off)"),
+        },
+    )
     return run_job(run, cfg)
 
 

@@ -57,8 +57,7 @@ from rlhf.generator.sampler import SamplerConfig, euler_sample  # noqa: E402
 from rlhf.memory import WanDims  # noqa: E402
 from rlhf.reward.data import PairBatch  # noqa: E402
 from rlhf.reward.latent import LatentReward, LatentRewardConfig  # noqa: E402
-from rlhf.reward.model import (BackboneConfig, TrainableParts, apply_trainable_parts, build_model,  # noqa: E402
-                               qwen2vl_config)
+from rlhf.reward.model import BackboneConfig, TrainableParts, apply_trainable_parts, build_model, qwen2vl_config  # noqa: E402
 from rlhf.reward.processor import RewardProcessor, VisionGeometry  # noqa: E402
 from rlhf.reward.tokens import VIDEO_PAD, build_tokenizer  # noqa: E402
 from rlhf.reward.train import pair_loss  # noqa: E402
@@ -75,8 +74,9 @@ class WanLatentCodec:
 
     def latent_shape(self, frames: int, height: int, width: int) -> tuple[int, int, int, int]:
         if (frames - 1) % 4 or height % 8 or width % 8:
-            raise ValueError(f"Wan video shape must be (4k + 1) frames of sides divisible by 8, "
-                             f"got {frames} x {height} x {width}")
+            raise ValueError(
+                f"Wan video shape must be (4k + 1) frames of sides divisible by 8, got {frames} x {height} x {width}"
+            )
         return 16, (frames - 1) // 4 + 1, height // 8, width // 8
 
 
@@ -98,18 +98,33 @@ class WanCheck:
     nrg_scale: float = 1.0
 
     @classmethod
-    def tiny(cls) -> "WanCheck":
+    def tiny(cls) -> WanCheck:
         return cls(heads=4, head_dim=16, ffn=128, layers=2, text_dim=32, text_tokens=8, video=(9, 64, 64), lora_rank=4)
 
     def diffusers_config(self, **override) -> dict:
-        return WanDims(layers=self.layers, heads=self.heads, head_dim=self.head_dim, ffn_dim=self.ffn,
-                       text_dim=self.text_dim, freq_dim=self.freq_dim).diffusers_config(**override)
+        return WanDims(
+            layers=self.layers,
+            heads=self.heads,
+            head_dim=self.head_dim,
+            ffn_dim=self.ffn,
+            text_dim=self.text_dim,
+            freq_dim=self.freq_dim,
+        ).diffusers_config(**override)
 
     def bench_shape(self) -> WanShape:
         _, frames, height, width = WanLatentCodec().latent_shape(*self.video)
-        return WanShape(dim=self.heads * self.head_dim, heads=self.heads, ffn=self.ffn, layers=self.layers,
-                        text_dim=self.text_dim, text_tokens=self.text_tokens, frames=frames, height=height,
-                        width=width, lora_rank=self.lora_rank)
+        return WanShape(
+            dim=self.heads * self.head_dim,
+            heads=self.heads,
+            ffn=self.ffn,
+            layers=self.layers,
+            text_dim=self.text_dim,
+            text_tokens=self.text_tokens,
+            frames=frames,
+            height=height,
+            width=width,
+            lora_rank=self.lora_rank,
+        )
 
 
 @dataclass
@@ -133,23 +148,53 @@ class RewardCheck:
     text_tokens: int = 96  # tokens around the video (the prompt is padded to reach it)
 
     @classmethod
-    def tiny(cls) -> "RewardCheck":
-        return cls(text_hidden=64, text_layers=2, text_heads=4, text_kv_heads=2, text_intermediate=128, vocab_size=512,
-                   vision_depth=2, vision_embed=64, vision_heads=4, vision_mlp_ratio=2, frames=4, size=56, clips=2,
-                   text_tokens=16)
+    def tiny(cls) -> RewardCheck:
+        return cls(
+            text_hidden=64,
+            text_layers=2,
+            text_heads=4,
+            text_kv_heads=2,
+            text_intermediate=128,
+            vocab_size=512,
+            vision_depth=2,
+            vision_embed=64,
+            vision_heads=4,
+            vision_mlp_ratio=2,
+            frames=4,
+            size=56,
+            clips=2,
+            text_tokens=16,
+        )
 
     def backbone(self) -> BackboneConfig:
-        return BackboneConfig(text_hidden=self.text_hidden, text_layers=self.text_layers, text_heads=self.text_heads,
-                              text_kv_heads=self.text_kv_heads, text_intermediate=self.text_intermediate,
-                              vision_depth=self.vision_depth, vision_embed=self.vision_embed,
-                              vision_heads=self.vision_heads, vocab_size=self.vocab_size)
+        return BackboneConfig(
+            text_hidden=self.text_hidden,
+            text_layers=self.text_layers,
+            text_heads=self.text_heads,
+            text_kv_heads=self.text_kv_heads,
+            text_intermediate=self.text_intermediate,
+            vision_depth=self.vision_depth,
+            vision_embed=self.vision_embed,
+            vision_heads=self.vision_heads,
+            vocab_size=self.vocab_size,
+        )
 
     def bench_shape(self, text_tokens: int) -> RewardShape:
-        return RewardShape(vis_dim=self.vision_embed, vis_heads=self.vision_heads,
-                           vis_mlp=self.vision_embed * self.vision_mlp_ratio, vis_layers=self.vision_depth,
-                           dim=self.text_hidden, heads=self.text_heads, kv_heads=self.text_kv_heads,
-                           ffn=self.text_intermediate, layers=self.text_layers, frames=self.frames, size=self.size,
-                           text_tokens=text_tokens, batch=self.clips)
+        return RewardShape(
+            vis_dim=self.vision_embed,
+            vis_heads=self.vision_heads,
+            vis_mlp=self.vision_embed * self.vision_mlp_ratio,
+            vis_layers=self.vision_depth,
+            dim=self.text_hidden,
+            heads=self.text_heads,
+            kv_heads=self.text_kv_heads,
+            ffn=self.text_intermediate,
+            layers=self.text_layers,
+            frames=self.frames,
+            size=self.size,
+            text_tokens=text_tokens,
+            batch=self.clips,
+        )
 
 
 # ----------------------------------------------------------------------------------------- measuring
@@ -188,8 +233,11 @@ def project_wan(c: WanCheck, dc: DeviceConfig, warmup: int, reps: int) -> dict:
     rng = seeded_generator(0, device)
     shape = (1, *gen.latent_shape)
     text = torch.randn(1, c.text_tokens, c.text_dim, generator=rng, device=device).to(dc.dtype)
-    pair = {"x_w": torch.randn(shape, generator=rng, device=device),
-            "x_l": torch.randn(shape, generator=rng, device=device), "text": text}
+    pair = {
+        "x_w": torch.randn(shape, generator=rng, device=device),
+        "x_l": torch.randn(shape, generator=rng, device=device),
+        "text": text,
+    }
     params = gen.lora_parameters()
     update = plain_update(torch.optim.AdamW(params, lr=1e-5), params)
     dpo = measure(lambda: train_step(gen, pair, AlgoConfig(), rng, update), device, warmup, reps)
@@ -203,17 +251,23 @@ def project_wan(c: WanCheck, dc: DeviceConfig, warmup: int, reps: int) -> dict:
 
     # The latent reward: the generator's input stage and first blocks (random weights, like everything here)
     with torch.device(device):
-        scorer = WanTransformer3DModel(**c.diffusers_config(num_layers=c.nrg_blocks,
-                                                            out_channels=LatentRewardConfig().features))
+        scorer = WanTransformer3DModel(
+            **c.diffusers_config(num_layers=c.nrg_blocks, out_channels=LatentRewardConfig().features)
+        )
     backbone = FlowGenerator(scorer, None, WanLatentCodec(), c.video, fps=16)
     reward = LatentReward(backbone, LatentRewardConfig(blocks=c.nrg_blocks))
     reward.place(dc).eval()
     guide = (reward.reward_fn(text), GuidanceConfig(scale=c.nrg_scale, VQ=1.0, MQ=1.0, TA=1.0))
     with torch.no_grad():
         nrg = measure(lambda: euler_sample(gen.velocity, noise, text, uncond, one_step, guide), device, warmup, reps)
-    return {"params_m": round(sum(p.numel() for p in gen.parameters()) / 1e6, 1),
-            "lora_params_m": round(sum(p.numel() for p in params) / 1e6, 2),
-            "latent_shape": list(gen.latent_shape), "dpo_step": dpo, "cfg_step": cfg, "nrg_step": nrg}
+    return {
+        "params_m": round(sum(p.numel() for p in gen.parameters()) / 1e6, 1),
+        "lora_params_m": round(sum(p.numel() for p in params) / 1e6, 2),
+        "latent_shape": list(gen.latent_shape),
+        "dpo_step": dpo,
+        "cfg_step": cfg,
+        "nrg_step": nrg,
+    }
 
 
 # ----------------------------------------------------------------------------------------- VideoReward through rlhf
@@ -231,7 +285,7 @@ def reward_inputs(c: RewardCheck, tokenizer, geometry: VisionGeometry, n: int) -
     words = 0
     while around(words) < c.text_tokens:
         words += 1
-    patches = torch.randn(grid[0] * grid[1] * grid[2], 3 * geometry.temporal * geometry.patch ** 2)
+    patches = torch.randn(grid[0] * grid[1] * grid[2], 3 * geometry.temporal * geometry.patch**2)
     return processor.encode([(patches, grid)] * n, [" ".join(["video"] * words)] * n)
 
 
@@ -265,8 +319,14 @@ def project_reward(c: RewardCheck, dc: DeviceConfig, warmup: int, reps: int) -> 
     pairs = c.clips // 2
     labels = torch.tensor([[1, -1, 0], [-1, 0, 1], [0, 1, -1]])[torch.arange(pairs) % 3]
     nan = torch.full((pairs, 3), float("nan"))
-    batch = PairBatch(inputs=inputs, labels=labels, overall=labels[:, 0], score_a=nan, score_b=nan,
-                      records=[{"prompt": "video"}] * pairs)
+    batch = PairBatch(
+        inputs=inputs,
+        labels=labels,
+        overall=labels[:, 0],
+        score_a=nan,
+        score_b=nan,
+        records=[{"prompt": "video"}] * pairs,
+    )
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=5e-4)
 
@@ -278,10 +338,15 @@ def project_reward(c: RewardCheck, dc: DeviceConfig, warmup: int, reps: int) -> 
 
     model.train()
     btt = measure(btt_step, device, warmup, reps)
-    return {"params_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 1),
-            "trainable_params_m": round(sum(p.numel() for p in params) / 1e6, 1), "tokens": tokens,
-            "attn_implementation": vlm.config._attn_implementation, "forward": forward, "btt_step": btt,
-            "btt_pairs": pairs}
+    return {
+        "params_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 1),
+        "trainable_params_m": round(sum(p.numel() for p in params) / 1e6, 1),
+        "tokens": tokens,
+        "attn_implementation": vlm.config._attn_implementation,
+        "forward": forward,
+        "btt_step": btt,
+        "btt_pairs": pairs,
+    }
 
 
 # ----------------------------------------------------------------------------------------- the two side by side
@@ -323,12 +388,14 @@ def check_reward(c: RewardCheck, dc: DeviceConfig, warmup: int, reps: int) -> di
     figures = {
         "reward_forward.seconds": figure("s/clip", per_clip(project["forward"]["median_s"]), per_clip(fwd["median_s"])),
         "reward_forward.peak_gib": figure("GiB", project["forward"].get("peak_gib"), fwd.get("peak_gib")),
-        "reward_btt_step.seconds": figure(f"s/step ({project['btt_pairs']} pairs)", project["btt_step"]["median_s"],
-                                          None),
+        "reward_btt_step.seconds": figure(
+            f"s/step ({project['btt_pairs']} pairs)", project["btt_step"]["median_s"], None
+        ),
         "reward_btt_step.peak_gib": figure("GiB", project["btt_step"].get("peak_gib"), None),
     }
-    extra = {"reward_forward_clips_per_s": {"project": c.clips / project["forward"]["median_s"],
-                                            "plain": fwd["clips_per_s"]}}
+    extra = {
+        "reward_forward_clips_per_s": {"project": c.clips / project["forward"]["median_s"], "plain": fwd["clips_per_s"]}
+    }
     return {"figures": figures, "extra": extra, "project": project, "plain": plain}
 
 
@@ -338,8 +405,9 @@ def table(figures: dict) -> str:
     for name, row in figures.items():
         ratio = row.get("ratio")
         flag = " !" if ratio is not None and ratio > TARGET_RATIO else ""
-        rows.append(f"{name:<26} {row['unit']:<18} {fmt(row['project']):>10} {fmt(row.get('plain')):>10} "
-                    f"{fmt(ratio):>7}{flag}")
+        rows.append(
+            f"{name:<26} {row['unit']:<18} {fmt(row['project']):>10} {fmt(row.get('plain')):>10} {fmt(ratio):>7}{flag}"
+        )
     return "\n".join(rows)
 
 
@@ -370,11 +438,21 @@ def main(argv=None) -> int:
         return 2
     if dc.is_cuda:
         torch.backends.cuda.matmul.allow_tf32 = True  # as bench_gpu
-    checks = {"wan": (check_wan, WanCheck.tiny() if a.tiny else WanCheck()),
-              "reward": (check_reward, RewardCheck.tiny() if a.tiny else RewardCheck())}
+    checks = {
+        "wan": (check_wan, WanCheck.tiny() if a.tiny else WanCheck()),
+        "reward": (check_reward, RewardCheck.tiny() if a.tiny else RewardCheck()),
+    }
 
-    res = {"device": torch.cuda.get_device_name(device) if dc.is_cuda else "cpu", "precision": dc.precision,
-           "tiny": a.tiny, "target_ratio": TARGET_RATIO, "shapes": {}, "figures": {}, "extra": {}, "sections": {}}
+    res = {
+        "device": torch.cuda.get_device_name(device) if dc.is_cuda else "cpu",
+        "precision": dc.precision,
+        "tiny": a.tiny,
+        "target_ratio": TARGET_RATIO,
+        "shapes": {},
+        "figures": {},
+        "extra": {},
+        "sections": {},
+    }
     for name in sections:
         t0 = time.time()
         check, c = checks[name]
@@ -386,11 +464,16 @@ def main(argv=None) -> int:
         print(f"{name}: {res['sections'][name]['check_seconds']} s", flush=True)
     res.update(versions())
     res["over_target"] = [k for k, v in res["figures"].items() if v.get("ratio", 0) > TARGET_RATIO]
-    bad = [k for k, v in res["figures"].items() if not all(math.isfinite(x) and x > 0 for x in
-                                                           (v["project"], v.get("plain", 1), v.get("ratio", 1)))]
+    bad = [
+        k
+        for k, v in res["figures"].items()
+        if not all(math.isfinite(x) and x > 0 for x in (v["project"], v.get("plain", 1), v.get("ratio", 1)))
+    ]
 
-    print(f"\n{res['device']}, torch {res['torch']}, diffusers {res['diffusers']}, transformers {res['transformers']}"
-          f", {dc.precision}{', tiny shapes' if a.tiny else ''}; ratio = project / plain, target <= {TARGET_RATIO}")
+    print(
+        f"\n{res['device']}, torch {res['torch']}, diffusers {res['diffusers']}, transformers {res['transformers']}"
+        f", {dc.precision}{', tiny shapes' if a.tiny else ''}; ratio = project / plain, target <= {TARGET_RATIO}"
+    )
     print(table(res["figures"]))
     for k, v in res["extra"].items():
         print(f"{k}: {v:.4g}" if isinstance(v, float) else f"{k}: " + ", ".join(f"{n} {x:.4g}" for n, x in v.items()))

@@ -58,10 +58,18 @@ def run(cfg: ImportConfig):
 
 
 def main(argv: list[str] | None = None) -> int:
-    cfg = parse_cli(ImportConfig, argv, __doc__.splitlines()[0],
-                    {"--input": ("input", str, "CSV or parquet file"), "--root": ("root", str, "dataset root"),
-                     "--out": ("out", str, "output parquet"), "--split": ("split", str, "split name")},
-                    bool_flags={"--strict": ("strict", "fail on any bad row")})
+    cfg = parse_cli(
+        ImportConfig,
+        argv,
+        __doc__.splitlines()[0],
+        {
+            "--input": ("input", str, "CSV or parquet file"),
+            "--root": ("root", str, "dataset root"),
+            "--out": ("out", str, "output parquet"),
+            "--split": ("split", str, "split name"),
+        },
+        bool_flags={"--strict": ("strict", "fail on any bad row")},
+    )
     try:
         report, out, rejects = run(cfg)
     except DataError as e:

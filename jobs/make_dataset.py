@@ -52,22 +52,41 @@ def main(argv: list[str] | None = None) -> int:
         MakeDatasetConfig,
         argv,
         __doc__.splitlines()[0],
-        {"--pairs": ("pairs", int, "number of pairs"), "--out": ("out", str, "output directory"),
-         "--seed": ("seed", int, "random seed"), "--workers": ("workers", int, "worker processes")},
+        {
+            "--pairs": ("pairs", int, "number of pairs"),
+            "--out": ("out", str, "output directory"),
+            "--seed": ("seed", int, "random seed"),
+            "--workers": ("workers", int, "worker processes"),
+        },
     )
     save_config(cfg, cfg.out)
-    result = build_dataset(cfg.out, cfg.pairs, cfg.seed, cfg.sampling, cfg.render, cfg.annotator, cfg.crf,
-                           cfg.workers, generated=cfg.generated)
+    result = build_dataset(
+        cfg.out,
+        cfg.pairs,
+        cfg.seed,
+        cfg.sampling,
+        cfg.render,
+        cfg.annotator,
+        cfg.crf,
+        cfg.workers,
+        generated=cfg.generated,
+    )
     n_train = sum(r["split"] == "train" for r in result.records)
     n_gen = sum(r["source"] == "generated" for r in result.records)
-    print(f"wrote {len(result.records)} pairs ({n_train} train, {len(result.records) - n_train} held-out; {n_gen} "
-          f"generated) to {cfg.out} in {result.seconds:.1f} s ({len(result.records) / result.seconds:.1f} pairs/s)")
+    print(
+        f"wrote {len(result.records)} pairs ({n_train} train, {len(result.records) - n_train} held-out; {n_gen} "
+        f"generated) to {cfg.out} in {result.seconds:.1f} s ({len(result.records) / result.seconds:.1f} pairs/s)"
+    )
     for source, stats in json.loads((Path(cfg.out) / "manifest.json").read_text())["stats_by_source"].items():
-        print(f"{source}: {'dim':8s} {'ties':>6s} {'ceiling w/ ties':>16s} {'ceiling w/o ties':>17s}  "
-              "(expected; realised on these labels)")
+        print(
+            f"{source}: {'dim':8s} {'ties':>6s} {'ceiling w/ ties':>16s} {'ceiling w/o ties':>17s}  "
+            "(expected; realised on these labels)"
+        )
         for dim, s in stats.items():
-            print(f"{' ' * len(source)}  {dim:8s} {s['tie_rate']:6.1%} {s['ceiling_with_ties']:8.1%} "
-                  f"({s['realised_with_ties']:.1%}) {s['ceiling_without_ties']:8.1%} ({s['realised_without_ties']:.1%})")
+            print(
+                f"{' ' * len(source)}  {dim:8s} {s['tie_rate']:6.1%} {s['ceiling_with_ties']:8.1%} "
+                f"({s['realised_with_ties']:.1%}) {s['ceiling_without_ties']:8.1%} ({s['realised_without_ties']:.1%})"
+            )
     return 0
 
 

@@ -98,11 +98,12 @@ def row_name(model: str, w, suffix: str = "") -> str:
     return f"{model}_{label(w).replace(':', '-')}{suffix}"
 
 
-def guidance_config(cfg: "NRGTableConfig", weights, scale: float, end: float | None = None):
+def guidance_config(cfg: NRGTableConfig, weights, scale: float, end: float | None = None):
     from rlhf.generator.guidance import GuidanceConfig
 
-    return GuidanceConfig(scale=scale, VQ=weights[0], MQ=weights[1], TA=weights[2], start=cfg.start,
-                          end=cfg.end if end is None else end)
+    return GuidanceConfig(
+        scale=scale, VQ=weights[0], MQ=weights[1], TA=weights[2], start=cfg.start, end=cfg.end if end is None else end
+    )
 
 
 class Rows:
@@ -131,14 +132,21 @@ class Rows:
         with tqdm(total=len(self.prompts), desc=name, unit="clip", file=sys.stdout, mininterval=10) as bar:
             for i in range(0, len(self.prompts), step):
                 t0 = time.time()
-                b = sample(self.gen, self.prompts[i:i + step], self.seeds[i:i + step], self.cfg.sampler,
-                           guidance=guidance)
+                b = sample(
+                    self.gen, self.prompts[i : i + step], self.seeds[i : i + step], self.cfg.sampler, guidance=guidance
+                )
                 seconds += time.time() - t0
                 scores.append(as_matrix(OracleJudge()(b.videos, b.prompts)))
                 bar.update(len(b.seeds))
-        row = {"name": name, "weights": list(weights) if weights else None, "scale": scale,
-               "prompts": self.prompts, "seeds": self.seeds, "seconds": seconds,
-               "oracle": np.concatenate(scores).tolist()}
+        row = {
+            "name": name,
+            "weights": list(weights) if weights else None,
+            "scale": scale,
+            "prompts": self.prompts,
+            "seeds": self.seeds,
+            "seconds": seconds,
+            "oracle": np.concatenate(scores).tolist(),
+        }
         path.write_text(json.dumps(row))
         return row
 
@@ -152,10 +160,12 @@ def compare(row: dict, base: dict, weights) -> dict:
 
     w = weights or (1.0, 1.0, 1.0)
     wr = win_rates(np.array(row["oracle"]), np.array(base["oracle"]), RewardWeights(*w), TIE_MARGINS["oracle"])
-    return {"win": {k: round(100 * v, 1) for k, v in wr.items()},
-            "oracle_mean": dict(zip(DIMS, np.round(np.mean(row["oracle"], 0), 4).tolist())),
-            "seconds_per_clip": round(row["seconds"] / len(row["seeds"]), 3),
-            "cost_vs_unguided": round(row["seconds"] / base["seconds"], 2)}
+    return {
+        "win": {k: round(100 * v, 1) for k, v in wr.items()},
+        "oracle_mean": dict(zip(DIMS, np.round(np.mean(row["oracle"], 0), 4).tolist())),
+        "seconds_per_clip": round(row["seconds"] / len(row["seeds"]), 3),
+        "cost_vs_unguided": round(row["seconds"] / base["seconds"], 2),
+    }
 
 
 def run(cfg: NRGTableConfig) -> dict:
@@ -182,58 +192,77 @@ def run(cfg: NRGTableConfig) -> dict:
     if cfg.tune_scales:
         grammar = cfg.prompts.partition(":")[2]  # tune on the training prompts of the table's grammar
         train = read_prompts(f"train:{grammar}" if grammar else "train")
-        pick = sorted(np.random.default_rng(cfg.seed).permutation(len(train))[:cfg.tune_prompts])
+        pick = sorted(np.random.default_rng(cfg.seed).permutation(len(train))[: cfg.tune_prompts])
         tp = [train[i] for i in pick for _ in range(cfg.per_prompt)]
         tune = Rows(cfg, gen, tp, [cfg.seed + 5_000_000 + i for i in range(len(tp))], out / "rows" / "tune")
         base = tune.get("unguided")
         report["tuning"] = {}
         best = None
-        tune_rows = ([cfg._weights(r) for r in cfg.tune_rows.split(",") if r.strip()] if cfg.tune_rows
-                     else rows6 + cfg.table7_weights())
+        tune_rows = (
+            [cfg._weights(r) for r in cfg.tune_rows.split(",") if r.strip()]
+            if cfg.tune_rows
+            else rows6 + cfg.table7_weights()
+        )
         ends = [float(x) for x in cfg.tune_ends.split(",")] if cfg.tune_ends else [cfg.end]
         for s in (float(x) for x in cfg.tune_scales.split(",")):
             for e in ends:
-                wins = {label(w): compare(tune.get(row_name("noise", w, f"_s{s:g}_e{e:g}"), noise_model,
-                                                   w, s, e), base, w)["win"]["weighted"] for w in tune_rows}
+                wins = {
+                    label(w): compare(tune.get(row_name("noise", w, f"_s{s:g}_e{e:g}"), noise_model, w, s, e), base, w)[
+                        "win"
+                    ]["weighted"]
+                    for w in tune_rows
+                }
                 mean = float(np.mean(list(wins.values())))
                 report["tuning"][f"scale {s:g}, end {e:g}"] = {"weighted_win_per_row": wins, "mean": round(mean, 1)}
-                print(f"tuning scale {s:g}, end {e:g}: mean weighted win {mean:.1f}% over {len(wins)} rows on "
-                      "training prompts", flush=True)
+                print(
+                    f"tuning scale {s:g}, end {e:g}: mean weighted win {mean:.1f}% over {len(wins)} rows on "
+                    "training prompts",
+                    flush=True,
+                )
                 if best is None or mean > best[2]:
                     best = (s, e, mean)
         scale, cfg.end = best[0], best[1]
         print(f"chosen scale {scale:g}, end {cfg.end:g}", flush=True)
     report["scale"], report["end"] = scale, cfg.end
 
-    prompts = read_prompts(cfg.prompts)[:cfg.n_prompts or None]
+    prompts = read_prompts(cfg.prompts)[: cfg.n_prompts or None]
     texts = [p for p in prompts for _ in range(cfg.per_prompt)]
     rows = Rows(cfg, gen, texts, [cfg.seed + i for i in range(len(texts))], out / "rows" / "table")
     base = rows.get("unguided")
-    report["unguided"] = {"oracle_mean": dict(zip(DIMS, np.round(np.mean(base["oracle"], 0), 4).tolist())),
-                          "seconds_per_clip": round(base["seconds"] / len(texts), 3), "clips": len(texts)}
-    report["table6"] = {label(w): compare(rows.get(row_name("noise", w), noise_model, w, scale),
-                                          base, w) for w in rows6}
+    report["unguided"] = {
+        "oracle_mean": dict(zip(DIMS, np.round(np.mean(base["oracle"], 0), 4).tolist())),
+        "seconds_per_clip": round(base["seconds"] / len(texts), 3),
+        "clips": len(texts),
+    }
+    report["table6"] = {
+        label(w): compare(rows.get(row_name("noise", w), noise_model, w, scale), base, w) for w in rows6
+    }
     report["table7"] = {}
     for w in cfg.table7_weights():
         report["table7"][f"{label(w)} w/ noise"] = compare(
-            rows.get(row_name("noise", w), noise_model, w, scale), base, w)
+            rows.get(row_name("noise", w), noise_model, w, scale), base, w
+        )
     guided = [(w, report["table6"][label(w)]["win"]) for w in rows6]
-    guided += [(w, report["table7"][f"{label(w)} w/ noise"]["win"]) for w in cfg.table7_weights()
-               if label(w) not in report["table6"]]
+    guided += [
+        (w, report["table7"][f"{label(w)} w/ noise"]["win"])
+        for w in cfg.table7_weights()
+        if label(w) not in report["table6"]
+    ]
     report["steering"] = steering(guided)
     if cfg.clean_model:  # loaded last: the table can start while the "w/o noise" model still trains
         clean = LatentReward.load(cfg.clean_model)
         for w in cfg.table7_weights():
             report["table7"][f"{label(w)} w/o noise"] = compare(
-                rows.get(row_name("clean", w), clean, w, scale), base, w)
+                rows.get(row_name("clean", w), clean, w, scale), base, w
+            )
     if cfg.control:  # what guidance does with the same architecture before any training
         untrained = LatentReward.from_generator(cfg.generator, noise_model.config)
-        for w in ([cfg._weights(r) for r in cfg.control_rows.split(",")] if cfg.control_rows
-                  else cfg.table7_weights()):
+        for w in [cfg._weights(r) for r in cfg.control_rows.split(",")] if cfg.control_rows else cfg.table7_weights():
             report["table7"][f"{label(w)} untrained (control)"] = compare(
-                rows.get(row_name("untrained", w), untrained, w, scale), base, w)
+                rows.get(row_name("untrained", w), untrained, w, scale), base, w
+            )
     if cfg.cost_reps:
-        report["cost"] = guidance_cost(cfg, gen, texts[:cfg.cost_clips], noise_model, rows6[0], scale)
+        report["cost"] = guidance_cost(cfg, gen, texts[: cfg.cost_clips], noise_model, rows6[0], scale)
     (out / "table.json").write_text(json.dumps(report, indent=2))
     (out / "table.md").write_text(markdown(report))
     print(markdown(report), flush=True)
@@ -256,23 +285,36 @@ def guidance_cost(cfg: NRGTableConfig, gen, prompts: list[str], model, weights, 
             sample(gen, prompts, seeds, cfg.sampler, guidance=guidance)
             times[name].append((time.perf_counter() - t0) / len(prompts))
     ratio = float(np.median(np.array(times["guided"]) / np.array(times["unguided"])))
-    return {"seconds_per_clip": {k: [round(x, 4) for x in v] for k, v in times.items()},
-            "guided_over_unguided": round(ratio, 2), "weights": label(weights),
-            "guided_fraction_of_steps": round(cfg.end - cfg.start, 2)}
+    return {
+        "seconds_per_clip": {k: [round(x, 4) for x in v] for k, v in times.items()},
+        "guided_over_unguided": round(ratio, 2),
+        "weights": label(weights),
+        "guided_fraction_of_steps": round(cfg.end - cfg.start, 2),
+    }
 
 
 def markdown(r: dict) -> str:
     n = r["unguided"]["clips"]
-    lines = [f"Flow-NRG, guidance scale {r['scale']:g} on steps [{r['config']['start']:g}, {r['end']:g}) of the "
-             f"sampler: oracle win rate (%) of guided against unguided sampling, {n} held-out clips (same prompts "
-             "and seeds; tie = 0.5).", "",
-             "Table 6 (\"w/ noise\" latent reward)", "",
-             "| weights VQ:MQ:TA | VQ | MQ | TA | weighted | cost vs unguided |", "|---|---|---|---|---|---|"]
+    lines = [
+        f"Flow-NRG, guidance scale {r['scale']:g} on steps [{r['config']['start']:g}, {r['end']:g}) of the "
+        f"sampler: oracle win rate (%) of guided against unguided sampling, {n} held-out clips (same prompts "
+        "and seeds; tie = 0.5).",
+        "",
+        'Table 6 ("w/ noise" latent reward)',
+        "",
+        "| weights VQ:MQ:TA | VQ | MQ | TA | weighted | cost vs unguided |",
+        "|---|---|---|---|---|---|",
+    ]
     for k, v in r["table6"].items():
         w = v["win"]
         lines.append(f"| {k} | {w['VQ']} | {w['MQ']} | {w['TA']} | {w['weighted']} | {v['cost_vs_unguided']}x |")
-    lines += ["", "Table 7 (latent reward trained w/ and w/o noise)", "",
-              "| weights VQ:MQ:TA, latent reward | VQ | MQ | TA | cost vs unguided |", "|---|---|---|---|---|"]
+    lines += [
+        "",
+        "Table 7 (latent reward trained w/ and w/o noise)",
+        "",
+        "| weights VQ:MQ:TA, latent reward | VQ | MQ | TA | cost vs unguided |",
+        "|---|---|---|---|---|",
+    ]
     for k, v in r["table7"].items():
         w = v["win"]
         lines.append(f"| {k} | {w['VQ']} | {w['MQ']} | {w['TA']} | {v['cost_vs_unguided']}x |")
@@ -282,23 +324,35 @@ def markdown(r: dict) -> str:
             curve = ", ".join(f"{w:g} -> {win:.1f}" for w, win in v["curve"])
             lines.append(f"- {d}: {curve} ({'monotone' if v['monotone'] else 'not monotone'})")
     u = r["unguided"]
-    lines += ["", f"Unguided: {u['seconds_per_clip']} s/clip sampling; oracle means "
-              + ", ".join(f"{d} {u['oracle_mean'][d]}" for d in DIMS) + "."]
+    lines += [
+        "",
+        f"Unguided: {u['seconds_per_clip']} s/clip sampling; oracle means "
+        + ", ".join(f"{d} {u['oracle_mean'][d]}" for d in DIMS)
+        + ".",
+    ]
     if "cost" in r:
         c = r["cost"]
-        lines += [f"Cost: guided sampling takes {c['guided_over_unguided']}x the time of unguided sampling "
-                  f"(median of {len(c['seconds_per_clip']['guided'])} interleaved rounds, weights {c['weights']}, "
-                  f"guidance on {c['guided_fraction_of_steps']:.0%} of the steps); the per-row cost column is each "
-                  "row's own wall time against the unguided row's and drifts with machine load."]
+        lines += [
+            f"Cost: guided sampling takes {c['guided_over_unguided']}x the time of unguided sampling "
+            f"(median of {len(c['seconds_per_clip']['guided'])} interleaved rounds, weights {c['weights']}, "
+            f"guidance on {c['guided_fraction_of_steps']:.0%} of the steps); the per-row cost column is each "
+            "row's own wall time against the unguided row's and drifts with machine load."
+        ]
     return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
-    cfg = parse_cli(NRGTableConfig, argv, __doc__.split("\n")[0], flags={
-        "--out": ("out", str, "run directory"),
-        "--noise-model": ("noise_model", str, "latent reward trained w/ noise"),
-        "--clean-model": ("clean_model", str, "latent reward trained w/o noise"),
-    }, bool_flags={"--resume": ("resume", "keep rows already drawn")})
+    cfg = parse_cli(
+        NRGTableConfig,
+        argv,
+        __doc__.split("\n")[0],
+        flags={
+            "--out": ("out", str, "run directory"),
+            "--noise-model": ("noise_model", str, "latent reward trained w/ noise"),
+            "--clean-model": ("clean_model", str, "latent reward trained w/o noise"),
+        },
+        bool_flags={"--resume": ("resume", "keep rows already drawn")},
+    )
     return run_job(run, cfg)
 
 

@@ -25,7 +25,6 @@ DeepSpeed state with the optimiser, the adapter, ``state.json`` with the data po
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -124,8 +123,9 @@ class OnlineConfig:
         if self.checkpoint_every < 0 or self.eval_n_prompts < 0 or self.eval_seeds < 1:
             raise ValueError("checkpoint_every and eval_n_prompts must be >= 0, eval_seeds >= 1")
         if len(self.video_shape) != 3 or min(self.video_shape) < 1 or self.fps <= 0:
-            raise ValueError(f"video_shape must be [frames, height, width] and fps > 0, got {self.video_shape}, "
-                             f"{self.fps}")
+            raise ValueError(
+                f"video_shape must be [frames, height, width] and fps > 0, got {self.video_shape}, {self.fps}"
+            )
         self.generator_device.check_gpus(self.generator_gpus, "generator_device", "generator_gpus")
         self.sampler.validate()
         self.guidance.validate()
@@ -137,14 +137,20 @@ class OnlineConfig:
         self.refresh.validate()
         if self.refresh.every:
             if self.reward.model == "oracle" or not self.world:
-                raise ValueError("refresh.every > 0 fine-tunes a learned reward on labels of the world's raters: it "
-                                 "needs reward.model set to a VideoReward checkpoint (or default) and world=true")
+                raise ValueError(
+                    "refresh.every > 0 fine-tunes a learned reward on labels of the world's raters: it "
+                    "needs reward.model set to a VideoReward checkpoint (or default) and world=true"
+                )
             if "://" in self.storage:
-                raise ValueError(f"refresh.every > 0 serves refreshed rewards from the run storage, which every reward "
-                                 f"replica must read as a path: storage={self.storage!r} is a URI; use a shared mount")
+                raise ValueError(
+                    f"refresh.every > 0 serves refreshed rewards from the run storage, which every reward "
+                    f"replica must read as a path: storage={self.storage!r} is a URI; use a shared mount"
+                )
         if not self.world and self.reward.model == "oracle":
-            raise ValueError("world=false has no oracle to serve: set reward.model to a VideoReward checkpoint "
-                             "(a directory or hub id such as KwaiVGI/VideoReward, or default)")
+            raise ValueError(
+                "world=false has no oracle to serve: set reward.model to a VideoReward checkpoint "
+                "(a directory or hub id such as KwaiVGI/VideoReward, or default)"
+            )
 
     def roles(self) -> list:
         """What each role reserves on the cluster (actors.cluster.check_fit compares it with what is there)."""
@@ -153,18 +159,37 @@ class OnlineConfig:
         t, r = self.trainer, self.reward
         gib = 2**30
         return [
-            Role("generator actors", self.generators, {"CPU": self.generator_cpus, "GPU": self.generator_gpus,
-                                                       **self.generator_resources},
-                 "generators, generator_cpus, generator_gpus, generator_resources"),
-            Role("trainer workers", t.num_workers, {"CPU": 1.0, "GPU": 1.0 if t.device.is_cuda else 0.0,
-                                                    **t.resources_per_worker},
-                 "trainer.num_workers, trainer.device, trainer.resources_per_worker"),
-            Role("reward replicas", max(r.min_replicas, 1), {"CPU": r.num_cpus, "GPU": r.num_gpus,
-                                                             "memory": r.memory_gib * gib, **r.resources},
-                 "reward.min_replicas, reward.num_cpus, reward.num_gpus, reward.memory_gib, reward.resources"),
+            Role(
+                "generator actors",
+                self.generators,
+                {"CPU": self.generator_cpus, "GPU": self.generator_gpus, **self.generator_resources},
+                "generators, generator_cpus, generator_gpus, generator_resources",
+            ),
+            Role(
+                "trainer workers",
+                t.num_workers,
+                {"CPU": 1.0, "GPU": 1.0 if t.device.is_cuda else 0.0, **t.resources_per_worker},
+                "trainer.num_workers, trainer.device, trainer.resources_per_worker",
+            ),
+            Role(
+                "reward replicas",
+                max(r.min_replicas, 1),
+                {"CPU": r.num_cpus, "GPU": r.num_gpus, "memory": r.memory_gib * gib, **r.resources},
+                "reward.min_replicas, reward.num_cpus, reward.num_gpus, reward.memory_gib, reward.resources",
+            ),
             Role("Ray Data tasks", 1, {"CPU": 1.0}, "none: preference batches need one CPU besides the actors"),
-        ] + ([Role("reward refresh workers", self.refresh.workers, {"CPU": 1.0, "GPU": 1.0 if t.device.is_cuda else 0.0},
-                   "refresh.workers, trainer.device")] if self.refresh.every else [])
+        ] + (
+            [
+                Role(
+                    "reward refresh workers",
+                    self.refresh.workers,
+                    {"CPU": 1.0, "GPU": 1.0 if t.device.is_cuda else 0.0},
+                    "refresh.workers, trainer.device",
+                )
+            ]
+            if self.refresh.every
+            else []
+        )
 
     def eval_prompt_spec(self) -> str:
         return self.eval_prompts or ("heldout" if self.world else self.prompts)
@@ -182,10 +207,13 @@ class OnlineConfig:
                     try:
                         parse_prompt(p)
                     except PromptError as e:
-                        raise ValueError(f"prompt {p!r} of {spec} is outside the moving-shapes grammar ({e}): the "
-                                         "world's oracle cannot score it; set world=false (and reward.model to a "
-                                         "VideoReward checkpoint) to run free-text prompts") from None
+                        raise ValueError(
+                            f"prompt {p!r} of {spec} is outside the moving-shapes grammar ({e}): the "
+                            "world's oracle cannot score it; set world=false (and reward.model to a "
+                            "VideoReward checkpoint) to run free-text prompts"
+                        ) from None
         return train, ev
+
 
 # ---------------------------------------------------------------------------------------------- data
 def prompt_batch(cfg: OnlineConfig, prompts: list[str], iteration: int) -> tuple[list[str], list[int]]:
@@ -245,22 +273,29 @@ class Metrics:
         from ray.util.metrics import Counter, Gauge
 
         self.path = out / "metrics.jsonl"
-        self.g = {name: Gauge(f"videoalign_{name}", description=desc, tag_keys=tags) for name, desc, tags in [
-            ("reward", "mean reward of the iteration's samples (normalised)", ("dimension",)),
-            ("oracle", "mean oracle score of the iteration's samples", ("dimension",)),
-            ("loss", "training loss (mean over the iteration's steps)", ()),
-            ("implicit_accuracy", "Flow-DPO implicit accuracy", ()),
-            ("videos_per_second", "clips generated, scored and trained on per second", ()),
-            ("phase_seconds", "seconds per phase of the iteration", ("phase",)),
-            ("staleness", "policy versions between sampling and training", ()),
-            ("queue_depth", "rollout batches in flight when training starts", ()),
-            ("policy_version", "latest published policy version", ()),
-            ("pairs", "preference pairs (or weighted samples) of the iteration", ()),
-            ("reward_version", "version of the served reward model (reward refresh bumps it)", ()),
-            ("labels_spent", "pairs labelled by the raters for reward refresh so far", ()),
-            ("reward_onpolicy_accuracy", "served reward's accuracy without ties on the policy's labelled pairs, "
-             "before the refresh learns them", ("dimension",)),
-        ]}
+        self.g = {
+            name: Gauge(f"videoalign_{name}", description=desc, tag_keys=tags)
+            for name, desc, tags in [
+                ("reward", "mean reward of the iteration's samples (normalised)", ("dimension",)),
+                ("oracle", "mean oracle score of the iteration's samples", ("dimension",)),
+                ("loss", "training loss (mean over the iteration's steps)", ()),
+                ("implicit_accuracy", "Flow-DPO implicit accuracy", ()),
+                ("videos_per_second", "clips generated, scored and trained on per second", ()),
+                ("phase_seconds", "seconds per phase of the iteration", ("phase",)),
+                ("staleness", "policy versions between sampling and training", ()),
+                ("queue_depth", "rollout batches in flight when training starts", ()),
+                ("policy_version", "latest published policy version", ()),
+                ("pairs", "preference pairs (or weighted samples) of the iteration", ()),
+                ("reward_version", "version of the served reward model (reward refresh bumps it)", ()),
+                ("labels_spent", "pairs labelled by the raters for reward refresh so far", ()),
+                (
+                    "reward_onpolicy_accuracy",
+                    "served reward's accuracy without ties on the policy's labelled pairs, "
+                    "before the refresh learns them",
+                    ("dimension",),
+                ),
+            ]
+        }
         self.videos = Counter("videoalign_videos_total", description="clips generated and scored")
 
     def record(self, rec: dict) -> None:
@@ -268,8 +303,17 @@ class Metrics:
             self.g["reward"].set(rec["reward"][d], tags={"dimension": d})
             if rec["oracle"].get(d) is not None:
                 self.g["oracle"].set(rec["oracle"][d], tags={"dimension": d})
-        for k in ("loss", "implicit_accuracy", "videos_per_second", "staleness", "queue_depth", "policy_version",
-                  "pairs", "reward_version", "labels_spent"):
+        for k in (
+            "loss",
+            "implicit_accuracy",
+            "videos_per_second",
+            "staleness",
+            "queue_depth",
+            "policy_version",
+            "pairs",
+            "reward_version",
+            "labels_spent",
+        ):
             if rec.get(k) is not None:
                 self.g[k].set(float(rec[k]))
         if rec.get("refresh"):
@@ -285,7 +329,7 @@ class Metrics:
 
 
 # ---------------------------------------------------------------------------------------- checkpoint
-def run_storage(cfg: "OnlineConfig"):
+def run_storage(cfg: OnlineConfig):
     from actors.storage import RunStorage
 
     return RunStorage(cfg.storage or str(Path(cfg.out).resolve() / "checkpoints"))
@@ -351,14 +395,16 @@ class OnlineRun:
 
         cfg = self.cfg
         roles = cfg.roles()  # Ray is imported by connect: a local cluster must bind 127.0.0.1
-        self.cluster = connect(cfg.ray_address, num_cpus=cfg.num_cpus or local_cpus(roles),
-                               env_vars=hub_env(cfg.hub_cache))
-        self.log(f"Ray dashboard: {self.cluster.dashboard_url or '(none on this cluster)'}; metrics "
-                 f"{' '.join(self.cluster.metrics_urls()) or '(none)'}")
-        check_fit(roles, autoscaling=cfg.autoscaling and not self.cluster.started, wait_s=cfg.cluster_wait_s,
-                  log=self.log)
-        import ray
-        import ray.data
+        self.cluster = connect(
+            cfg.ray_address, num_cpus=cfg.num_cpus or local_cpus(roles), env_vars=hub_env(cfg.hub_cache)
+        )
+        self.log(
+            f"Ray dashboard: {self.cluster.dashboard_url or '(none on this cluster)'}; metrics "
+            f"{' '.join(self.cluster.metrics_urls()) or '(none)'}"
+        )
+        check_fit(
+            roles, autoscaling=cfg.autoscaling and not self.cluster.started, wait_s=cfg.cluster_wait_s, log=self.log
+        )
 
         from actors.generator import GeneratorActorConfig, start_generators
         from actors.weights import ObjectStoreSync, weight_store
@@ -373,25 +419,48 @@ class OnlineRun:
             self.reward_state = self.resume_state["reward"]
         deploy(self.served_reward())
         self.deployed = True
-        self.log(f"reward service '{cfg.reward.app_name}' ({self.reward_state['model']}, version "
-                 f"{self.reward_state['version']}) up in {time.time() - t0:.1f} s")
-        gcfg = GeneratorActorConfig(generator=cfg.generator, video_shape=list(cfg.video_shape), fps=cfg.fps,
-                                    text_tokens=cfg.text_tokens, device=cfg.generator_device,
-                                    init_adapter=cfg.trainer.init_adapter, lora_rank=cfg.trainer.lora_rank,
-                                    lora_alpha=cfg.trainer.lora_alpha, threads=cfg.generator_threads,
-                                    reward_app=cfg.reward.app_name, sampler=cfg.sampler, oracle=cfg.world,
-                                    guidance_model=cfg.guidance_model, guidance=cfg.guidance)
-        self.gens = start_generators(cfg.generators, gcfg, self.sync.store_name, cfg.generator_cpus,
-                                     cfg.generator_gpus, cfg.max_restarts, cfg.generator_resources)
+        self.log(
+            f"reward service '{cfg.reward.app_name}' ({self.reward_state['model']}, version "
+            f"{self.reward_state['version']}) up in {time.time() - t0:.1f} s"
+        )
+        gcfg = GeneratorActorConfig(
+            generator=cfg.generator,
+            video_shape=list(cfg.video_shape),
+            fps=cfg.fps,
+            text_tokens=cfg.text_tokens,
+            device=cfg.generator_device,
+            init_adapter=cfg.trainer.init_adapter,
+            lora_rank=cfg.trainer.lora_rank,
+            lora_alpha=cfg.trainer.lora_alpha,
+            threads=cfg.generator_threads,
+            reward_app=cfg.reward.app_name,
+            sampler=cfg.sampler,
+            oracle=cfg.world,
+            guidance_model=cfg.guidance_model,
+            guidance=cfg.guidance,
+        )
+        self.gens = start_generators(
+            cfg.generators,
+            gcfg,
+            self.sync.store_name,
+            cfg.generator_cpus,
+            cfg.generator_gpus,
+            cfg.max_restarts,
+            cfg.generator_resources,
+        )
         if cfg.resume and self.resume_state is None:
-            raise SystemExit(f"error: --resume but {self.storage.location('latest.json')} does not exist: "
-                             "run without --resume first (or give the storage the first run used)")
+            raise SystemExit(
+                f"error: --resume but {self.storage.location('latest.json')} does not exist: "
+                "run without --resume first (or give the storage the first run used)"
+            )
         if self.resume_state:  # iterations after the checkpoint are run again: their records go
             truncate_metrics(self.out, self.resume_state["next_iteration"])
         self.start_trainer(self.resume_state)
         get([g.info.remote() for g in self.gens])
-        self.log(f"{cfg.generators} generator actors and {cfg.trainer.num_workers} trainer workers started "
-                 f"in {time.time() - t0:.1f} s")
+        self.log(
+            f"{cfg.generators} generator actors and {cfg.trainer.num_workers} trainer workers started "
+            f"in {time.time() - t0:.1f} s"
+        )
 
     def served_reward(self):
         """The reward service's config for the reward being served (the configured one, or a refreshed one)."""
@@ -413,7 +482,6 @@ class OnlineRun:
         """Label pairs of iteration ``it``'s clips, fine-tune the served reward on them and roll the deployment
         to it (actors/refresh.py); returns the refresh's record."""
         import pyarrow as pa
-
         import ray
 
         from actors.refresh import earlier_refreshes, fine_tune, label_rollouts, labels_dir, roll_deployment, state_of
@@ -428,14 +496,30 @@ class OnlineRun:
         t1 = time.time()
         out = Path(self.storage.location(f"reward/v{new_version:03d}"))
         replay = [Path(self.storage.location(d)) for d in earlier_refreshes(r, it, cfg.iterations)] if r.replay else []
-        fine_tune(r, self.reward_state["model"], data_dir, out, seed=cfg.seed * 1000 + new_version,
-                  hub_cache=cfg.hub_cache, device=cfg.trainer.device, replay=replay)
+        fine_tune(
+            r,
+            self.reward_state["model"],
+            data_dir,
+            out,
+            seed=cfg.seed * 1000 + new_version,
+            hub_cache=cfg.hub_cache,
+            device=cfg.trainer.device,
+            replay=replay,
+        )
         t2 = time.time()
         roll_s = roll_deployment(cfg.reward, str(out), new_version)
         spent = self.reward_state["labels_spent"] + len(labelled["pairs"])
         self.reward_state = state_of(str(out), new_version, spent)
-        return {"version": new_version, "model": str(out), "pairs": len(labelled["pairs"]), "labels_spent": spent,
-                "onpolicy_before": before, "label_s": t1 - t0, "train_s": t2 - t1, "roll_s": roll_s}
+        return {
+            "version": new_version,
+            "model": str(out),
+            "pairs": len(labelled["pairs"]),
+            "labels_spent": spent,
+            "onpolicy_before": before,
+            "label_s": t1 - t0,
+            "train_s": t2 - t1,
+            "roll_s": roll_s,
+        }
 
     def start_trainer(self, state: dict | None) -> None:
         """The trainer group, from ``state``'s checkpoint if given; the weight store is brought to the
@@ -448,11 +532,19 @@ class OnlineRun:
         suffix = "" if self.trainer_starts == 1 else f"_{self.trainer_starts}"
         from dataclasses import replace
 
-        tcfg = replace(self.cfg.trainer, generator=self.cfg.trainer.generator or self.cfg.generator,
-                       video_shape=list(self.cfg.video_shape))
-        self.trainer = TrainerGroup(tcfg, self.sync.store_name, self.storage.uri,
-                                    resume_dir=state["dir"] if state else None,
-                                    coordinator_name=COORDINATOR_NAME + suffix, run_name="online_trainer" + suffix)
+        tcfg = replace(
+            self.cfg.trainer,
+            generator=self.cfg.trainer.generator or self.cfg.generator,
+            video_shape=list(self.cfg.video_shape),
+        )
+        self.trainer = TrainerGroup(
+            tcfg,
+            self.sync.store_name,
+            self.storage.uri,
+            resume_dir=state["dir"] if state else None,
+            coordinator_name=COORDINATOR_NAME + suffix,
+            run_name="online_trainer" + suffix,
+        )
         version = state["policy_version"] if state else 0
         have = ray.get(self.store.rollback.remote(version))
         if state:  # re-push the weights the checkpoint holds (and the version before, for one-step-off)
@@ -480,8 +572,10 @@ class OnlineRun:
         state = latest_checkpoint(self.storage)
         dropped = truncate_metrics(self.out, state["next_iteration"] if state else 0)
         where = f"checkpoint {state['dir']} (iteration {state['next_iteration']})" if state else "the start"
-        self.log(f"trainer group failed ({self.trainer_failures[-1]}); restart {len(self.trainer_failures)} of "
-                 f"{self.cfg.trainer_restarts} from {where}; {dropped} iteration record(s) will be redone")
+        self.log(
+            f"trainer group failed ({self.trainer_failures[-1]}); restart {len(self.trainer_failures)} of "
+            f"{self.cfg.trainer_restarts} from {where}; {dropped} iteration record(s) will be redone"
+        )
         self.start_trainer(state)
         self.use_reward(state)  # a refresh after the checkpoint is redone with the iterations
         # the generators may hold weights of versions that will now be trained again: make them fetch
@@ -507,8 +601,9 @@ class OnlineRun:
         return jobs
 
     def _send(self, job: dict) -> None:
-        job["meta"], job["table"], job["text"] = self.gens[job["actor"]].rollout.options(num_returns=3).remote(
-            *job["args"])
+        job["meta"], job["table"], job["text"] = (
+            self.gens[job["actor"]].rollout.options(num_returns=3).remote(*job["args"])
+        )
         job["attempts"] += 1
 
     def collect(self, jobs: list[dict]) -> tuple[list[dict], list, list]:
@@ -529,15 +624,18 @@ class OnlineRun:
                 except RayActorError as e:
                     if job["attempts"] > self.cfg.max_restarts:
                         raise
-                    self.log(f"rollout of iteration {job['args'][3]} on generator {job['actor']} lost "
-                             f"({type(e).__name__}); sending it again (attempt {job['attempts'] + 1})")
+                    self.log(
+                        f"rollout of iteration {job['args'][3]} on generator {job['actor']} lost "
+                        f"({type(e).__name__}); sending it again (attempt {job['attempts'] + 1})"
+                    )
                     self._send(job)
         return metas, tables, texts
 
-    def iterations(self, prompts: list[str], state: dict | None, metrics: "Metrics", bar) -> int:
+    def iterations(self, prompts: list[str], state: dict | None, metrics: Metrics, bar) -> int:
         """Iterations from ``state``'s checkpoint (None = the first) to the end; returns the final version."""
         from actors.preferences import preference_dataset, stats_of
-        from actors.refresh import due, summary_line as refresh_line
+        from actors.refresh import due
+        from actors.refresh import summary_line as refresh_line
 
         cfg = self.cfg
         start_it = state["next_iteration"] if state else 0
@@ -547,8 +645,11 @@ class OnlineRun:
         one_off = cfg.mode == "one_step_off"
         # one-step-off: the batch of iteration i is sampled with version i - 1 (the version before training
         # on batch i - 1); sync: with version i.
-        pending = self.launch(prompts, start_it, max(version - 1, 0) if (one_off and start_it > 0) else version) \
-            if start_it < cfg.iterations else None
+        pending = (
+            self.launch(prompts, start_it, max(version - 1, 0) if (one_off and start_it > 0) else version)
+            if start_it < cfg.iterations
+            else None
+        )
         for it in range(start_it, cfg.iterations):
             t_it = time.time()
             metas, tables, texts = self.collect(pending)
@@ -571,8 +672,7 @@ class OnlineRun:
                 ckpt = f"iter_{it + 1:05d}"  # under the run storage
             sample_version = metas[0]["policy_version"]
             if pstats.rows:
-                res = self.trainer.train(ds, it, cfg.steps_per_iter, version + 1, ckpt,
-                                         text=texts)
+                res = self.trainer.train(ds, it, cfg.steps_per_iter, version + 1, ckpt, text=texts)
                 version += 1
             else:
                 self.log(f"iteration {it}: every prompt group is a tie under the weights; no update")
@@ -584,9 +684,14 @@ class OnlineRun:
                 refresh = self.refresh_reward(it, tables, sample_version)
                 self.log(refresh_line(refresh))
             if ckpt:
-                ck_state = {"next_iteration": it + 1, "policy_version": version, "seed": cfg.seed, "mode": cfg.mode,
-                            "reward": self.reward_state,
-                            "rng": {"prompts": [cfg.seed, it + 1], "trainer": [cfg.trainer.seed, it + 1, "rank"]}}
+                ck_state = {
+                    "next_iteration": it + 1,
+                    "policy_version": version,
+                    "seed": cfg.seed,
+                    "mode": cfg.mode,
+                    "reward": self.reward_state,
+                    "rng": {"prompts": [cfg.seed, it + 1], "trainer": [cfg.trainer.seed, it + 1, "rank"]},
+                }
                 if one_off and version > 1:
                     from safetensors.torch import save
 
@@ -596,14 +701,26 @@ class OnlineRun:
             if pending is None and it + 1 < cfg.iterations:
                 pending = self.launch(prompts, it + 1, sample_next if one_off else version)
             wall = time.time() - t_it
-            rec = self.record(it, metas, pstats, res, version, sample_version, wall, t_rolled - t_it, t_data,
-                              queue=1 if one_off and not refresh_due and it + 1 < cfg.iterations else 0)
+            rec = self.record(
+                it,
+                metas,
+                pstats,
+                res,
+                version,
+                sample_version,
+                wall,
+                t_rolled - t_it,
+                t_data,
+                queue=1 if one_off and not refresh_due and it + 1 < cfg.iterations else 0,
+            )
             rec["refresh"] = refresh
             metrics.record(rec)
             bar.update(1)
-            bar.set_postfix_str(f"v{version} loss {rec['loss'] if rec['loss'] is None else round(rec['loss'], 4)} "
-                                f"reward {rec['reward']['weighted']:+.3f} oracle {rec['oracle'].get('weighted', 0):.3f} "
-                                f"{rec['videos_per_second']:.2f} clip/s")
+            bar.set_postfix_str(
+                f"v{version} loss {rec['loss'] if rec['loss'] is None else round(rec['loss'], 4)} "
+                f"reward {rec['reward']['weighted']:+.3f} oracle {rec['oracle'].get('weighted', 0):.3f} "
+                f"{rec['videos_per_second']:.2f} clip/s"
+            )
             self.log(self.describe(rec))
         return version
 
@@ -616,9 +733,14 @@ class OnlineRun:
         prompts, _ = cfg.read_prompts()
         state = self.resume_state
         metrics = Metrics(self.out)
-        bar = tqdm(total=cfg.iterations, initial=state["next_iteration"] if state else 0,
-                   desc=f"online {cfg.trainer.algo.algo} ({cfg.mode})", unit="iter", disable=not cfg.progress,
-                   file=sys.stdout)
+        bar = tqdm(
+            total=cfg.iterations,
+            initial=state["next_iteration"] if state else 0,
+            desc=f"online {cfg.trainer.algo.algo} ({cfg.mode})",
+            unit="iter",
+            disable=not cfg.progress,
+            file=sys.stdout,
+        )
         t_run = time.time()
         while True:
             try:
@@ -634,8 +756,12 @@ class OnlineRun:
         from rlhf.generator.lora import save_adapter
 
         state, lora = self.trainer.lora_adapter()  # diffusers' format: WanPipeline.load_lora_weights reads it
-        save_adapter(self.out / "adapter", state, lora, {"policy_version": version,
-                                                         "init_adapter": cfg.trainer.init_adapter or None})
+        save_adapter(
+            self.out / "adapter",
+            state,
+            lora,
+            {"policy_version": version, "init_adapter": cfg.trainer.init_adapter or None},
+        )
         evaluation = self.evaluate(version) if cfg.eval_n_prompts else None
         summary = self.summarize(version, train_wall, evaluation)
         (self.out / "summary.json").write_text(json.dumps(summary, indent=2))
@@ -661,38 +787,59 @@ class OnlineRun:
             "checkpoint": float(res.get("checkpoint_s", 0.0)),
             "iteration": wall,
         }
-        return {"iteration": it, "algo": self.cfg.trainer.algo.algo, "time": time.time(), "policy_version": version, "sample_version": sample_version,
-                "staleness": version - 1 - sample_version if res.get("loss") is not None else version - sample_version,
-                "videos": videos, "videos_per_second": videos / max(wall, 1e-9), "pairs": pstats.rows,
-                "groups": pstats.groups, "tie_groups": pstats.tie_groups, "batch_digest": pstats.digest, "mean_group_gap": pstats.mean_group_gap,
-                "loss": res.get("loss"), "first_loss": res.get("first_loss"),
-                "implicit_accuracy": res.get("implicit_accuracy"),
-                "reward": {**dict(zip(DIMS, reward.tolist())), "weighted": float(reward @ wv)},
-                "oracle": ({**dict(zip(DIMS, oracle.tolist())), "weighted": float(oracle @ wv)}
-                           if np.isfinite(oracle).all() else {}),
-                "phases": phases, "queue_depth": queue, "restarted_actors": [m["actor"] for m in metas if m["restarted"]],
-                # accounting: every clip of the batch exactly once, the weights each actor sampled with
-                "samples_unique": len({s for m in metas for s in m["seeds"]}),
-                "seeds_sha256": _seeds_digest([s for m in metas for s in m["seeds"]]),
-                "weights_sha256": sorted({m["weights_sha256"] for m in metas}),
-                "published_sha256": res.get("publish", {}).get("sha256"),
-                "reward_retries": int(sum(m["reward_retries"] for m in metas)),
-                # the reward version(s) that scored the iteration's clips (one unless a roll overlapped them)
-                "reward_versions": sorted({v for m in metas for v in m.get("reward_versions", [])}),
-                "reward_version": self.reward_state["version"], "labels_spent": self.reward_state["labels_spent"],
-                "reward_replica_pids": sorted({p for m in metas for p in m["reward_replica_pids"]})}
+        return {
+            "iteration": it,
+            "algo": self.cfg.trainer.algo.algo,
+            "time": time.time(),
+            "policy_version": version,
+            "sample_version": sample_version,
+            "staleness": version - 1 - sample_version if res.get("loss") is not None else version - sample_version,
+            "videos": videos,
+            "videos_per_second": videos / max(wall, 1e-9),
+            "pairs": pstats.rows,
+            "groups": pstats.groups,
+            "tie_groups": pstats.tie_groups,
+            "batch_digest": pstats.digest,
+            "mean_group_gap": pstats.mean_group_gap,
+            "loss": res.get("loss"),
+            "first_loss": res.get("first_loss"),
+            "implicit_accuracy": res.get("implicit_accuracy"),
+            "reward": {**dict(zip(DIMS, reward.tolist())), "weighted": float(reward @ wv)},
+            "oracle": (
+                {**dict(zip(DIMS, oracle.tolist())), "weighted": float(oracle @ wv)}
+                if np.isfinite(oracle).all()
+                else {}
+            ),
+            "phases": phases,
+            "queue_depth": queue,
+            "restarted_actors": [m["actor"] for m in metas if m["restarted"]],
+            # accounting: every clip of the batch exactly once, the weights each actor sampled with
+            "samples_unique": len({s for m in metas for s in m["seeds"]}),
+            "seeds_sha256": _seeds_digest([s for m in metas for s in m["seeds"]]),
+            "weights_sha256": sorted({m["weights_sha256"] for m in metas}),
+            "published_sha256": res.get("publish", {}).get("sha256"),
+            "reward_retries": int(sum(m["reward_retries"] for m in metas)),
+            # the reward version(s) that scored the iteration's clips (one unless a roll overlapped them)
+            "reward_versions": sorted({v for m in metas for v in m.get("reward_versions", [])}),
+            "reward_version": self.reward_state["version"],
+            "labels_spent": self.reward_state["labels_spent"],
+            "reward_replica_pids": sorted({p for m in metas for p in m["reward_replica_pids"]}),
+        }
 
     def describe(self, rec: dict) -> str:
         ph = rec["phases"]
         loss = "-" if rec["loss"] is None else f"{rec['loss']:.4f}"
         acc = "-" if rec["implicit_accuracy"] is None else f"{rec['implicit_accuracy']:.2f}"
         orc = rec["oracle"]
-        return (f"iter {rec['iteration']} v{rec['policy_version']} (sampled v{rec['sample_version']}) "
-                f"{rec['videos']} clips {rec['pairs']} {'pairs' if rec['algo'].startswith('dpo') else 'weighted'} "
-                f"loss {loss} acc {acc} "
-                f"reward VQ/MQ/TA {rec['reward']['VQ']:+.2f}/{rec['reward']['MQ']:+.2f}/{rec['reward']['TA']:+.2f} "
-                + (f"oracle {orc['VQ']:.3f}/{orc['MQ']:.3f}/{orc['TA']:.3f} " if orc else "")
-                + "| " + " ".join(f"{k} {v:.1f}s" for k, v in ph.items()))
+        return (
+            f"iter {rec['iteration']} v{rec['policy_version']} (sampled v{rec['sample_version']}) "
+            f"{rec['videos']} clips {rec['pairs']} {'pairs' if rec['algo'].startswith('dpo') else 'weighted'} "
+            f"loss {loss} acc {acc} "
+            f"reward VQ/MQ/TA {rec['reward']['VQ']:+.2f}/{rec['reward']['MQ']:+.2f}/{rec['reward']['TA']:+.2f} "
+            + (f"oracle {orc['VQ']:.3f}/{orc['MQ']:.3f}/{orc['TA']:.3f} " if orc else "")
+            + "| "
+            + " ".join(f"{k} {v:.1f}s" for k, v in ph.items())
+        )
 
     # ------------------------------------------------------------------ evaluation
     def evaluate(self, version: int) -> dict:
@@ -706,23 +853,30 @@ class OnlineRun:
 
         cfg = self.cfg
         t0 = time.time()
-        prompts = cfg.read_prompts()[1][:cfg.eval_n_prompts]
+        prompts = cfg.read_prompts()[1][: cfg.eval_n_prompts]
         texts = [p for p in prompts for _ in range(cfg.eval_seeds)]
         seeds = [10_000 + i for i in range(len(texts))]
         learned = cfg.reward.model != "oracle"
         res = {}
 
         def judged(v: int) -> dict:
-            refs = [g.evaluate.remote(ps, ss, v, learned) for g, ps, ss in
-                    zip(self.gens, split_even(texts, len(self.gens)), split_even(seeds, len(self.gens))) if ps]
+            refs = [
+                g.evaluate.remote(ps, ss, v, learned)
+                for g, ps, ss in zip(self.gens, split_even(texts, len(self.gens)), split_even(seeds, len(self.gens)))
+                if ps
+            ]
             parts = get(refs)
             return {k: np.concatenate([p[k] for p in parts]) for k in ("oracle", "reward") if k in parts[0]}
 
         for name, v in (("policy", version), ("pretrained", 0)):
             res[name] = judged(v)
         w = cfg.pairs.weights
-        out = {"n": len(texts), "prompts": cfg.eval_prompt_spec(), "policy_version": version,
-               "judge": "oracle" if cfg.world else f"served reward ({cfg.reward.model})"}
+        out = {
+            "n": len(texts),
+            "prompts": cfg.eval_prompt_spec(),
+            "policy_version": version,
+            "judge": "oracle" if cfg.world else f"served reward ({cfg.reward.model})",
+        }
         if cfg.world:
             oracle = win_rates(res["policy"]["oracle"], res["pretrained"]["oracle"], w, TIE_MARGINS["oracle"])
             out["oracle_win_rate"] = oracle
@@ -754,8 +908,11 @@ class OnlineRun:
         if self.cfg.eval_seeds < 2:
             return None
         pairs = within_group_pairs([i // self.cfg.eval_seeds for i in range(n)])
-        out = {"pairs": len(pairs), "start_reward_version": self.cfg.reward.version,
-               "end_reward_version": self.reward_state["version"]}
+        out = {
+            "pairs": len(pairs),
+            "start_reward_version": self.cfg.reward.version,
+            "end_reward_version": self.reward_state["version"],
+        }
         for when, res in (("start", start), ("end", end)):
             labels = rater_labels(res["oracle"], pairs, seed=self.cfg.seed)
             out[when] = onpolicy_table(res["reward"], res["oracle"], pairs, labels)
@@ -767,13 +924,20 @@ class OnlineRun:
         for r in recs:
             for k, v in r["phases"].items():
                 phases[k] = phases.get(k, 0.0) + v
-        return {"iterations": len(recs), "policy_version": version, "mode": self.cfg.mode,
-                "algo": self.cfg.trainer.algo.algo, "reward": self.cfg.reward.model,
-                "weights": self.cfg.pairs.weights.label, "videos": sum(r["videos"] for r in recs),
-                "loop_seconds": round(train_wall, 1), "phase_seconds": {k: round(v, 1) for k, v in phases.items()},
-                "trainer_restarts": self.trainer_failures,
-                "restarted_actors": sorted({a for r in recs for a in r.get("restarted_actors", [])}),
-                "evaluation": evaluation}
+        return {
+            "iterations": len(recs),
+            "policy_version": version,
+            "mode": self.cfg.mode,
+            "algo": self.cfg.trainer.algo.algo,
+            "reward": self.cfg.reward.model,
+            "weights": self.cfg.pairs.weights.label,
+            "videos": sum(r["videos"] for r in recs),
+            "loop_seconds": round(train_wall, 1),
+            "phase_seconds": {k: round(v, 1) for k, v in phases.items()},
+            "trainer_restarts": self.trainer_failures,
+            "restarted_actors": sorted({a for r in recs for a in r.get("restarted_actors", [])}),
+            "evaluation": evaluation,
+        }
 
     # ------------------------------------------------------------------ shutdown
     def close(self) -> None:
@@ -833,33 +997,54 @@ def run(cfg: OnlineConfig) -> dict:
     ev = summary.get("evaluation")
     if ev and "oracle_win_rate" not in ev:  # world=false: the served reward is the only judge
         o = ev["learned_win_rate"]
-        print(f"[online] win rate of the final policy (v{summary['policy_version']}) against the pretrained one on "
-              f"{ev['n']} clips, judged by the {ev['judge']} (no oracle: world=false): weighted "
-              f"{100 * o['weighted']:.1f}% (VQ {100 * o['VQ']:.1f}, MQ {100 * o['MQ']:.1f}, TA {100 * o['TA']:.1f})",
-              flush=True)
+        print(
+            f"[online] win rate of the final policy (v{summary['policy_version']}) against the pretrained one on "
+            f"{ev['n']} clips, judged by the {ev['judge']} (no oracle: world=false): weighted "
+            f"{100 * o['weighted']:.1f}% (VQ {100 * o['VQ']:.1f}, MQ {100 * o['MQ']:.1f}, TA {100 * o['TA']:.1f})",
+            flush=True,
+        )
     elif ev:
         o = ev["oracle_win_rate"]
-        print(f"[online] oracle win rate of the final policy (v{summary['policy_version']}) against the pretrained "
-              f"one on {ev['n']} held-out clips: weighted {100 * o['weighted']:.1f}% (VQ {100 * o['VQ']:.1f}, "
-              f"MQ {100 * o['MQ']:.1f}, TA {100 * o['TA']:.1f})"
-              + (f"; learned reward {100 * ev['learned_win_rate']['weighted']:.1f}%"
-                 f"{', HACKING FLAGGED on ' + ', '.join(ev['reward_hacking']) if ev['reward_hacking'] else ''}"
-                 if "learned_win_rate" in ev else ""), flush=True)
+        print(
+            f"[online] oracle win rate of the final policy (v{summary['policy_version']}) against the pretrained "
+            f"one on {ev['n']} held-out clips: weighted {100 * o['weighted']:.1f}% (VQ {100 * o['VQ']:.1f}, "
+            f"MQ {100 * o['MQ']:.1f}, TA {100 * o['TA']:.1f})"
+            + (
+                f"; learned reward {100 * ev['learned_win_rate']['weighted']:.1f}%"
+                f"{', HACKING FLAGGED on ' + ', '.join(ev['reward_hacking']) if ev['reward_hacking'] else ''}"
+                if "learned_win_rate" in ev
+                else ""
+            ),
+            flush=True,
+        )
         op = ev.get("reward_onpolicy")
         if op:
-            print("[online] on-policy accuracy of the served reward without ties (within-prompt pairs, rater labels; "
-                  "the oracle's ceiling in brackets): " + "; ".join(
-                      f"{when} " + ", ".join(f"{d} {100 * op[when][d]['without_ties']:.1f}% "
-                                             f"({100 * op[when][d]['ceiling_without_ties']:.1f}%)" for d in DIMS)
-                      for when in ("start", "end")) + f" on {op['pairs']} pairs each", flush=True)
+            print(
+                "[online] on-policy accuracy of the served reward without ties (within-prompt pairs, rater labels; "
+                "the oracle's ceiling in brackets): "
+                + "; ".join(
+                    f"{when} "
+                    + ", ".join(
+                        f"{d} {100 * op[when][d]['without_ties']:.1f}% "
+                        f"({100 * op[when][d]['ceiling_without_ties']:.1f}%)"
+                        for d in DIMS
+                    )
+                    for when in ("start", "end")
+                )
+                + f" on {op['pairs']} pairs each",
+                flush=True,
+            )
     if cfg.report_clips >= 0:  # a failed report never fails a finished run
         try:
             from rlhf.eval.report import build_report
 
             print(f"[online] report: {build_report(out, cfg.report_clips)}", flush=True)
         except Exception as e:  # noqa: BLE001
-            print(f"[online] report.html not written: {type(e).__name__}: {e} "
-                  f"(retry with: python -m rlhf.eval.report {out})", flush=True)
+            print(
+                f"[online] report.html not written: {type(e).__name__}: {e} "
+                f"(retry with: python -m rlhf.eval.report {out})",
+                flush=True,
+            )
     print(f"[online] done in {summary['total_seconds']:.0f} s; run directory {out}", flush=True)
     return summary
 
@@ -868,13 +1053,20 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     check = "--check" in argv  # not a config key: the check replaces the run
     argv = [a for a in argv if a != "--check"]
-    cfg = parse_cli(OnlineConfig, argv, __doc__.splitlines()[0] + " (--check: validate the config and estimate "
-                    "each role's GPU memory against cluster.yaml, then exit: 0 fits, 2 does not)",
-                    {"--out": ("out", str, "run directory"), "--mode": ("mode", str, "sync | one_step_off"),
-                     "--iterations": ("iterations", int, "online iterations"),
-                     "--reward": ("reward.model", str, "default | oracle | VideoReward checkpoint"),
-                     "--address": ("ray_address", str, "Ray cluster address")},
-                    bool_flags={"--resume": ("resume", "continue from the latest checkpoint")})
+    cfg = parse_cli(
+        OnlineConfig,
+        argv,
+        __doc__.splitlines()[0] + " (--check: validate the config and estimate "
+        "each role's GPU memory against cluster.yaml, then exit: 0 fits, 2 does not)",
+        {
+            "--out": ("out", str, "run directory"),
+            "--mode": ("mode", str, "sync | one_step_off"),
+            "--iterations": ("iterations", int, "online iterations"),
+            "--reward": ("reward.model", str, "default | oracle | VideoReward checkpoint"),
+            "--address": ("ray_address", str, "Ray cluster address"),
+        },
+        bool_flags={"--resume": ("resume", "continue from the latest checkpoint")},
+    )
     try:
         cfg.validate()
         cfg.read_prompts()

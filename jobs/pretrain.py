@@ -85,8 +85,9 @@ def train(cfg: PretrainConfig) -> Path:
     gen = FlowGenerator.from_config(cfg.generator)
     gen.train()
     ema = EMA(gen, cfg.ema)
-    opt = torch.optim.AdamW([p for p in gen.parameters() if p.requires_grad], lr=cfg.lr,
-                            weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
+    opt = torch.optim.AdamW(
+        [p for p in gen.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99)
+    )
     rng = np.random.default_rng(cfg.seed)
     tgen = torch.Generator().manual_seed(cfg.seed)
     step = 0
@@ -102,13 +103,23 @@ def train(cfg: PretrainConfig) -> Path:
         step = st["step"]
         print(f"resumed from {state_path} at step {step}", flush=True)
     elif state_path.exists():
-        raise FileExistsError(f"{out} already holds a run (state.pt); pass --resume to continue it or use a "
-                              "fresh --out")
+        raise FileExistsError(
+            f"{out} already holds a run (state.pt); pass --resume to continue it or use a fresh --out"
+        )
 
     def save_state() -> None:
         tmp = state_path.with_suffix(".tmp")
-        torch.save({"model": gen.state_dict(), "ema": ema.state_dict(), "optimizer": opt.state_dict(),
-                    "numpy_rng": rng.bit_generator.state, "torch_rng": tgen.get_state(), "step": step}, tmp)
+        torch.save(
+            {
+                "model": gen.state_dict(),
+                "ema": ema.state_dict(),
+                "optimizer": opt.state_dict(),
+                "numpy_rng": rng.bit_generator.state,
+                "torch_rng": tgen.get_state(),
+                "step": step,
+            },
+            tmp,
+        )
         os.replace(tmp, state_path)
 
     log = open(out / "log.jsonl", "a")
@@ -133,8 +144,13 @@ def train(cfg: PretrainConfig) -> Path:
         seen += cfg.batch
         bar.update(1)
         if step % 50 == 0 or step == cfg.steps:
-            rec = {"step": step, "loss": float(loss.detach()), "lr": lr_at(cfg, step - 1),
-                   "clips_per_s": seen / (time.time() - t0), "time": time.time()}
+            rec = {
+                "step": step,
+                "loss": float(loss.detach()),
+                "lr": lr_at(cfg, step - 1),
+                "clips_per_s": seen / (time.time() - t0),
+                "time": time.time(),
+            }
             log.write(json.dumps(rec) + "\n")
             log.flush()
             bar.set_postfix(loss=f"{rec['loss']:.4f}")
@@ -148,10 +164,13 @@ def train(cfg: PretrainConfig) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    cfg = parse_cli(PretrainConfig, argv, __doc__.splitlines()[0],
-                    {"--out": ("out", str, "run directory"), "--steps": ("steps", int, "optimiser steps"),
-                    },
-                    {"--resume": ("resume", "continue from out/state.pt")})
+    cfg = parse_cli(
+        PretrainConfig,
+        argv,
+        __doc__.splitlines()[0],
+        {"--out": ("out", str, "run directory"), "--steps": ("steps", int, "optimiser steps")},
+        {"--resume": ("resume", "continue from out/state.pt")},
+    )
     cfg.validate()
     save_config(cfg, cfg.out)
     t0 = time.time()
@@ -169,9 +188,12 @@ def main(argv: list[str] | None = None) -> int:
         from rlhf.artefacts import export_directory
         from rlhf.config import to_dict
 
-        meta = {"command": "python jobs/pretrain.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-                "wall_seconds_including_evaluation": round(seconds, 1), "config": to_dict(cfg),
-                "evaluation": report["summary"] if report else None}
+        meta = {
+            "command": "python jobs/pretrain.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+            "wall_seconds_including_evaluation": round(seconds, 1),
+            "config": to_dict(cfg),
+            "evaluation": report["summary"] if report else None,
+        }
         export_directory(path, cfg.export, meta)
         print(f"exported to {cfg.export} (MANIFEST.json)", flush=True)
     return 0

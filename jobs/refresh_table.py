@@ -29,8 +29,11 @@ from jobs.online_dpo import OnlineConfig  # noqa: E402
 from rlhf.artefacts import repo_relative, table_files  # noqa: E402
 from rlhf.config import parse_cli, to_dict  # noqa: E402
 
-ROWS = {"oracle": "(a) oracle as the reward", "frozen": "(b) learned reward, frozen",
-        "refresh": "(c) learned reward + refresh"}
+ROWS = {
+    "oracle": "(a) oracle as the reward",
+    "frozen": "(b) learned reward, frozen",
+    "refresh": "(c) learned reward + refresh",
+}
 DIMS = ("VQ", "MQ", "TA")
 
 
@@ -74,8 +77,12 @@ def _same_config(run: Path, o: OnlineConfig) -> bool:
     import yaml
 
     saved, reward = run / "config.yaml", run / "table_reward.txt"
-    return (saved.is_file() and yaml.safe_load(saved.read_text()) == to_dict(o) and reward.is_file()
-            and reward.read_text().strip() == reward_fingerprint(o.reward.model))
+    return (
+        saved.is_file()
+        and yaml.safe_load(saved.read_text()) == to_dict(o)
+        and reward.is_file()
+        and reward.read_text().strip() == reward_fingerprint(o.reward.model)
+    )
 
 
 def pct(x) -> str:
@@ -83,8 +90,10 @@ def pct(x) -> str:
 
 
 def markdown(rows: dict[str, dict]) -> str:
-    head = ("| row | oracle VQ | oracle MQ | oracle TA | oracle weighted | learned weighted | hacking | on-policy acc "
-            "start (VQ/MQ/TA) | on-policy acc end (VQ/MQ/TA) | labels | minutes |")
+    head = (
+        "| row | oracle VQ | oracle MQ | oracle TA | oracle weighted | learned weighted | hacking | on-policy acc "
+        "start (VQ/MQ/TA) | on-policy acc end (VQ/MQ/TA) | labels | minutes |"
+    )
     lines = [head, "|---" * 11 + "|"]
     for row, r in rows.items():
         ev = r["evaluation"] or {}
@@ -93,9 +102,11 @@ def markdown(rows: dict[str, dict]) -> str:
         op = ev.get("reward_onpolicy") or {}
         acc = {w: "/".join(pct(op[w][d]["without_ties"]) for d in DIMS) if w in op else "-" for w in ("start", "end")}
         hacking = ", ".join(ev.get("reward_hacking") or []) or ("no" if "reward_hacking" in ev else "-")
-        lines.append(f"| {ROWS[row]} | {pct(o.get('VQ'))} | {pct(o.get('MQ'))} | {pct(o.get('TA'))} | "
-                     f"{pct(o.get('weighted'))} | {pct(lw)} | {hacking} | {acc['start']} | {acc['end']} | "
-                     f"{r['labels_spent']} | {r['minutes']:.1f} |")
+        lines.append(
+            f"| {ROWS[row]} | {pct(o.get('VQ'))} | {pct(o.get('MQ'))} | {pct(o.get('TA'))} | "
+            f"{pct(o.get('weighted'))} | {pct(lw)} | {hacking} | {acc['start']} | {acc['end']} | "
+            f"{r['labels_spent']} | {r['minutes']:.1f} |"
+        )
     return "\n".join(lines)
 
 
@@ -121,25 +132,30 @@ def main(argv: list[str] | None = None) -> int:
             summary.setdefault("total_seconds", round(time.time() - t0, 1))
             (run_dir / "table_reward.txt").write_text(reward_fingerprint(o.reward.model) + "\n")
         recs = [json.loads(ln) for ln in (run_dir / "metrics.jsonl").read_text().splitlines() if ln.strip()]
-        results[row] = {"run": str(run_dir), "evaluation": summary.get("evaluation"),
-                        "labels_spent": recs[-1].get("labels_spent", 0) if recs else 0,
-                        "refreshes": [r["refresh"] for r in recs if r.get("refresh")],
-                        "minutes": summary.get("total_seconds", 0.0) / 60.0}
+        results[row] = {
+            "run": str(run_dir),
+            "evaluation": summary.get("evaluation"),
+            "labels_spent": recs[-1].get("labels_spent", 0) if recs else 0,
+            "refreshes": [r["refresh"] for r in recs if r.get("refresh")],
+            "minutes": summary.get("total_seconds", 0.0) / 60.0,
+        }
     md = markdown(results)
     o = next(iter(rows.values()))
-    note = (f"Online Flow-DPO, {o.iterations} iterations of {o.prompts_per_iter} prompts x {o.group} clips, "
-            f"{o.steps_per_iter} steps each; evaluation on {o.eval_n_prompts} held-out prompts x {o.eval_seeds} seeds "
-            f"(same seeds for every row), judged by the oracle; learned reward: {cfg.learned}; refresh: every "
-            f"{cfg.refresh.every} iterations, {cfg.refresh.pairs} labelled pairs and {cfg.refresh.steps} steps at lr "
-            f"{cfg.refresh.lr:g}, {'replaying every earlier label' if cfg.refresh.replay else 'new labels only'}. On-policy "
-            "accuracy: the served reward's accuracy without ties on within-prompt pairs of the pretrained (start) and "
-            "final (end) policy's evaluation clips, rater labels. Command: "
-            + " ".join(["python jobs/refresh_table.py", *(sys.argv[1:] if argv is None else argv)]) + "\n\n")
+    note = (
+        f"Online Flow-DPO, {o.iterations} iterations of {o.prompts_per_iter} prompts x {o.group} clips, "
+        f"{o.steps_per_iter} steps each; evaluation on {o.eval_n_prompts} held-out prompts x {o.eval_seeds} seeds "
+        f"(same seeds for every row), judged by the oracle; learned reward: {cfg.learned}; refresh: every "
+        f"{cfg.refresh.every} iterations, {cfg.refresh.pairs} labelled pairs and {cfg.refresh.steps} steps at lr "
+        f"{cfg.refresh.lr:g}, {'replaying every earlier label' if cfg.refresh.replay else 'new labels only'}. On-policy "
+        "accuracy: the served reward's accuracy without ties on within-prompt pairs of the pretrained (start) and "
+        "final (end) policy's evaluation clips, rater labels. Command: "
+        + " ".join(["python jobs/refresh_table.py", *(sys.argv[1:] if argv is None else argv)])
+        + "\n\n"
+    )
     out_md, out_json = table_files(cfg.out)
     out_md.parent.mkdir(parents=True, exist_ok=True)
     out_md.write_text(note + md + "\n")
-    out_json.write_text(json.dumps(repo_relative({"config": to_dict(cfg), "rows": results}), indent=2,
-                                                   default=str))
+    out_json.write_text(json.dumps(repo_relative({"config": to_dict(cfg), "rows": results}), indent=2, default=str))
     print(md)
     return 0
 

@@ -76,17 +76,20 @@ class LatentRewardJobConfig:
             raise ValueError(f"eval_times must lie in [0, 1], got {self.eval_times!r}")
         self.device.validate()
         if self.device.precision != "fp32":
-            raise ValueError(f"device.precision={self.device.precision} cannot train the latent reward: its copied "
-                             "blocks would train in that precision, where AdamW's steps below 2^-8 of a weight round "
-                             "away; train in fp32 and load the model in bf16 for guidance "
-                             "(LatentReward.load(path, device=DeviceConfig(device='cuda', precision='bf16')))")
+            raise ValueError(
+                f"device.precision={self.device.precision} cannot train the latent reward: its copied "
+                "blocks would train in that precision, where AdamW's steps below 2^-8 of a weight round "
+                "away; train in fp32 and load the model in bf16 for guidance "
+                "(LatentReward.load(path, device=DeviceConfig(device='cuda', precision='bf16')))"
+            )
         self.sampler.validate()
         self.model.validate()
         self.train.validate()
 
 
-def scored_samples(cfg: LatentRewardJobConfig, gen, prompts_spec: str, n_prompts: int, group: int, seed: int,
-                   path: str, desc: str):
+def scored_samples(
+    cfg: LatentRewardJobConfig, gen, prompts_spec: str, n_prompts: int, group: int, seed: int, path: str, desc: str
+):
     """The sample set of ``group`` clips per prompt, drawn once and cached with its oracle scores."""
     from tqdm import tqdm
 
@@ -94,7 +97,7 @@ def scored_samples(cfg: LatentRewardJobConfig, gen, prompts_spec: str, n_prompts
     from rlhf.align.samples import cached_draw
     from rlhf.eval.judges import OracleJudge
 
-    prompts = read_prompts(prompts_spec)[:n_prompts or None]
+    prompts = read_prompts(prompts_spec)[: n_prompts or None]
     texts = [p for p in prompts for _ in range(group)]
     seeds = [seed + i for i in range(len(texts))]
     with tqdm(total=len(texts), desc=desc, unit="clip", file=sys.stdout, mininterval=5) as bar:
@@ -118,24 +121,45 @@ def run(cfg: LatentRewardJobConfig) -> dict:
     out = Path(cfg.out)
     state_path = out / "state.pt"
     if state_path.exists() and not cfg.resume:
-        raise FileExistsError(f"{out} already holds a run (state.pt); pass --resume to continue it or use a fresh --out")
+        raise FileExistsError(
+            f"{out} already holds a run (state.pt); pass --resume to continue it or use a fresh --out"
+        )
     if cfg.resume and not state_path.is_file():
         raise FileNotFoundError(f"--resume: {state_path} does not exist; run without --resume to start")
     save_config(cfg, out)
     t_start = time.time()
     gen = load_generator(cfg.generator, device=cfg.device)
-    train_set = scored_samples(cfg, gen, cfg.prompts, cfg.n_prompts, cfg.group, cfg.seed,
-                               cfg.samples or str(out / "samples_train.pt"), "train clips")
+    train_set = scored_samples(
+        cfg,
+        gen,
+        cfg.prompts,
+        cfg.n_prompts,
+        cfg.group,
+        cfg.seed,
+        cfg.samples or str(out / "samples_train.pt"),
+        "train clips",
+    )
     eval_set = None
     if cfg.eval_prompts:
-        eval_set = scored_samples(cfg, gen, cfg.eval_prompts, cfg.eval_n_prompts, cfg.eval_group, cfg.seed + 1_000_000,
-                                  cfg.eval_samples or str(out / "samples_eval.pt"), "eval clips")
+        eval_set = scored_samples(
+            cfg,
+            gen,
+            cfg.eval_prompts,
+            cfg.eval_n_prompts,
+            cfg.eval_group,
+            cfg.seed + 1_000_000,
+            cfg.eval_samples or str(out / "samples_eval.pt"),
+            "eval clips",
+        )
     gen_codec_factor = gen.codec.factor
     del gen
     t_data = time.time() - t_start
     pairs = pairs_from_scores(train_set.latents, train_set.prompts, train_set.scores["oracle"], cfg.tie_margin)
-    eval_pairs = (pairs_from_scores(eval_set.latents, eval_set.prompts, eval_set.scores["oracle"], cfg.tie_margin)
-                  if eval_set is not None else None)
+    eval_pairs = (
+        pairs_from_scores(eval_set.latents, eval_set.prompts, eval_set.scores["oracle"], cfg.tie_margin)
+        if eval_set is not None
+        else None
+    )
     if cfg.dataset:
         from rlhf.generator.codec import SpaceToDepthCodec
         from rlhf.reward.latent import merge_pairs, pairs_from_dataset
@@ -144,9 +168,11 @@ def run(cfg: LatentRewardJobConfig) -> dict:
         pairs = merge_pairs(pairs, pairs_from_dataset(cfg.dataset, SpaceToDepthCodec(gen_codec_factor)))
         print(f"{len(pairs) - gen_pairs} dataset pairs from {cfg.dataset} (train split)", flush=True)
     labels = pairs.labels
-    print(f"{len(pairs)} training pairs; ties per dimension "
-          + ", ".join(f"{d} {float((labels[:, i] == 0).float().mean()):.0%}" for i, d in enumerate("VQ MQ TA".split())),
-          flush=True)
+    print(
+        f"{len(pairs)} training pairs; ties per dimension "
+        + ", ".join(f"{d} {float((labels[:, i] == 0).float().mean()):.0%}" for i, d in enumerate("VQ MQ TA".split())),
+        flush=True,
+    )
 
     model = LatentReward.from_generator(cfg.generator, cfg.model).place(cfg.device)
     model.train()
@@ -166,9 +192,12 @@ def run(cfg: LatentRewardJobConfig) -> dict:
 
     text = prompt_embeddings(model, pairs.prompts)
     t0, losses = time.time(), []
-    with open(out / "log.jsonl", "a") as log, \
-            tqdm(total=cfg.train.steps, initial=step, desc="latent reward", unit="step", file=sys.stdout,
-                 mininterval=5) as bar:
+    with (
+        open(out / "log.jsonl", "a") as log,
+        tqdm(
+            total=cfg.train.steps, initial=step, desc="latent reward", unit="step", file=sys.stdout, mininterval=5
+        ) as bar,
+    ):
         while step < cfg.train.steps:
             losses.append(train_step(model, opt, pairs, text, step, cfg.train))
             step += 1
@@ -182,29 +211,46 @@ def run(cfg: LatentRewardJobConfig) -> dict:
             if step % cfg.checkpoint_every == 0 or step == cfg.train.steps:
                 save_state()
     t_train = time.time() - t0
-    model.meta.update({"train": {"noise": cfg.train.noise, "steps": step, "pairs": len(pairs),
-                                 "tie_margin": cfg.tie_margin}})
+    model.meta.update(
+        {"train": {"noise": cfg.train.noise, "steps": step, "pairs": len(pairs), "tie_margin": cfg.tie_margin}}
+    )
     model.save(out / "model")
-    summary = {"pairs": len(pairs), "clips": len(train_set.prompts), "dataset": cfg.dataset or None,
-               "noise": cfg.train.noise,
-               "seconds": {"data": round(t_data, 1), "train": round(t_train, 1)}}
+    summary = {
+        "pairs": len(pairs),
+        "clips": len(train_set.prompts),
+        "dataset": cfg.dataset or None,
+        "noise": cfg.train.noise,
+        "seconds": {"data": round(t_data, 1), "train": round(t_train, 1)},
+    }
     if eval_pairs is not None:
         times = [float(x) for x in cfg.eval_times.split(",")]
         summary["eval_pairs"] = len(eval_pairs)
         summary["heldout"] = evaluate(model, eval_pairs, times, seed=cfg.seed)
         for t_key, row in summary["heldout"].items():
-            print(f"held-out {t_key}: " + ", ".join(
-                f"{d} {v['acc_without_ties']:.3f}/{v['acc_with_ties']:.3f}" if v["acc_without_ties"] is not None
-                else f"{d} -" for d, v in row.items()) + "  (accuracy without / with ties)", flush=True)
+            print(
+                f"held-out {t_key}: "
+                + ", ".join(
+                    f"{d} {v['acc_without_ties']:.3f}/{v['acc_with_ties']:.3f}"
+                    if v["acc_without_ties"] is not None
+                    else f"{d} -"
+                    for d, v in row.items()
+                )
+                + "  (accuracy without / with ties)",
+                flush=True,
+            )
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     print(f"model written to {out / 'model'}", flush=True)
     return summary
 
 
 def main(argv: list[str] | None = None) -> int:
-    cfg = parse_cli(LatentRewardJobConfig, argv, __doc__.split("\n")[0],
-                    flags={"--out": ("out", str, "run directory")},
-                    bool_flags={"--resume": ("resume", "continue from out/state.pt")})
+    cfg = parse_cli(
+        LatentRewardJobConfig,
+        argv,
+        __doc__.split("\n")[0],
+        flags={"--out": ("out", str, "run directory")},
+        bool_flags={"--resume": ("resume", "continue from out/state.pt")},
+    )
     return run_job(run, cfg)
 
 

@@ -109,8 +109,12 @@ def file_batches(cfg, shard, processor, start_epoch: int, start_batch: int):
 
     root = video_root(cfg, cfg.data)
     for epoch in range(start_epoch, cfg.epochs):
-        it = shard.iter_batches(batch_size=cfg.batch_size, batch_format="pyarrow",
-                                local_shuffle_buffer_size=4 * cfg.batch_size, local_shuffle_seed=cfg.seed + epoch)
+        it = shard.iter_batches(
+            batch_size=cfg.batch_size,
+            batch_format="pyarrow",
+            local_shuffle_buffer_size=4 * cfg.batch_size,
+            local_shuffle_seed=cfg.seed + epoch,
+        )
         for bi, table in enumerate(it):
             if epoch == start_epoch and bi < start_batch:
                 continue  # data position of a resumed run
@@ -145,8 +149,9 @@ def synthetic_batches(cfg, processor, rank: int, world: int, start_step: int):
     from rlhf.synthetic.render import RenderSpec
     from rlhf.video import read_video_fps
 
-    sampling = PairSampling(heldout_fraction=0.0, grammar=cfg.grammar, pair_share=cfg.pair_share,
-                            contrast_prob=cfg.contrast_prob)
+    sampling = PairSampling(
+        heldout_fraction=0.0, grammar=cfg.grammar, pair_share=cfg.pair_share, contrast_prob=cfg.contrast_prob
+    )
     spec, annotator = RenderSpec(), AnnotatorConfig()
     generated = generated_records(cfg) if cfg.generated_data else []
     step = start_step
@@ -245,10 +250,19 @@ def train_loop(config: dict) -> None:
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_multiplier(cfg, step))
     engine, optimizer, _, _ = deepspeed.initialize(  # the engine steps the schedule and checkpoints it
-        model=model, optimizer=optimizer, model_parameters=params, lr_scheduler=schedule,
-        config=deepspeed_config(cfg.batch_size, cfg.zero_stage, cfg.device.precision == "bf16"))
-    processor = RewardProcessor(tokenizer, cfg.sampling, cfg.separate_tokens, caption_mask=cfg.caption_weight > 0,
-                                geometry=VisionGeometry.of(model.vlm))
+        model=model,
+        optimizer=optimizer,
+        model_parameters=params,
+        lr_scheduler=schedule,
+        config=deepspeed_config(cfg.batch_size, cfg.zero_stage, cfg.device.precision == "bf16"),
+    )
+    processor = RewardProcessor(
+        tokenizer,
+        cfg.sampling,
+        cfg.separate_tokens,
+        caption_mask=cfg.caption_weight > 0,
+        geometry=VisionGeometry.of(model.vlm),
+    )
 
     state = {"step": 0, "epoch": 0, "batch": 0}
     state_file = out / "train_state.json"
@@ -285,8 +299,15 @@ def train_loop(config: dict) -> None:
         if batch is not None:
             skipped += len(batch.skipped)
             warm = state["step"] < cfg.caption_warmup_steps
-            loss, _ = pair_loss(engine, batch, cfg.loss, cfg.tie_k, cfg.caption_weight, cfg.caption_min_ta,
-                                reward_weight=0.0 if warm else 1.0)
+            loss, _ = pair_loss(
+                engine,
+                batch,
+                cfg.loss,
+                cfg.tie_k,
+                cfg.caption_weight,
+                cfg.caption_min_ta,
+                reward_weight=0.0 if warm else 1.0,
+            )
             engine.backward(loss)
             engine.step()
             state["step"] += 1
@@ -296,8 +317,11 @@ def train_loop(config: dict) -> None:
             continue
         step = state["step"]
         if rank == 0 and (step % 10 == 0 or step == 1):
-            print(f"step {step} data {position} loss {loss.item():.4f} lr {engine.get_lr()[0]:.2e} "
-                  f"pairs/s {seen * world / (time.time() - t0):.1f} skipped {skipped}", flush=True)
+            print(
+                f"step {step} data {position} loss {loss.item():.4f} lr {engine.get_lr()[0]:.2e} "
+                f"pairs/s {seen * world / (time.time() - t0):.1f} skipped {skipped}",
+                flush=True,
+            )
         if step % REPORT_EVERY == 0:
             rt.report({"step": step, "loss": float(loss.item()), "skipped": skipped})
         if cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
@@ -319,11 +343,11 @@ def train_loop(config: dict) -> None:
 
 def evaluate(cfg, model, processor, info, step: int, final: bool, out: Path | None = None) -> dict:
     """Normalisation constants from training pairs, then the accuracy table on the held-out pairs."""
-    from rlhf.reward.checkpoint import save_checkpoint
     import itertools
 
     import torch
 
+    from rlhf.reward.checkpoint import save_checkpoint
     from rlhf.reward.train import accuracy_table, format_table, norm_constants, pair_rewards, score_pairs
 
     eval_data = cfg.eval_data or cfg.data
@@ -333,18 +357,22 @@ def evaluate(cfg, model, processor, info, step: int, final: bool, out: Path | No
         was_training = model.training
         model.eval()
         with torch.no_grad():
-            outs = [pair_rewards(model, b) for _, b in itertools.islice(
-                synthetic_batches(cfg, processor, 0, 1, 10**6), max(1, cfg.norm_pairs // cfg.batch_size))]
+            outs = [
+                pair_rewards(model, b)
+                for _, b in itertools.islice(
+                    synthetic_batches(cfg, processor, 0, 1, 10**6), max(1, cfg.norm_pairs // cfg.batch_size)
+                )
+            ]
         model.train(was_training)
         ta, tb = torch.cat([a for a, _ in outs]).float(), torch.cat([b for _, b in outs]).float()
     else:
-        norm_recs = _records(cfg.data, cfg.train_split)[:cfg.norm_pairs]
+        norm_recs = _records(cfg.data, cfg.train_split)[: cfg.norm_pairs]
         _, ta, tb, _ = score_pairs(model, norm_recs, video_root(cfg, cfg.data), processor)
     if len(ta):
         info.norm = norm_constants(ta, tb)
     eval_recs = _records(eval_data, cfg.eval_split)
     if cfg.eval_pairs:
-        eval_recs = eval_recs[:cfg.eval_pairs]
+        eval_recs = eval_recs[: cfg.eval_pairs]
     kept, ea, eb, bad = score_pairs(model, eval_recs, video_root(cfg, eval_data), processor)
     table = accuracy_table(kept, ea, eb, info.norm) if kept else {}
     result = {"step": step, "split": cfg.eval_split, "table": table, "skipped": [asdict(s) for s in bad]}
@@ -380,23 +408,35 @@ def fit(cfg: TrainRewardJob, cfg_file: Path, started_at: float | None = None, na
     datasets = {}
     if cfg.data != SYNTHETIC:
         datasets["train"] = ray.data.read_parquet(str(parquet_path(cfg.data))).filter(
-            expr=f"split == '{cfg.train_split}'")
+            expr=f"split == '{cfg.train_split}'"
+        )
     trainer = TorchTrainer(
         train_loop,
         train_loop_config={"config_file": str(cfg_file.resolve())},
         torch_config=TorchConfig(backend="nccl" if cfg.device.is_cuda else "gloo"),
-        scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.device.is_cuda,
-                                     resources_per_worker={"CPU": 1}),
-        run_config=RunConfig(name=name, storage_path=(
-            RunStorage(cfg.storage).location("ray") if cfg.storage else str((out / "ray").resolve()))),
+        scaling_config=ScalingConfig(
+            num_workers=cfg.num_workers, use_gpu=cfg.device.is_cuda, resources_per_worker={"CPU": 1}
+        ),
+        run_config=RunConfig(
+            name=name,
+            storage_path=(RunStorage(cfg.storage).location("ray") if cfg.storage else str((out / "ray").resolve())),
+        ),
         datasets=datasets,
     )
     result = trainer.fit()
     if result.error:
         raise result.error
-    (out / "run_time.json").write_text(json.dumps(
-        {"wall_s": round(time.time() - started_at, 1), "num_workers": cfg.num_workers, "steps": cfg.max_steps,
-         "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}) + "\n")
+    (out / "run_time.json").write_text(
+        json.dumps(
+            {
+                "wall_s": round(time.time() - started_at, 1),
+                "num_workers": cfg.num_workers,
+                "steps": cfg.max_steps,
+                "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            }
+        )
+        + "\n"
+    )
 
 
 def prepare(cfg: TrainRewardJob) -> tuple[TrainRewardJob, Path]:
@@ -405,8 +445,11 @@ def prepare(cfg: TrainRewardJob) -> tuple[TrainRewardJob, Path]:
     from rlhf.data.schema import read_preferences
 
     # Workers run in other directories: every path they read is made absolute here.
-    absolute = {k: str(Path(getattr(cfg, k)).resolve()) for k in ("data", "eval_data", "root", "out")
-                if getattr(cfg, k) and getattr(cfg, k) != SYNTHETIC}
+    absolute = {
+        k: str(Path(getattr(cfg, k)).resolve())
+        for k in ("data", "eval_data", "root", "out")
+        if getattr(cfg, k) and getattr(cfg, k) != SYNTHETIC
+    }
     if cfg.generated_data:
         absolute["generated_data"] = ",".join(str(Path(d).resolve()) for d in generated_dirs(cfg))
     if cfg.init_from and Path(cfg.init_from).exists():  # else a hub id
@@ -424,8 +467,10 @@ def prepare(cfg: TrainRewardJob) -> tuple[TrainRewardJob, Path]:
     for data in {cfg.data, cfg.eval_data or cfg.data, *generated_dirs(cfg)} - {SYNTHETIC}:
         read_preferences(parquet_path(data))  # a clear error before any worker starts
     if cfg.generated_data and cfg.data != SYNTHETIC:
-        raise SystemExit("error: generated_data mixes generated pairs into data=synthetic batches; with a dataset "
-                         "dir, put the generated pairs in it (make_dataset generated.*)")
+        raise SystemExit(
+            "error: generated_data mixes generated pairs into data=synthetic batches; with a dataset "
+            "dir, put the generated pairs in it (make_dataset generated.*)"
+        )
     if cfg.data == SYNTHETIC and (not cfg.max_steps or not cfg.eval_data):
         raise SystemExit("error: data=synthetic needs max_steps=N and eval_data=DIR")
     return cfg, cfg_file
@@ -438,9 +483,15 @@ def run(cfg: TrainRewardJob) -> dict:
     started_at = time.time()  # run_time.json: wall time of the whole job, Ray start-up included
     cfg, cfg_file = prepare(cfg)
     out = Path(cfg.out)
-    roles = [Role("trainer workers", cfg.num_workers, {"CPU": 1.0, "GPU": 1.0 if cfg.device.is_cuda else 0.0},
-                  "num_workers, device"),
-             Role("Ray Data tasks", 1 if cfg.data != SYNTHETIC else 0, {"CPU": 1.0})]
+    roles = [
+        Role(
+            "trainer workers",
+            cfg.num_workers,
+            {"CPU": 1.0, "GPU": 1.0 if cfg.device.is_cuda else 0.0},
+            "num_workers, device",
+        ),
+        Role("Ray Data tasks", 1 if cfg.data != SYNTHETIC else 0, {"CPU": 1.0}),
+    ]
     # the dashboard (127.0.0.1 only) serves Ray Train's state API; without it the placement-group cleaner warns
     cluster = connect(cfg.ray_address, num_cpus=local_cpus(roles, spare=1), env_vars=hub_env(cfg.hub_cache))
     try:
@@ -458,10 +509,17 @@ def run(cfg: TrainRewardJob) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    cfg = parse_cli(TrainRewardJob, argv, __doc__.splitlines()[0],
-                    {"--data": ("data", str, "dataset dir or parquet"), "--out": ("out", str, "run directory"),
-                     "--workers": ("num_workers", int, "Ray Train workers")},
-                    bool_flags={"--resume": ("resume", "continue from the latest checkpoint")})
+    cfg = parse_cli(
+        TrainRewardJob,
+        argv,
+        __doc__.splitlines()[0],
+        {
+            "--data": ("data", str, "dataset dir or parquet"),
+            "--out": ("out", str, "run directory"),
+            "--workers": ("num_workers", int, "Ray Train workers"),
+        },
+        bool_flags={"--resume": ("resume", "continue from the latest checkpoint")},
+    )
     from actors.cluster import FitError
 
     try:

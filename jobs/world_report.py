@@ -1,7 +1,7 @@
 """Print the moving-shapes world's calibration: defect x dimension table, tie rate and ceiling.
 
-    python jobs/world_report.py                       # fresh sample of pairs
-    python jobs/world_report.py --dataset runs/dataset  # stats of a built dataset
+python jobs/world_report.py                       # fresh sample of pairs
+python jobs/world_report.py --dataset runs/dataset  # stats of a built dataset
 """
 
 from __future__ import annotations
@@ -47,15 +47,26 @@ def fresh_records(cfg: WorldReportConfig) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    cfg = parse_cli(WorldReportConfig, argv, __doc__.splitlines()[0],
-                    {"--dataset": ("dataset", str, "dataset directory"), "--pairs": ("pairs", int, "fresh pairs"),
-                     "--out": ("out", str, "JSON output")})
-    print(f"Defect x dimension: mean oracle score over {cfg.prompts} prompts at strengths {', '.join(map(str, LEVELS))}")
+    cfg = parse_cli(
+        WorldReportConfig,
+        argv,
+        __doc__.splitlines()[0],
+        {
+            "--dataset": ("dataset", str, "dataset directory"),
+            "--pairs": ("pairs", int, "fresh pairs"),
+            "--out": ("out", str, "JSON output"),
+        },
+    )
+    print(
+        f"Defect x dimension: mean oracle score over {cfg.prompts} prompts at strengths {', '.join(map(str, LEVELS))}"
+    )
     print(f"{'defect':16s} {'harms':5s} " + " | ".join(f"{d:^29s}" for d in DIMENSIONS) + "  mono  drop  cross")
     rows = defect_table(cfg.prompts, seed=cfg.seed)
     for r in rows:
         cells = " | ".join(" ".join(f"{r.means[j, k]:.2f}" for j in range(len(LEVELS))) for k in range(3))
-        print(f"{r.defect:16s} {r.harms:5s} {cells}  {'yes' if r.monotone else 'NO ':4s} {r.drop:5.2f} {r.crosstalk:5.2f}")
+        print(
+            f"{r.defect:16s} {r.harms:5s} {cells}  {'yes' if r.monotone else 'NO ':4s} {r.drop:5.2f} {r.crosstalk:5.2f}"
+        )
     print("\nReference videos (mean VQ / MQ / TA):")
     refs = reference_scores(cfg.prompts, cfg.seed)
     for name, m in refs.items():
@@ -70,19 +81,39 @@ def main(argv: list[str] | None = None) -> int:
         recs = fresh_records(cfg)
         source = f"{cfg.pairs} fresh pairs (seed {cfg.seed})"
     stats = dataset_stats(recs, cfg.annotator)
-    print(f"\nSimulated labels on {source}: Rao-Kupper k={cfg.annotator.tie_k}, temperature={cfg.annotator.temperature}")
-    print(f"{'dim':8s} {'tie rate':>9s} {'ceiling w/ ties':>16s} {'ceiling w/o ties':>17s}   (expected; realised on these labels)")
+    print(
+        f"\nSimulated labels on {source}: Rao-Kupper k={cfg.annotator.tie_k}, temperature={cfg.annotator.temperature}"
+    )
+    print(
+        f"{'dim':8s} {'tie rate':>9s} {'ceiling w/ ties':>16s} {'ceiling w/o ties':>17s}   (expected; realised on these labels)"
+    )
     for dim, s in stats.items():
-        print(f"{dim:8s} {s['tie_rate']:9.1%} {s['ceiling_with_ties']:8.1%} ({s['realised_with_ties']:.1%}) "
-              f"{s['ceiling_without_ties']:8.1%} ({s['realised_without_ties']:.1%})")
+        print(
+            f"{dim:8s} {s['tie_rate']:9.1%} {s['ceiling_with_ties']:8.1%} ({s['realised_with_ties']:.1%}) "
+            f"{s['ceiling_without_ties']:8.1%} ({s['realised_without_ties']:.1%})"
+        )
     if cfg.out:
         Path(cfg.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(cfg.out).write_text(json.dumps({
-            "defects": {r.defect: {"harms": r.harms, "levels": list(LEVELS), "means": r.means.round(4).tolist(),
-                                   "monotone": r.monotone, "drop": r.drop, "crosstalk": r.crosstalk} for r in rows},
-            "references": {k: v.round(4).tolist() for k, v in refs.items()},
-            "labels": stats,
-        }, indent=2))
+        Path(cfg.out).write_text(
+            json.dumps(
+                {
+                    "defects": {
+                        r.defect: {
+                            "harms": r.harms,
+                            "levels": list(LEVELS),
+                            "means": r.means.round(4).tolist(),
+                            "monotone": r.monotone,
+                            "drop": r.drop,
+                            "crosstalk": r.crosstalk,
+                        }
+                        for r in rows
+                    },
+                    "references": {k: v.round(4).tolist() for k, v in refs.items()},
+                    "labels": stats,
+                },
+                indent=2,
+            )
+        )
     return 0
 
 

@@ -52,8 +52,11 @@ def write_manifest(root: str | Path, meta: dict) -> dict:
     """Write ``root/MANIFEST.json``: ``meta`` (paths inside the repository made relative) plus every
     file's size and sha256."""
     root = Path(root)
-    files = {str(p.relative_to(root)): {"bytes": p.stat().st_size, "sha256": sha256(p)}
-             for p in sorted(root.rglob("*")) if p.is_file() and p.name != "MANIFEST.json"}
+    files = {
+        str(p.relative_to(root)): {"bytes": p.stat().st_size, "sha256": sha256(p)}
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.name != "MANIFEST.json"
+    }
     manifest = {**repo_relative(meta), "files": files}
     (root / "MANIFEST.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
@@ -80,8 +83,11 @@ def verify_manifest(path: str | Path, error: type[Exception] = ArtefactError) ->
         manifest = json.loads((root / "MANIFEST.json").read_text())
     except (OSError, json.JSONDecodeError) as e:
         raise error(f"{root}/MANIFEST.json is missing or unreadable ({e})") from None
-    bad = [name for name in manifest["files"]
-           if not (root / name).is_file() or sha256(root / name) != manifest["files"][name]["sha256"]]
+    bad = [
+        name
+        for name in manifest["files"]
+        if not (root / name).is_file() or sha256(root / name) != manifest["files"][name]["sha256"]
+    ]
     if bad:
         raise error(f"{root}: file(s) missing or changed since export: {', '.join(bad)}")
     return manifest

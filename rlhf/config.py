@@ -237,8 +237,14 @@ def parse_cli(
     for flag, (key, typ, help_text) in (flags or {}).items():
         parser.add_argument(flag, dest=key.replace(".", "__"), type=typ, default=None, help=f"{help_text} (= {key})")
     for flag, (key, help_text) in (bool_flags or {}).items():
-        parser.add_argument(flag, dest=key.replace(".", "__"), action="store_const", const=True, default=None,
-                            help=f"{help_text} (= {key}=true)")
+        parser.add_argument(
+            flag,
+            dest=key.replace(".", "__"),
+            action="store_const",
+            const=True,
+            default=None,
+            help=f"{help_text} (= {key}=true)",
+        )
     parser.add_argument("overrides", nargs="*", help="key.sub=value overrides")
     args = parser.parse_intermixed_args(argv)
     values = {}
@@ -253,7 +259,9 @@ def parse_cli(
         parser.exit(2, f"error: {e}\n")
 
 
-def run_job(run, cfg, errors: tuple[type[BaseException], ...] = (FileExistsError, FileNotFoundError, ValueError)) -> int:
+def run_job(
+    run, cfg, errors: tuple[type[BaseException], ...] = (FileExistsError, FileNotFoundError, ValueError)
+) -> int:
     """Call ``run(cfg)``; an expected failure (a bad input, an existing run, a missing file) prints
     ``error: ...`` and returns exit status 2 instead of a traceback."""
     import sys

@@ -47,11 +47,15 @@ class DeviceConfig:
         cpu device none (a reserved GPU it never uses would idle)."""
         self.validate()
         if gpus > 0 and not self.is_cuda:
-            raise DeviceError(f"{gpus_key}={gpus:g} reserves a GPU but {device_key}.device={self.device!r} runs on "
-                              f"the CPU: set {device_key}.device=cuda to use it, or {gpus_key}=0")
+            raise DeviceError(
+                f"{gpus_key}={gpus:g} reserves a GPU but {device_key}.device={self.device!r} runs on "
+                f"the CPU: set {device_key}.device=cuda to use it, or {gpus_key}=0"
+            )
         if self.is_cuda and gpus <= 0:
-            raise DeviceError(f"{device_key}.device={self.device!r} but {gpus_key}={gpus:g}: Ray gives the role no "
-                              f"GPU; set {gpus_key}=1 (or a fraction to share one), or {device_key}.device=cpu")
+            raise DeviceError(
+                f"{device_key}.device={self.device!r} but {gpus_key}={gpus:g}: Ray gives the role no "
+                f"GPU; set {gpus_key}=1 (or a fraction to share one), or {device_key}.device=cpu"
+            )
 
     @property
     def is_cuda(self) -> bool:
@@ -66,9 +70,11 @@ class DeviceConfig:
         self.validate()
         if self.is_cuda:
             if not torch.cuda.is_available():
-                raise DeviceError(f"device {self.device!r} asked for but this process sees no CUDA GPU "
-                                  f"(torch {torch.__version__}, CUDA build: {torch.version.cuda}); give the role a GPU "
-                                  "(Ray: num_gpus / use_gpu) or set its device to cpu")
+                raise DeviceError(
+                    f"device {self.device!r} asked for but this process sees no CUDA GPU "
+                    f"(torch {torch.__version__}, CUDA build: {torch.version.cuda}); give the role a GPU "
+                    "(Ray: num_gpus / use_gpu) or set its device to cpu"
+                )
             index = int(self.device.split(":")[1]) if ":" in self.device else 0
             if index >= torch.cuda.device_count():
                 raise DeviceError(f"device {self.device!r}: only {torch.cuda.device_count()} GPU(s) visible")
@@ -120,5 +126,13 @@ def seeded_generator(seed: int, device: torch.device | str) -> torch.Generator:
     return gen.manual_seed(int(seed))
 
 
-__all__ = ["DeviceConfig", "DeviceError", "PRECISIONS", "as_device_config", "module_device", "module_dtype", "place",
-           "seeded_generator"]
+__all__ = [
+    "DeviceConfig",
+    "DeviceError",
+    "PRECISIONS",
+    "as_device_config",
+    "module_device",
+    "module_dtype",
+    "place",
+    "seeded_generator",
+]

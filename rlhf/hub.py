@@ -36,8 +36,13 @@ def cache_dir_of(cache_dir: str | Path | None = None) -> Path:
     return Path(os.environ.get("HF_HUB_CACHE") or constants.HF_HUB_CACHE)
 
 
-def resolve(name_or_path: str | Path, what: str = "checkpoint", cache_dir: str | Path | None = None,
-            allow_patterns: list[str] | None = None, local_only: bool = False) -> Path:
+def resolve(
+    name_or_path: str | Path,
+    what: str = "checkpoint",
+    cache_dir: str | Path | None = None,
+    allow_patterns: list[str] | None = None,
+    local_only: bool = False,
+) -> Path:
     """The local directory of ``name_or_path`` (a directory, or a hub id ``owner/name[@revision]``).
 
     ``what`` names the role in error messages ("generator", "reward model"). ``allow_patterns`` limits a
@@ -56,23 +61,40 @@ def resolve(name_or_path: str | Path, what: str = "checkpoint", cache_dir: str |
 
     repo_id, _, revision = name.partition("@")
     cache = cache_dir_of(cache_dir)
-    fetch = (f"fetch it where the hub is reachable with `hf download {repo_id}"
-             + (f" --revision {revision}" if revision else "") + f" --cache-dir {cache}` and copy that cache here, "
-             "or give a local directory instead")
+    fetch = (
+        f"fetch it where the hub is reachable with `hf download {repo_id}"
+        + (f" --revision {revision}" if revision else "")
+        + f" --cache-dir {cache}` and copy that cache here, "
+        "or give a local directory instead"
+    )
     local_only = local_only or offline()
     try:
-        return Path(snapshot_download(repo_id, revision=revision or None, cache_dir=str(cache),
-                                      local_files_only=local_only, allow_patterns=allow_patterns))
+        return Path(
+            snapshot_download(
+                repo_id,
+                revision=revision or None,
+                cache_dir=str(cache),
+                local_files_only=local_only,
+                allow_patterns=allow_patterns,
+            )
+        )
     except RepositoryNotFoundError:
-        raise HubError(f"{what} {name}: no such repository on the hub (or it is private: log in with "
-                       "`hf auth login`)") from None
+        raise HubError(
+            f"{what} {name}: no such repository on the hub (or it is private: log in with `hf auth login`)"
+        ) from None
     except LocalEntryNotFoundError:
-        why = ("offline mode is on (HF_HUB_OFFLINE=1)" if offline() else "only the cache was read" if local_only
-               else "the hub is unreachable")
+        why = (
+            "offline mode is on (HF_HUB_OFFLINE=1)"
+            if offline()
+            else "only the cache was read"
+            if local_only
+            else "the hub is unreachable"
+        )
         raise HubError(f"{what} {name} is not in the Hugging Face cache {cache} and {why}: {fetch}") from None
     except (HfHubHTTPError, OSError) as e:
-        raise HubError(f"{what} {name} could not be fetched ({type(e).__name__}: {str(e).splitlines()[0][:200]}): "
-                       f"{fetch}") from None
+        raise HubError(
+            f"{what} {name} could not be fetched ({type(e).__name__}: {str(e).splitlines()[0][:200]}): {fetch}"
+        ) from None
 
 
 def cached_or_path(name_or_path: str | Path) -> Path:

@@ -47,7 +47,6 @@ import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-
 GIB = 2**30
 BYTES = {"fp32": 4, "bf16": 2}
 
@@ -162,23 +161,43 @@ class WanDims:
         return self.heads * self.head_dim
 
     @classmethod
-    def from_config(cls, c: dict) -> "WanDims":
+    def from_config(cls, c: dict) -> WanDims:
         if c.get("image_dim") or c.get("added_kv_proj_dim"):
             raise ValueError("image-to-video Wan transformers (image_dim / added_kv_proj_dim) are not modelled")
-        return cls(layers=c["num_layers"], heads=c["num_attention_heads"], head_dim=c["attention_head_dim"],
-                   ffn_dim=c["ffn_dim"], in_channels=c["in_channels"],
-                   out_channels=c.get("out_channels") or c["in_channels"],
-                   text_dim=c["text_dim"], freq_dim=c["freq_dim"], patch=tuple(c["patch_size"]),
-                   cross_attn_norm=bool(c.get("cross_attn_norm", False)))
+        return cls(
+            layers=c["num_layers"],
+            heads=c["num_attention_heads"],
+            head_dim=c["attention_head_dim"],
+            ffn_dim=c["ffn_dim"],
+            in_channels=c["in_channels"],
+            out_channels=c.get("out_channels") or c["in_channels"],
+            text_dim=c["text_dim"],
+            freq_dim=c["freq_dim"],
+            patch=tuple(c["patch_size"]),
+            cross_attn_norm=bool(c.get("cross_attn_norm", False)),
+        )
 
     def diffusers_config(self, **override) -> dict:
         """The ``WanTransformer3DModel`` config of these dimensions (with Wan2.1's fixed settings: q/k RMS norm
         across heads, eps 1e-6, RoPE up to 1024 positions, no image branch)."""
-        return {"patch_size": self.patch, "num_attention_heads": self.heads, "attention_head_dim": self.head_dim,
-                "in_channels": self.in_channels, "out_channels": self.out_channels, "text_dim": self.text_dim,
-                "freq_dim": self.freq_dim, "ffn_dim": self.ffn_dim, "num_layers": self.layers,
-                "cross_attn_norm": self.cross_attn_norm, "qk_norm": "rms_norm_across_heads", "eps": 1e-6,
-                "rope_max_seq_len": 1024, "image_dim": None, "added_kv_proj_dim": None, **override}
+        return {
+            "patch_size": self.patch,
+            "num_attention_heads": self.heads,
+            "attention_head_dim": self.head_dim,
+            "in_channels": self.in_channels,
+            "out_channels": self.out_channels,
+            "text_dim": self.text_dim,
+            "freq_dim": self.freq_dim,
+            "ffn_dim": self.ffn_dim,
+            "num_layers": self.layers,
+            "cross_attn_norm": self.cross_attn_norm,
+            "qk_norm": "rms_norm_across_heads",
+            "eps": 1e-6,
+            "rope_max_seq_len": 1024,
+            "image_dim": None,
+            "added_kv_proj_dim": None,
+            **override,
+        }
 
     def block_params(self) -> int:
         D, F = self.dim, self.ffn_dim
@@ -213,10 +232,17 @@ class UMT5Dims:
     gated: bool = True
 
     @classmethod
-    def from_config(cls, c: dict) -> "UMT5Dims":
-        return cls(d_model=c["d_model"], d_kv=c["d_kv"], heads=c["num_heads"], layers=c["num_layers"], d_ff=c["d_ff"],
-                   vocab=c["vocab_size"], buckets=c.get("relative_attention_num_buckets", 32),
-                   gated=str(c.get("feed_forward_proj", "gated-gelu")).startswith("gated"))
+    def from_config(cls, c: dict) -> UMT5Dims:
+        return cls(
+            d_model=c["d_model"],
+            d_kv=c["d_kv"],
+            heads=c["num_heads"],
+            layers=c["num_layers"],
+            d_ff=c["d_ff"],
+            vocab=c["vocab_size"],
+            buckets=c.get("relative_attention_num_buckets", 32),
+            gated=str(c.get("feed_forward_proj", "gated-gelu")).startswith("gated"),
+        )
 
     def params(self) -> int:
         inner = self.heads * self.d_kv
@@ -244,18 +270,28 @@ class QwenVLDims:
     temporal_patch: int = 2
 
     @classmethod
-    def from_config(cls, c: dict) -> "QwenVLDims":
+    def from_config(cls, c: dict) -> QwenVLDims:
         t, v = c.get("text_config") or c, c["vision_config"]
-        return cls(hidden=t["hidden_size"], layers=t["num_hidden_layers"], intermediate=t["intermediate_size"],
-                   heads=t["num_attention_heads"], kv_heads=t["num_key_value_heads"], vocab=t["vocab_size"],
-                   tied=bool(c.get("tie_word_embeddings", t.get("tie_word_embeddings", False))),
-                   vision_depth=v["depth"], vision_embed=v["embed_dim"], vision_mlp_ratio=v["mlp_ratio"],
-                   merge=v["spatial_merge_size"], patch=v["patch_size"], temporal_patch=v["temporal_patch_size"])
+        return cls(
+            hidden=t["hidden_size"],
+            layers=t["num_hidden_layers"],
+            intermediate=t["intermediate_size"],
+            heads=t["num_attention_heads"],
+            kv_heads=t["num_key_value_heads"],
+            vocab=t["vocab_size"],
+            tied=bool(c.get("tie_word_embeddings", t.get("tie_word_embeddings", False))),
+            vision_depth=v["depth"],
+            vision_embed=v["embed_dim"],
+            vision_mlp_ratio=v["mlp_ratio"],
+            merge=v["spatial_merge_size"],
+            patch=v["patch_size"],
+            temporal_patch=v["temporal_patch_size"],
+        )
 
     def params(self) -> int:
-        H, I, hd = self.hidden, self.intermediate, self.hidden // self.heads
+        H, inter, hd = self.hidden, self.intermediate, self.hidden // self.heads
         kv = self.kv_heads * hd
-        layer = (H * H + H) + 2 * (H * kv + kv) + H * H + 3 * H * I + 2 * H
+        layer = (H * H + H) + 2 * (H * kv + kv) + H * H + 3 * H * inter + 2 * H
         text = self.vocab * H + self.layers * layer + H + (0 if self.tied else self.vocab * H)
         E, M = self.vision_embed, int(self.vision_embed * self.vision_mlp_ratio)
         block = 4 * E + (E * 3 * E + 3 * E) + (E * E + E) + (E * M + M) + (M * E + E)
@@ -291,7 +327,7 @@ class GeneratorModel:
         _, f, h, w = self.latent
         return (f // pt) * (h // ph) * (w // pw)
 
-    def with_video(self, video: tuple[int, int, int]) -> "GeneratorModel":
+    def with_video(self, video: tuple[int, int, int]) -> GeneratorModel:
         if not self.wan_vae:
             return self
         f, h, w = video
@@ -313,19 +349,36 @@ def generator_model(path: str | Path, video_shape, text_tokens: int, fps: float)
     text = UMT5Dims.from_config(ecfg) if ecfg else UMT5Dims()
     if world:
         f, c = world["codec_factor"], world["frames"]
-        return GeneratorModel(transformer, text, (c, world["height"], world["width"]),
-                              (3 * f * f, c, world["height"] // f, world["width"] // f), world["max_text_tokens"], 0,
-                              float(world.get("fps", 8.0)), f"{path} (world layout)", wan_vae=False)
+        return GeneratorModel(
+            transformer,
+            text,
+            (c, world["height"], world["width"]),
+            (3 * f * f, c, world["height"] // f, world["width"] // f),
+            world["max_text_tokens"],
+            0,
+            float(world.get("fps", 8.0)),
+            f"{path} (world layout)",
+            wan_vae=False,
+        )
     vcfg = _read_json(path / "vae" / "config.json") or {}
     vae_params = round(WAN_VAE_PARAMS * (vcfg.get("base_dim", 96) / 96) ** 2)
     frames, height, width = (int(x) for x in video_shape)
     if (frames - 1) % 4 or height % 16 or width % 16:
-        raise ValueError(f"video_shape {list(video_shape)}: a Wan VAE + 1x2x2 patches need frames = 4 k + 1 and "
-                         "height, width multiples of 16 (e.g. [81, 480, 832])")
+        raise ValueError(
+            f"video_shape {list(video_shape)}: a Wan VAE + 1x2x2 patches need frames = 4 k + 1 and "
+            "height, width multiples of 16 (e.g. [81, 480, 832])"
+        )
     source = str(path) if tcfg else f"built-in Wan2.1-T2V-1.3B dimensions ({path} has no transformer/config.json here)"
-    return GeneratorModel(transformer, text, (frames, height, width),
-                          (vcfg.get("z_dim", 16), (frames - 1) // 4 + 1, height // 8, width // 8),
-                          text_tokens, vae_params, float(fps), source)
+    return GeneratorModel(
+        transformer,
+        text,
+        (frames, height, width),
+        (vcfg.get("z_dim", 16), (frames - 1) // 4 + 1, height // 8, width // 8),
+        text_tokens,
+        vae_params,
+        float(fps),
+        source,
+    )
 
 
 # ------------------------------------------------------------------------------------------- reward
@@ -356,15 +409,21 @@ def reward_model(model: str) -> RewardModel | None:
 
     root = DEFAULT_REWARD if model == "default" else cached_or_path(model)
     if not (root / "model_config.json").is_file():
-        return RewardModel(QwenVLDims(), RELEASE_SAMPLING,
-                           source=f"built-in Qwen2-VL-2B dimensions and the release's frame sampling ({model} has no "
-                                  "model_config.json here)")
+        return RewardModel(
+            QwenVLDims(),
+            RELEASE_SAMPLING,
+            source=f"built-in Qwen2-VL-2B dimensions and the release's frame sampling ({model} has no "
+            "model_config.json here)",
+        )
     info = read_info(root)
     local = root / info.model_name_or_path
     base = local if local.is_dir() else cached_or_path(info.model_name_or_path)
     cfg = _read_json(base / "config.json")
-    return RewardModel(QwenVLDims.from_config(cfg) if cfg else QwenVLDims(), info.sampling,
-                       str(base) if cfg else f"built-in Qwen2-VL-2B dimensions ({base} not here)")
+    return RewardModel(
+        QwenVLDims.from_config(cfg) if cfg else QwenVLDims(),
+        info.sampling,
+        str(base) if cfg else f"built-in Qwen2-VL-2B dimensions ({base} not here)",
+    )
 
 
 # -------------------------------------------------------------------------------------------- estimates
@@ -390,12 +449,15 @@ class Estimate:
     def need(self) -> float:
         return self.total()
 
-    def finish(self, nccl: bool = False) -> "Estimate":
+    def finish(self, nccl: bool = False) -> Estimate:
         if not self.cuda:
             self.add("overhead", "the process (Python, torch, Ray worker)", CPU_PROCESS_BYTES)
         else:
-            self.add("overhead", f"allocator slack ({ALLOCATOR_OVERHEAD:.0%} of non-weights)",
-                     ALLOCATOR_OVERHEAD * self.total("state", "activations"))
+            self.add(
+                "overhead",
+                f"allocator slack ({ALLOCATOR_OVERHEAD:.0%} of non-weights)",
+                ALLOCATOR_OVERHEAD * self.total("state", "activations"),
+            )
             self.add("overhead", "CUDA context", CUDA_CONTEXT_BYTES)
             if nccl:
                 self.add("overhead", "NCCL buffers", NCCL_BYTES)
@@ -403,8 +465,12 @@ class Estimate:
 
 
 def _per_token(counts: dict, D: int, F: int, r: int, a: int) -> int:
-    return (counts.get("fp32_D", 0) * 4 * D + counts.get("act_D", 0) * a * D + counts.get("act_F", 0) * a * F
-            + counts.get("act_r", 0) * a * r)
+    return (
+        counts.get("fp32_D", 0) * 4 * D
+        + counts.get("act_D", 0) * a * D
+        + counts.get("act_F", 0) * a * F
+        + counts.get("act_r", 0) * a * r
+    )
 
 
 @dataclass(frozen=True)
@@ -429,29 +495,47 @@ def trainer_memory(s: TrainerSetting) -> Estimate:
     e = Estimate(s.cuda)
     base = wan.params() * a
     if s.zero_stage == 3 and s.world > 1:
-        e.add("weights", f"transformer {count(wan.params())} {s.precision}, ZeRO-3 over {s.world} workers "
-              "+ 2 blocks gathered", base / s.world + 2 * wan.block_params() * a)
+        e.add(
+            "weights",
+            f"transformer {count(wan.params())} {s.precision}, ZeRO-3 over {s.world} workers + 2 blocks gathered",
+            base / s.world + 2 * wan.block_params() * a,
+        )
     else:
         e.add("weights", f"transformer {count(wan.params())} {s.precision}", base)
     lora = wan.lora_params(r)
     per_param = sum(b / (s.world if s.zero_stage >= stage else 1) for b, stage in LORA_STATE_BYTES[s.precision])
-    e.add("state", f"LoRA r{r} {count(lora)} + AdamW (DeepSpeed {s.precision}, ZeRO-{s.zero_stage}: "
-          f"{per_param:.1f} B/param)", lora * per_param)
+    e.add(
+        "state",
+        f"LoRA r{r} {count(lora)} + AdamW (DeepSpeed {s.precision}, ZeRO-{s.zero_stage}: {per_param:.1f} B/param)",
+        lora * per_param,
+    )
     saved = _per_token(WAN_BLOCK_SAVED, D, F, r, a)
     working = _per_token(WAN_BLOCK_WORKING, D, F, r, a)
     text = n * m.text_tokens * (_per_token(WAN_BLOCK_SAVED_TEXT, D, F, r, a) + (wan.text_dim + D) * a)
     step = n * L * math.prod(wan.patch) * wan.out_channels * STEP_TENSORS_PER_LATENT_VALUE
     if s.checkpointing:
-        e.add("activations", f"block inputs kept by checkpointing: {wan.layers} x {n} clips x {L:,} tokens x D {D}",
-              wan.layers * n * L * D * a)
-        e.add("activations", "one block recomputed in backward (saved tensors + gradients in flight)",
-              n * L * (saved + working))
+        e.add(
+            "activations",
+            f"block inputs kept by checkpointing: {wan.layers} x {n} clips x {L:,} tokens x D {D}",
+            wan.layers * n * L * D * a,
+        )
+        e.add(
+            "activations",
+            "one block recomputed in backward (saved tensors + gradients in flight)",
+            n * L * (saved + working),
+        )
         e.add("activations", "prompt embeddings and one block's cross-attention keys/values", text)
     else:
-        e.add("activations", f"saved tensors of all {wan.layers} blocks, {n} clips x {L:,} tokens",
-              wan.layers * n * L * saved + n * L * working)
-        e.add("activations", f"prompt embeddings and {wan.layers} blocks' cross-attention keys/values",
-              text + (wan.layers - 1) * n * m.text_tokens * _per_token(WAN_BLOCK_SAVED_TEXT, D, F, r, a))
+        e.add(
+            "activations",
+            f"saved tensors of all {wan.layers} blocks, {n} clips x {L:,} tokens",
+            wan.layers * n * L * saved + n * L * working,
+        )
+        e.add(
+            "activations",
+            f"prompt embeddings and {wan.layers} blocks' cross-attention keys/values",
+            text + (wan.layers - 1) * n * m.text_tokens * _per_token(WAN_BLOCK_SAVED_TEXT, D, F, r, a),
+        )
     e.add("activations", "latents, targets, predictions (fp32)", step)
     return e.finish(nccl=s.cuda and s.world > 1)
 
@@ -485,19 +569,22 @@ def generator_memory(s: GeneratorSetting) -> Estimate:
     T = m.text_tokens
     encode = s.sampler_batch * (t5.heads * T * T * (2 * a + 4) + T * (3 * t5.d_ff + 4 * t5.d_model) * a)
     D, F = wan.dim, wan.ffn_dim
-    sampling = (fwd * m.tokens * _per_token(WAN_BLOCK_WORKING, D, F, s.lora_rank, a)
-                + fwd * m.tokens * D * a + 2 * s.sampler_batch * T * (wan.text_dim + D) * a)
+    sampling = (
+        fwd * m.tokens * _per_token(WAN_BLOCK_WORKING, D, F, s.lora_rank, a)
+        + fwd * m.tokens * D * a
+        + 2 * s.sampler_batch * T * (wan.text_dim + D) * a
+    )
     video_fp32 = 3 * math.prod(m.video) * 4
     # the VAE's working set with its fp32 output, or the output and two temporaries of the uint8 conversion
     vae = m.video[1] * m.video[2] * WAN_VAE_DECODE_BYTES_PER_PIXEL if m.vae_params else 0
     at_once = min(s.clips_per_call, s.decode_batch or s.clips_per_call)
     # the VAE's working set for the clips decoded together; the uint8 videos of the whole call stay
-    decode = (at_once * max(vae + video_fp32, 3 * video_fp32)
-              + (s.clips_per_call - at_once) * math.prod(m.video) * 3)
-    phases = {f"prompt encoding ({s.sampler_batch} prompts x {T} tokens)": encode,
-              f"sampling ({fwd} clips per forward x {m.tokens:,} tokens)": sampling,
-              f"decoding ({at_once} of {s.clips_per_call} clips of {m.video[0]}x{m.video[1]}x{m.video[2]} at once)":
-                  decode}
+    decode = at_once * max(vae + video_fp32, 3 * video_fp32) + (s.clips_per_call - at_once) * math.prod(m.video) * 3
+    phases = {
+        f"prompt encoding ({s.sampler_batch} prompts x {T} tokens)": encode,
+        f"sampling ({fwd} clips per forward x {m.tokens:,} tokens)": sampling,
+        f"decoding ({at_once} of {s.clips_per_call} clips of {m.video[0]}x{m.video[1]}x{m.video[2]} at once)": decode,
+    }
     name = max(phases, key=phases.get)
     e.add("activations", f"latents of the call's {s.clips_per_call} clips (fp32)", s.clips_per_call * latent_bytes * 2)
     e.add("activations", f"peak phase: {name}", phases[name])
@@ -524,16 +611,23 @@ def reward_memory(s: RewardSetting) -> Estimate:
     M = int(q.vision_embed * q.vision_mlp_ratio)
     vision = patches * (QWEN_VISION_WORKING["mlp"] * M + QWEN_VISION_WORKING["embed"] * q.vision_embed) * a
     text = tokens * (QWEN_TEXT_WORKING["intermediate"] * q.intermediate + QWEN_TEXT_WORKING["hidden"] * q.hidden) * a
-    e.add("activations", f"{s.batch} clips x {patches:,} vision patches ({tokens:,} LM tokens): pixels, embeddings",
-          s.batch * (patches * 3 * q.temporal_patch * q.patch**2 * (4 + a) + tokens * q.hidden * a))
-    e.add("activations", f"working set of the {'vision tower' if vision >= text else 'language model'}",
-          s.batch * max(vision, text))
+    e.add(
+        "activations",
+        f"{s.batch} clips x {patches:,} vision patches ({tokens:,} LM tokens): pixels, embeddings",
+        s.batch * (patches * 3 * q.temporal_patch * q.patch**2 * (4 + a) + tokens * q.hidden * a),
+    )
+    e.add(
+        "activations",
+        f"working set of the {'vision tower' if vision >= text else 'language model'}",
+        s.batch * max(vision, text),
+    )
     return e.finish()
 
 
 def estimate(setting) -> Estimate:
-    return {TrainerSetting: trainer_memory, GeneratorSetting: generator_memory,
-            RewardSetting: reward_memory}[type(setting)](setting)
+    return {TrainerSetting: trainer_memory, GeneratorSetting: generator_memory, RewardSetting: reward_memory}[
+        type(setting)
+    ](setting)
 
 
 # ------------------------------------------------------------------------------------------------ fixes
@@ -581,8 +675,13 @@ def fixes(setting, budget: float) -> list[tuple[str, float]]:
         if min(setting.clips_per_call, setting.decode_batch or setting.clips_per_call) > 1:
             cands.append(("sampler.decode_batch_size=1", {"decode_batch": 1}))
         if setting.clips_per_call > setting.min_clips_per_call:
-            cands.append((f"{setting.min_clips_per_call} clips per actor (more generators or fewer prompts_per_iter / "
-                          "eval_n_prompts)", {"clips_per_call": setting.min_clips_per_call}))
+            cands.append(
+                (
+                    f"{setting.min_clips_per_call} clips per actor (more generators or fewer prompts_per_iter / "
+                    "eval_n_prompts)",
+                    {"clips_per_call": setting.min_clips_per_call},
+                )
+            )
         if setting.precision == "fp32":
             cands.append(("generator_device.precision=bf16", {"precision": "bf16"}))
     elif isinstance(setting, RewardSetting):
@@ -611,8 +710,11 @@ def bigger_gpus(need: float, current: str) -> list[str]:
     """Instance types of :data:`INSTANCES` whose GPU holds ``need`` bytes: smallest GPU first, then the GPU count
     closest to ``current``'s."""
     have = INSTANCES.get(current, Instance("", 0, 1, 0))
-    ok = sorted((i.gpu_mib, abs(i.gpus - have.gpus), name) for name, i in INSTANCES.items()
-                if i.gpu_mib * 2**20 >= need and i.gpu_mib > have.gpu_mib)
+    ok = sorted(
+        (i.gpu_mib, abs(i.gpus - have.gpus), name)
+        for name, i in INSTANCES.items()
+        if i.gpu_mib * 2**20 >= need and i.gpu_mib > have.gpu_mib
+    )
     return [f"{name} ({INSTANCES[name].gpus} x {INSTANCES[name].gpu}, {mib / 1024:.1f} GiB)" for mib, _, name in ok]
 
 
@@ -638,8 +740,11 @@ def role_report(role: str, setting, node: tuple[str, str] | None, per_gpu: int =
     share = f" x {per_gpu} processes per GPU" if per_gpu > 1 else ""
     inst = INSTANCES.get(node[1]) if node else None
     if inst is None or not inst.gpus:
-        why = (f"its resources name no node type of cluster.yaml (e.g. {{\"{role}\": 1}})" if node is None
-               else f"{node[1]!r} is not a GPU instance type this check knows ({', '.join(INSTANCES)})")
+        why = (
+            f'its resources name no node type of cluster.yaml (e.g. {{"{role}": 1}})'
+            if node is None
+            else f"{node[1]!r} is not a GPU instance type this check knows ({', '.join(INSTANCES)})"
+        )
         return lines + [f"    need {gib(need)} on cuda, but {why}: cannot check, counted as not fitting"], need
     budget = inst.gpu_mib * 2**20
     head = f"    need {gib(need)}{share} of {gib(budget)} ({inst.gpu} on {where})"
@@ -650,8 +755,11 @@ def role_report(role: str, setting, node: tuple[str, str] | None, per_gpu: int =
         verdict = "fits" if n * per_gpu <= budget else f"still {gib(n * per_gpu - budget)} short"
         lines.append(f"      {label}  -> {gib(n * per_gpu)} ({verdict})")
     gpus = bigger_gpus(need, node[1])
-    lines.append(f"      a bigger GPU for node type '{node[0]}' in cluster.yaml: {', '.join(gpus[:3])}" if gpus else
-                 f"      no GPU type this check knows ({', '.join(INSTANCES)}) holds {gib(need)}")
+    lines.append(
+        f"      a bigger GPU for node type '{node[0]}' in cluster.yaml: {', '.join(gpus[:3])}"
+        if gpus
+        else f"      no GPU type this check knows ({', '.join(INSTANCES)}) holds {gib(need)}"
+    )
     return lines, need - budget
 
 
@@ -666,28 +774,77 @@ def check_online(cfg, cluster: str | Path) -> int:
 
     nodes = yaml.safe_load(Path(cluster).read_text())
     gen = generator_model(cfg.generator or DEFAULT_GENERATOR, cfg.video_shape, cfg.text_tokens, cfg.fps)
-    tgen = gen if not cfg.trainer.generator else generator_model(cfg.trainer.generator, cfg.video_shape,
-                                                                     cfg.text_tokens, cfg.fps)
+    tgen = (
+        gen
+        if not cfg.trainer.generator
+        else generator_model(cfg.trainer.generator, cfg.video_shape, cfg.text_tokens, cfg.fps)
+    )
     t, d = cfg.trainer, cfg.generator_device
-    share = max(math.ceil(cfg.prompts_per_iter / cfg.generators) * cfg.group,
-                math.ceil(cfg.eval_n_prompts * cfg.eval_seeds / cfg.generators))
+    share = max(
+        math.ceil(cfg.prompts_per_iter / cfg.generators) * cfg.group,
+        math.ceil(cfg.eval_n_prompts * cfg.eval_seeds / cfg.generators),
+    )
     roles = [
-        ("generator", f"{cfg.generators} actors", GeneratorSetting(
-            gen, cfg.sampler.batch_size, cfg.sampler.guidance != 1.0, share, t.lora_rank, min_clips_per_call=cfg.group,
-            precision=d.precision, cuda=d.is_cuda, decode_batch=cfg.sampler.decode_batch_size), cfg.generator_resources, cfg.generator_gpus),
-        ("trainer", f"{t.num_workers} workers", TrainerSetting(
-            tgen, t.micro_batch, t.lora_rank, t.device.precision, t.device.gradient_checkpointing, t.zero_stage,
-            t.num_workers, t.algo.pairwise, t.device.is_cuda), t.resources_per_worker, 1.0)]
+        (
+            "generator",
+            f"{cfg.generators} actors",
+            GeneratorSetting(
+                gen,
+                cfg.sampler.batch_size,
+                cfg.sampler.guidance != 1.0,
+                share,
+                t.lora_rank,
+                min_clips_per_call=cfg.group,
+                precision=d.precision,
+                cuda=d.is_cuda,
+                decode_batch=cfg.sampler.decode_batch_size,
+            ),
+            cfg.generator_resources,
+            cfg.generator_gpus,
+        ),
+        (
+            "trainer",
+            f"{t.num_workers} workers",
+            TrainerSetting(
+                tgen,
+                t.micro_batch,
+                t.lora_rank,
+                t.device.precision,
+                t.device.gradient_checkpointing,
+                t.zero_stage,
+                t.num_workers,
+                t.algo.pairwise,
+                t.device.is_cuda,
+            ),
+            t.resources_per_worker,
+            1.0,
+        ),
+    ]
     reward = reward_model(cfg.reward.model)
     if reward is not None:
-        roles.append(("reward", f"{cfg.reward.max_replicas} replica(s) max", RewardSetting(
-            reward, cfg.reward.max_batch_size, gen.video, gen.fps, cfg.reward.device.precision,
-            cfg.reward.device.is_cuda), dict(cfg.reward.resources), cfg.reward.num_gpus))
+        roles.append(
+            (
+                "reward",
+                f"{cfg.reward.max_replicas} replica(s) max",
+                RewardSetting(
+                    reward,
+                    cfg.reward.max_batch_size,
+                    gen.video,
+                    gen.fps,
+                    cfg.reward.device.precision,
+                    cfg.reward.device.is_cuda,
+                ),
+                dict(cfg.reward.resources),
+                cfg.reward.num_gpus,
+            )
+        )
     f, h, w = gen.video
-    print(f"[check] config valid; each role's peak memory per process against the GPUs of {cluster}\n"
-          f"  clips {f}x{h}x{w} at {gen.fps:g} fps -> latent {'x'.join(map(str, gen.latent))}, "
-          f"{gen.tokens:,} tokens per clip\n  generator dimensions: {gen.source}"
-          + ("" if reward is None else f"\n  reward dimensions: {reward.source}"))
+    print(
+        f"[check] config valid; each role's peak memory per process against the GPUs of {cluster}\n"
+        f"  clips {f}x{h}x{w} at {gen.fps:g} fps -> latent {'x'.join(map(str, gen.latent))}, "
+        f"{gen.tokens:,} tokens per clip\n  generator dimensions: {gen.source}"
+        + ("" if reward is None else f"\n  reward dimensions: {reward.source}")
+    )
     short = {}
     for name, how_many, setting, resources, gpus in roles:
         node = node_for(nodes, name, resources, by_name=name == "reward")  # or the node type named "reward"
@@ -704,15 +861,36 @@ def check_online(cfg, cluster: str | Path) -> int:
     if reward is not None and cfg.reward.backend == "vllm":
         print("  note: vLLM reserves its own share of the reward GPU (gpu_memory_utilization), not counted")
     if short:
-        print("error: " + "; ".join(f"{k} does not fit ({gib(v)} short)" for k, v in short.items()),
-              file=sys.stderr)
+        print("error: " + "; ".join(f"{k} does not fit ({gib(v)} short)" for k, v in short.items()), file=sys.stderr)
         return 2
     print("[check] every role fits")
     return 0
 
 
-__all__ = ["ALLOCATOR_OVERHEAD", "CUDA_CONTEXT_BYTES", "Estimate", "check_online", "GeneratorModel", "GeneratorSetting", "INSTANCES",
-           "QwenVLDims", "RewardModel", "RewardSetting", "TrainerSetting", "UMT5Dims", "WanDims", "bigger_gpus",
-           "count",
-           "estimate", "fixes", "generator_memory", "generator_model", "gib", "node_for", "reward_memory",
-           "reward_model", "role_report", "trainer_memory"]
+__all__ = [
+    "ALLOCATOR_OVERHEAD",
+    "CUDA_CONTEXT_BYTES",
+    "Estimate",
+    "check_online",
+    "GeneratorModel",
+    "GeneratorSetting",
+    "INSTANCES",
+    "QwenVLDims",
+    "RewardModel",
+    "RewardSetting",
+    "TrainerSetting",
+    "UMT5Dims",
+    "WanDims",
+    "bigger_gpus",
+    "count",
+    "estimate",
+    "fixes",
+    "generator_memory",
+    "generator_model",
+    "gib",
+    "node_for",
+    "reward_memory",
+    "reward_model",
+    "role_report",
+    "trainer_memory",
+]

@@ -14,11 +14,10 @@ from __future__ import annotations
 import io
 import math
 from pathlib import Path
-from typing import Union
 
 import numpy as np
 
-Source = Union[str, Path, bytes]
+Source = str | Path | bytes
 
 PATCH_FACTOR = 28  # Qwen2-VL: 14-pixel patches merged 2x2
 FRAME_FACTOR = 2  # Qwen2-VL: temporal patch size
@@ -56,7 +55,9 @@ def check_frames(frames: object, name: str = "<array>", require_even: bool = Tru
     if t == 0 or h == 0 or w == 0:
         raise VideoError(name, f"empty video of shape {tuple(frames.shape)}")
     if require_even and (h % 2 or w % 2):
-        raise VideoError(name, f"odd frame size {h}x{w}: H.264 yuv420p needs even height and width (crop or pad by one pixel)")
+        raise VideoError(
+            name, f"odd frame size {h}x{w}: H.264 yuv420p needs even height and width (crop or pad by one pixel)"
+        )
     return np.ascontiguousarray(frames)
 
 
@@ -81,7 +82,9 @@ def read_video_fps(src: Source, name: str | None = None) -> tuple[np.ndarray, fl
     except EOFError:
         raise VideoError(label, "ends before its first frame (zero frames, or the file was cut short)") from None
     except (av.FFmpegError, OSError, ValueError, UnicodeDecodeError) as e:
-        raise VideoError(label, f"not a readable video container ({type(e).__name__}: {e}); re-encode it as H.264 mp4") from None
+        raise VideoError(
+            label, f"not a readable video container ({type(e).__name__}: {e}); re-encode it as H.264 mp4"
+        ) from None
     try:
         if not container.streams.video:
             raise VideoError(label, "has no video stream")
@@ -105,8 +108,11 @@ def read_video_fps(src: Source, name: str | None = None) -> tuple[np.ndarray, fl
     if not frames:
         raise VideoError(label, "contains zero decodable frames")
     if announced and len(frames) < announced:
-        raise VideoError(label, f"was cut short: {len(frames)} of the {announced} frames its header announces "
-                                "decode (an incomplete upload or copy?); send the whole file")
+        raise VideoError(
+            label,
+            f"was cut short: {len(frames)} of the {announced} frames its header announces "
+            "decode (an incomplete upload or copy?); send the whole file",
+        )
     video = np.stack(frames)
     check_frames(video, label)
     if not fps or not math.isfinite(fps) or fps <= 0:
@@ -121,8 +127,9 @@ def read_video(src: Source, name: str | None = None) -> np.ndarray:
 
 def encode_video(frames: np.ndarray, fps: float = 8.0, crf: int = 12, name: str = "<array>") -> bytes:
     """Encode ``uint8 (T, H, W, 3)`` to H.264 yuv420p mp4 bytes (``crf`` 0..51, lower is better)."""
-    import av
     from fractions import Fraction
+
+    import av
 
     frames = check_frames(frames, name)
     if not (fps > 0 and math.isfinite(fps)):
@@ -199,8 +206,15 @@ def smart_resize(
     return h, w
 
 
-def sample_indices(num_frames: int, src_fps: float, fps: float = 2.0, max_frames: int = 768,
-                   frame_factor: int = FRAME_FACTOR, min_frames: int = FRAME_FACTOR, nframes: int = 0) -> np.ndarray:
+def sample_indices(
+    num_frames: int,
+    src_fps: float,
+    fps: float = 2.0,
+    max_frames: int = 768,
+    frame_factor: int = FRAME_FACTOR,
+    min_frames: int = FRAME_FACTOR,
+    nframes: int = 0,
+) -> np.ndarray:
     """Indices of the frames VideoAlign keeps (qwen-vl-utils' ``smart_nframes``): ``T / src_fps * fps``
     clamped to [``min_frames``, min(``max_frames``, T)] (rounded up / down to multiples of ``frame_factor``),
     then rounded to a multiple of ``frame_factor``; or ``nframes`` rounded so. At most T, evenly spaced. A

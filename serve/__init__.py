@@ -5,10 +5,19 @@ needs it runs.
 """
 
 _EXPORTS = {
-    "RewardServiceConfig": "reward_service", "RewardDeployment": "reward_service", "RewardClient": "reward_service",
-    "build_app": "reward_service", "deploy": "reward_service", "shutdown": "reward_service", "app": "reward_service",
-    "RewardBackend": "backends", "TransformersBackend": "backends", "OracleBackend": "backends",
-    "VLLMBackend": "backends", "make_backend": "backends", "RewardServiceError": "backends",
+    "RewardServiceConfig": "reward_service",
+    "RewardDeployment": "reward_service",
+    "RewardClient": "reward_service",
+    "build_app": "reward_service",
+    "deploy": "reward_service",
+    "shutdown": "reward_service",
+    "app": "reward_service",
+    "RewardBackend": "backends",
+    "TransformersBackend": "backends",
+    "OracleBackend": "backends",
+    "VLLMBackend": "backends",
+    "make_backend": "backends",
+    "RewardServiceError": "backends",
     "RewardRequestError": "backends",
 }
 __all__ = sorted(_EXPORTS)

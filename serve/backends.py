@@ -21,7 +21,13 @@ from rlhf.device import DeviceConfig
 
 DIMS = ("VQ", "MQ", "TA")
 WORLD_FPS = 8.0  # frame rate of the moving-shapes world, used when a caller gives none
-VLLM_MISSING = ("the vllm backend needs a GPU machine and `pip install '.[gpu]'`; use backend=transformers")
+# vllm 0.32.0 is the release built for torch 2.13.0; it pins transformers<5.20, so it lives in the replica's
+# own runtime_env rather than in the project's environment.
+VLLM_RUNTIME_ENV = {"pip": ["vllm==0.32.0"]}
+VLLM_MISSING = (
+    "the vllm backend needs a GPU node and vllm==0.32.0 in the replica's runtime_env (the deployment adds it); "
+    "use backend=transformers on CPU"
+)
 
 
 class RewardServiceError(RuntimeError):
@@ -182,9 +188,13 @@ class VLLMBackend(RewardBackend):
         inputs = []
         for v, p, r in zip(videos, prompts, rates):
             clip = s.sample(v, r, g)
-            inputs.append({"prompt": self.render(p, 1),  # vLLM expands the one placeholder
-                           "multi_modal_data": {"video": clip},
-                           "mm_processor_kwargs": {"min_pixels": s.min_pixels, "max_pixels": s.max_pixels}})
+            inputs.append(
+                {
+                    "prompt": self.render(p, 1),  # vLLM expands the one placeholder
+                    "multi_modal_data": {"video": clip},
+                    "mm_processor_kwargs": {"min_pixels": s.min_pixels, "max_pixels": s.max_pixels},
+                }
+            )
         outs = self.llm.encode(inputs, pooling_params=self.params, pooling_task="token_embed", use_tqdm=False)
         results = []
         for out in outs:
@@ -202,8 +212,9 @@ def make_backend(cfg) -> RewardBackend:
     if cfg.model == "oracle":
         return OracleBackend()
     if cfg.model != "default" and not Path(cfg.model).is_dir():
-        raise RewardServiceError(f"reward model {cfg.model!r} is neither 'default', 'oracle' nor a checkpoint "
-                                 "directory on this machine")
+        raise RewardServiceError(
+            f"reward model {cfg.model!r} is neither 'default', 'oracle' nor a checkpoint directory on this machine"
+        )
     if cfg.backend == "vllm":
         return VLLMBackend(cfg.model, threads=cfg.threads)
     return TransformersBackend(cfg.model, device=cfg.device, threads=cfg.threads)

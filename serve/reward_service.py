@@ -30,14 +30,7 @@ import numpy as np
 from rlhf.config import ConfigError, load_config, parse_override
 from rlhf.device import DeviceConfig
 
-from .backends import (
-    DIMS,
-    WORLD_FPS,
-    RewardBackend,
-    RewardRequestError,
-    RewardServiceError,
-    make_backend,
-)
+from .backends import DIMS, VLLM_RUNTIME_ENV, WORLD_FPS, RewardBackend, RewardRequestError, RewardServiceError, make_backend
 
 logger = logging.getLogger("ray.serve")
 
@@ -57,7 +50,7 @@ class RewardServiceConfig:
     # version of the reward model: every score names it (reward_version); the online job's reward refresh bumps it
     # and rolls the deployment to the new model, so each sample records which version scored it
     version: int = 0
-    backend: str = "transformers"  # "transformers" (CPU or GPU) | "vllm" (GPU only: pip install '.[gpu]')
+    backend: str = "transformers"  # "transformers" (CPU or GPU) | "vllm" (GPU only; its own runtime_env)
     max_batch_size: int = 16  # most requests one backend call scores (serve.batch)
     batch_wait_timeout_s: float = 0.02  # how long a batch's first request waits for others to join
     max_ongoing_requests: int = 32  # per replica; below max_batch_size a batch could never fill
@@ -104,21 +97,30 @@ class RewardServiceConfig:
         if self.max_ongoing_requests < self.max_batch_size:
             raise ValueError(
                 f"max_ongoing_requests ({self.max_ongoing_requests}) is below max_batch_size ({self.max_batch_size}): "
-                "a replica would never hold enough requests to fill a batch; set max_ongoing_requests >= max_batch_size")
+                "a replica would never hold enough requests to fill a batch; set max_ongoing_requests >= max_batch_size"
+            )
         if self.min_replicas < 0 or self.max_replicas < max(1, self.min_replicas):
-            raise ValueError(f"need 0 <= min_replicas <= max_replicas and max_replicas >= 1, got "
-                             f"min_replicas={self.min_replicas}, max_replicas={self.max_replicas}")
+            raise ValueError(
+                f"need 0 <= min_replicas <= max_replicas and max_replicas >= 1, got "
+                f"min_replicas={self.min_replicas}, max_replicas={self.max_replicas}"
+            )
         if self.target_ongoing_requests <= 0:
             raise ValueError(f"target_ongoing_requests must be positive, got {self.target_ongoing_requests}")
-        quantities = {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus, "memory_gib": self.memory_gib,
-                      **{f"resources.{k}": v for k, v in self.resources.items()}}
+        quantities = {
+            "num_cpus": self.num_cpus,
+            "num_gpus": self.num_gpus,
+            "memory_gib": self.memory_gib,
+            **{f"resources.{k}": v for k, v in self.resources.items()},
+        }
         for key, value in quantities.items():
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
                 raise ValueError(f"{key} must be a finite number >= 0 (a Ray resource quantity), got {value!r}")
         for name in self.resources:
             if not name or name in RAY_BUILTIN_RESOURCES:
-                raise ValueError(f"resources may name only custom resources (e.g. {{'reward': 1}}, cluster.yaml's reward "
-                                 f"node type), got {name!r}; CPUs, GPUs and memory are num_cpus, num_gpus and memory_gib")
+                raise ValueError(
+                    f"resources may name only custom resources (e.g. {{'reward': 1}}, cluster.yaml's reward "
+                    f"node type), got {name!r}; CPUs, GPUs and memory are num_cpus, num_gpus and memory_gib"
+                )
         self.device.check_gpus(self.num_gpus, "device", "num_gpus")
         if self.threads < 1:
             raise ValueError(f"threads must be at least 1, got {self.threads}")
@@ -133,8 +135,10 @@ class RewardServiceConfig:
         if not self.app_name:
             raise ValueError("app_name must not be empty")
         if self.video_root and not Path(self.video_root).is_absolute():
-            raise ValueError(f"video_root must be an absolute directory (replicas do not share the caller's working "
-                             f"directory), got {self.video_root!r}")
+            raise ValueError(
+                f"video_root must be an absolute directory (replicas do not share the caller's working "
+                f"directory), got {self.video_root!r}"
+            )
 
     def ray_actor_options(self) -> dict:
         """What Ray reserves for each replica (Serve's ``ray_actor_options``)."""
@@ -143,6 +147,8 @@ class RewardServiceConfig:
             options["resources"] = dict(self.resources)
         if self.memory_gib:
             options["memory"] = int(self.memory_gib * 2**30)
+        if self.backend == "vllm":
+            options["runtime_env"] = VLLM_RUNTIME_ENV
         return options
 
 
@@ -178,8 +184,9 @@ class RewardDeployment:
         self._lock = asyncio.Lock()
         # Configured per instance (rather than @serve.batch on the class) so that the batch settings
         # come from the config and this module does not import Ray at import time.
-        self._batched = serve.batch(max_batch_size=cfg.max_batch_size,
-                                    batch_wait_timeout_s=cfg.batch_wait_timeout_s)(self._score_batch)
+        self._batched = serve.batch(max_batch_size=cfg.max_batch_size, batch_wait_timeout_s=cfg.batch_wait_timeout_s)(
+            self._score_batch
+        )
         self._health_clip = render(HEALTH_PROMPT, seed=0)
 
     async def _run(self, videos: list[np.ndarray], prompts: list[str], rates: list[float]) -> list[dict]:
@@ -224,19 +231,27 @@ class RewardDeployment:
         self.backend.check(frames, fps, prompt)
         try:
             result = await asyncio.wait_for(self._batched(frames, fps, prompt), self.cfg.request_timeout_s)
-        except asyncio.TimeoutError:
-            raise TimeoutError(f"not scored within request_timeout_s={self.cfg.request_timeout_s}s: the service is "
-                               "overloaded; raise max_replicas or request_timeout_s") from None
+        except TimeoutError:
+            raise TimeoutError(
+                f"not scored within request_timeout_s={self.cfg.request_timeout_s}s: the service is "
+                "overloaded; raise max_replicas or request_timeout_s"
+            ) from None
         if isinstance(result, Exception):
             raise result
-        return {**result, "model": self.cfg.model, "reward_version": self.cfg.version, "backend": self.backend.name,
-                "replica_pid": os.getpid()}
+        return {
+            **result,
+            "model": self.cfg.model,
+            "reward_version": self.cfg.version,
+            "backend": self.backend.name,
+            "replica_pid": os.getpid(),
+        }
 
     async def _health(self) -> dict:
         scores = (await self._run([self._health_clip], [HEALTH_PROMPT], [WORLD_FPS]))[0]
         if not _all_finite(scores):
-            raise RewardServiceError(f"the {self.backend.name} backend returned non-finite scores on the canned "
-                                     f"clip: {scores}")
+            raise RewardServiceError(
+                f"the {self.backend.name} backend returned non-finite scores on the canned clip: {scores}"
+            )
         return scores
 
     async def check_health(self) -> None:
@@ -263,8 +278,9 @@ class RewardDeployment:
         routes = {"/score": "POST", "/health": "GET"}
         path = _route(request.scope)
         if path not in routes:
-            raise RewardRequestError(f"no route {request.method} {prefix}{path}; routes are POST {prefix}/score "
-                                     f"and GET {prefix}/health", 404)
+            raise RewardRequestError(
+                f"no route {request.method} {prefix}{path}; routes are POST {prefix}/score and GET {prefix}/health", 404
+            )
         if request.method != routes[path]:
             e = RewardRequestError(f"{request.method} is not allowed on {prefix}{path}; use {routes[path]}", 405)
             e.headers = {"Allow": routes[path]}
@@ -279,8 +295,10 @@ class RewardDeployment:
                 raise RewardRequestError(f"unknown field(s) {extra} next to 'videos'; give only 'videos'")
             items = data["videos"]
             if not isinstance(items, list) or not items:
-                raise RewardRequestError(f"'videos' must be a non-empty list of {{prompt, video_b64 | path}} objects, "
-                                         f"got {type(items).__name__}")
+                raise RewardRequestError(
+                    f"'videos' must be a non-empty list of {{prompt, video_b64 | path}} objects, "
+                    f"got {type(items).__name__}"
+                )
             parsed = [await self._parse_item(item, f"videos[{i}]") for i, item in enumerate(items)]
         else:
             parsed = [await self._parse_item(data, "body")]
@@ -326,8 +344,9 @@ class RewardDeployment:
 
     async def _parse_item(self, item: object, where: str) -> tuple[bytes, str]:
         if not isinstance(item, dict):
-            raise RewardRequestError(f"{where} must be an object with 'prompt' and 'video_b64' or 'path', "
-                                     f"got {type(item).__name__}")
+            raise RewardRequestError(
+                f"{where} must be an object with 'prompt' and 'video_b64' or 'path', got {type(item).__name__}"
+            )
         unknown = sorted(set(item) - set(ITEM_FIELDS))
         if unknown:
             raise RewardRequestError(f"{where}: unknown field(s) {unknown}; fields are {', '.join(ITEM_FIELDS)}")
@@ -341,8 +360,10 @@ class RewardDeployment:
         has_b64, has_path = "video_b64" in item, "path" in item
         if has_b64 == has_path:
             what = "both 'video_b64' and 'path'" if has_b64 else "no video"
-            raise RewardRequestError(f"{where}: {what}; give exactly one of 'video_b64' (base64 of an mp4) or "
-                                     "'path' (an mp4 under the service's video_root)")
+            raise RewardRequestError(
+                f"{where}: {what}; give exactly one of 'video_b64' (base64 of an mp4) or "
+                "'path' (an mp4 under the service's video_root)"
+            )
         if has_b64:
             b64 = item["video_b64"]
             if not isinstance(b64, str):
@@ -357,8 +378,11 @@ class RewardDeployment:
         if not isinstance(path, str):
             raise RewardRequestError(f"{where}: 'path' must be a string, got {type(path).__name__}")
         if not self.cfg.video_root:
-            raise RewardRequestError(f"{where}: server-side paths are disabled (the service was deployed without "
-                                     "video_root); send 'video_b64' or redeploy with video_root set", 403)
+            raise RewardRequestError(
+                f"{where}: server-side paths are disabled (the service was deployed without "
+                "video_root); send 'video_b64' or redeploy with video_root set",
+                403,
+            )
         root = Path(self.cfg.video_root).resolve()
         try:
             target = (root / path).resolve()  # an absolute ``path`` replaces root; '..' and symlinks resolve here
@@ -370,8 +394,9 @@ class RewardDeployment:
             raise RewardRequestError(f"{where}: no file {path!r} under video_root {str(root)!r}", 404)
         size = target.stat().st_size
         if size > self.cfg.max_body_bytes:
-            raise RewardRequestError(f"{where}: {path!r} is {size} bytes, over max_body_bytes={self.cfg.max_body_bytes}",
-                                     413)
+            raise RewardRequestError(
+                f"{where}: {path!r} is {size} bytes, over max_body_bytes={self.cfg.max_body_bytes}", 413
+            )
         return target.read_bytes()
 
 
@@ -379,7 +404,7 @@ def _route(scope: dict) -> str:
     """The request path below the app's route prefix (Serve puts the prefix in ``root_path``)."""
     path, root = scope.get("path", ""), scope.get("root_path", "").rstrip("/")
     if root and path.startswith(root):
-        path = path[len(root):]
+        path = path[len(root) :]
     return "/" + path.strip("/")
 
 
@@ -395,11 +420,16 @@ def build_app(cfg: RewardServiceConfig):
 
     cfg.validate()
     if cfg.model not in ("default", "oracle") and not Path(cfg.model).is_dir():
-        raise RewardServiceError(f"reward model {cfg.model!r} is neither 'default', 'oracle' nor a checkpoint directory")
+        raise RewardServiceError(
+            f"reward model {cfg.model!r} is neither 'default', 'oracle' nor a checkpoint directory"
+        )
     deployment = serve.deployment(RewardDeployment).options(
         max_ongoing_requests=cfg.max_ongoing_requests,
-        autoscaling_config={"min_replicas": cfg.min_replicas, "max_replicas": cfg.max_replicas,
-                            "target_ongoing_requests": cfg.target_ongoing_requests},
+        autoscaling_config={
+            "min_replicas": cfg.min_replicas,
+            "max_replicas": cfg.max_replicas,
+            "target_ongoing_requests": cfg.target_ongoing_requests,
+        },
         ray_actor_options=cfg.ray_actor_options(),
         health_check_timeout_s=max(30.0, cfg.request_timeout_s),
         health_check_period_s=cfg.health_check_period_s,
@@ -416,10 +446,12 @@ def build_app(cfg: RewardServiceConfig):
 # Keys that configure Serve rather than the app. An application builder cannot set them: `serve run` takes
 # them as --name / --route-prefix (HTTP: Serve's defaults, 127.0.0.1:8000), a config file as the
 # application's name / route_prefix and its http_options.
-SERVE_KEYS = {"app_name": "--name NAME (serve run) or the application's name: (config file)",
-              "route_prefix": "--route-prefix /PATH (serve run) or the application's route_prefix: (config file)",
-              "http_host": "http_options.host in a config file (serve run on an import path binds 127.0.0.1)",
-              "http_port": "http_options.port in a config file (serve run on an import path uses 8000)"}
+SERVE_KEYS = {
+    "app_name": "--name NAME (serve run) or the application's name: (config file)",
+    "route_prefix": "--route-prefix /PATH (serve run) or the application's route_prefix: (config file)",
+    "http_host": "http_options.host in a config file (serve run on an import path binds 127.0.0.1)",
+    "http_port": "http_options.port in a config file (serve run on an import path uses 8000)",
+}
 
 
 def app(args: dict):
@@ -434,8 +466,12 @@ def app(args: dict):
     ``model`` directory is resolved against the directory the builder runs in."""
     serve_keys = [k for k in args if k.split(".")[0] in SERVE_KEYS]
     if serve_keys:
-        raise ConfigError("reward app args: " + "; ".join(
-            f"{k} is Serve's setting, not the app's: give it as {SERVE_KEYS[k.split('.')[0]]}" for k in serve_keys))
+        raise ConfigError(
+            "reward app args: "
+            + "; ".join(
+                f"{k} is Serve's setting, not the app's: give it as {SERVE_KEYS[k.split('.')[0]]}" for k in serve_keys
+            )
+        )
     values = {k: parse_override(f"{k}={v}")[1] if isinstance(v, str) else v for k, v in args.items()}
     try:
         cfg = load_config(RewardServiceConfig, values=values)
@@ -460,7 +496,8 @@ def deploy(cfg: RewardServiceConfig):
     if (http.host, http.port) != (cfg.http_host, cfg.http_port):
         raise RewardServiceError(
             f"Serve already runs on this cluster with HTTP on {http.host}:{http.port}, not {cfg.http_host}:{cfg.http_port} "
-            "(HTTP options are fixed when Serve starts); set http_host/http_port to those, or `serve shutdown` first")
+            "(HTTP options are fixed when Serve starts); set http_host/http_port to those, or `serve shutdown` first"
+        )
     try:
         return serve.run(app, name=cfg.app_name, route_prefix=cfg.route_prefix, blocking=False)
     except RuntimeError as e:  # Serve names only the deployment; the reason is in its status message
@@ -506,10 +543,18 @@ class RewardClient:
     ``retries`` times with exponential backoff (``backoff_s``, doubling, at most ``max_backoff_s``); bad input
     (:class:`RewardRequestError`) is raised at once, never retried."""
 
-    def __init__(self, handle_or_app_name="reward", timeout_s: float = 60, retries: int = 3, backoff_s: float = 0.5,
-                 max_backoff_s: float = 8.0):
+    def __init__(
+        self,
+        handle_or_app_name="reward",
+        timeout_s: float = 60,
+        retries: int = 3,
+        backoff_s: float = 0.5,
+        max_backoff_s: float = 8.0,
+    ):
         if timeout_s <= 0 or retries < 0 or backoff_s < 0:
-            raise ValueError(f"need timeout_s > 0, retries >= 0, backoff_s >= 0; got {timeout_s}, {retries}, {backoff_s}")
+            raise ValueError(
+                f"need timeout_s > 0, retries >= 0, backoff_s >= 0; got {timeout_s}, {retries}, {backoff_s}"
+            )
         if isinstance(handle_or_app_name, str):
             self.app_name, self._handle, self._by_name = handle_or_app_name, None, True
         else:
@@ -577,13 +622,18 @@ class RewardClient:
             if not pending:
                 return results
             self.retried += len(pending)
-        brief = f"{type(last_error).__name__}: {str(last_error).strip().splitlines()[0] if str(last_error).strip() else ''}"
+        brief = (
+            f"{type(last_error).__name__}: {str(last_error).strip().splitlines()[0] if str(last_error).strip() else ''}"
+        )
         raise RewardServiceError(
             f"reward service app {self.app_name!r}: {len(pending)} of {len(mp4s)} request(s) failed after "
             f"{self.retries + 1} attempt(s) (last error {brief}); is the service deployed and healthy? "
-            "Check `serve status`, or deploy it with serve.reward_service.deploy(cfg)")
+            "Check `serve status`, or deploy it with serve.reward_service.deploy(cfg)"
+        )
 
-    def score_matrix(self, videos: list, prompts: list[str], fps: float = WORLD_FPS, view: str = "normalised") -> np.ndarray:
+    def score_matrix(
+        self, videos: list, prompts: list[str], fps: float = WORLD_FPS, view: str = "normalised"
+    ) -> np.ndarray:
         """``(n, 3)`` float64 array of VQ, MQ, TA (``view`` = "normalised" or "raw")."""
         if view not in ("normalised", "raw"):
             raise ValueError(f"view must be 'normalised' or 'raw', got {view!r}")

@@ -59,10 +59,17 @@ class Chaos:
         except psutil.Error:
             cmd = "?"
         os.kill(p.pid, signal.SIGKILL)
-        self.log.append({"killed": what, "pid": p.pid, "title": cmd[:120], "records_on_disk": n_records(self.out),
-                         "time": time.time()})
+        self.log.append(
+            {
+                "killed": what,
+                "pid": p.pid,
+                "title": cmd[:120],
+                "records_on_disk": n_records(self.out),
+                "time": time.time(),
+            }
+        )
 
-    def start(self, *steps) -> "Chaos":
+    def start(self, *steps) -> Chaos:
         def body():
             try:
                 for step in steps:
@@ -81,7 +88,6 @@ class Chaos:
         return self.log
 
 
-
 def add_node(resources: dict[str, float], num_cpus: int = 0):
     """Join one more node (a raylet and its agents, on 127.0.0.1) to the cluster this process is connected
     to, as ``ray.cluster_utils.Cluster.add_node`` does for a worker node; returns Ray's ``Node``."""
@@ -90,10 +96,18 @@ def add_node(resources: dict[str, float], num_cpus: int = 0):
     from ray._private.parameter import RayParams
     from ray._private.services import wait_for_node
 
-    params = RayParams(num_cpus=num_cpus, num_gpus=0, resources=resources, object_store_memory=150 * 2**20,
-                       min_worker_port=0, max_worker_port=0, node_ip_address="127.0.0.1",
-                       gcs_address=ray.get_runtime_context().gcs_address, include_log_monitor=False,
-                       node_manager_port=0)
+    params = RayParams(
+        num_cpus=num_cpus,
+        num_gpus=0,
+        resources=resources,
+        object_store_memory=150 * 2**20,
+        min_worker_port=0,
+        max_worker_port=0,
+        node_ip_address="127.0.0.1",
+        gcs_address=ray.get_runtime_context().gcs_address,
+        include_log_monitor=False,
+        node_manager_port=0,
+    )
     params.dashboard_agent_listen_port = None
     node = Node(params, head=False, shutdown_at_exit=True, spawn_reaper=True)
     wait_for_node(node.gcs_address, node.plasma_store_socket_name, 60)

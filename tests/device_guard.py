@@ -18,8 +18,21 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
 # random ops by base name: out-of-place (randn) and in-place (normal_, uniform_, ...) alike
-RANDOM_OPS = ("randn", "rand", "randint", "normal", "bernoulli", "uniform", "multinomial", "randperm",
-              "exponential", "random", "cauchy", "geometric", "log_normal")
+RANDOM_OPS = (
+    "randn",
+    "rand",
+    "randint",
+    "normal",
+    "bernoulli",
+    "uniform",
+    "multinomial",
+    "randperm",
+    "exponential",
+    "random",
+    "cauchy",
+    "geometric",
+    "log_normal",
+)
 
 
 class DeviceGuard(TorchDispatchMode):

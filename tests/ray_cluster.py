@@ -82,8 +82,9 @@ class LocalRayHead:
     """One `ray start --head` on 127.0.0.1; ports are chosen at construction so that configs which
     must name the gcs address (the fake autoscaler's) can be written before `start()`."""
 
-    def __init__(self, num_cpus: int = 1, *, auth_mode: str = "token", object_store_mb: int = 300,
-                 start_timeout_s: float = 120.0):
+    def __init__(
+        self, num_cpus: int = 1, *, auth_mode: str = "token", object_store_mb: int = 300, start_timeout_s: float = 120.0
+    ):
         if auth_mode not in ("token", "disabled"):
             raise ValueError(f"auth_mode={auth_mode!r}: expected 'token' or 'disabled'")
         self.num_cpus = num_cpus
@@ -98,15 +99,20 @@ class LocalRayHead:
         self.dashboard_url = f"http://127.0.0.1:{self.dashboard_port}"
         self._pgid = None
 
-        base = {k: v for k, v in os.environ.items()
-                if k not in ("RAY_ADDRESS", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_API_SERVER_ADDRESS")}
-        base.update({
-            "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
-            "RAY_USAGE_STATS_ENABLED": "0",
-            "RAY_AUTH_MODE": auth_mode,
-            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-            MARKER: self.temp_dir,
-        })
+        base = {
+            k: v
+            for k, v in os.environ.items()
+            if k not in ("RAY_ADDRESS", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_API_SERVER_ADDRESS")
+        }
+        base.update(
+            {
+                "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+                "RAY_USAGE_STATS_ENABLED": "0",
+                "RAY_AUTH_MODE": auth_mode,
+                "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+                MARKER: self.temp_dir,
+            }
+        )
         if auth_mode == "token":
             token_path = Path(self.temp_dir) / "auth_token"
             token_path.write_text(secrets.token_hex(32))
@@ -124,11 +130,16 @@ class LocalRayHead:
         """`ray start --head`; with `autoscaling_config` the head also runs the autoscaler
         (`extra_env={"RAY_FAKE_CLUSTER": "1"}` for the fake_multinode provider)."""
         cmd = [
-            self.ray_bin, "start", "--head", "--disable-usage-stats",
+            self.ray_bin,
+            "start",
+            "--head",
+            "--disable-usage-stats",
             f"--temp-dir={self.temp_dir}",
             "--node-ip-address=127.0.0.1",
             f"--port={self.gcs_port}",
-            "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={self.dashboard_port}",
+            "--include-dashboard=true",
+            "--dashboard-host=127.0.0.1",
+            f"--dashboard-port={self.dashboard_port}",
             f"--dashboard-agent-listen-port={self.dashboard_agent_port}",
             f"--ray-client-server-port={self.client_port}",
             f"--min-worker-port={self.min_worker_port}",
@@ -141,14 +152,15 @@ class LocalRayHead:
         env = {**self._start_env, **(extra_env or {})}
         atexit.register(self.stop)
         # A session of its own: every daemon `ray start` spawns keeps this process group.
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+        )
         self._pgid = proc.pid
         try:
             out, _ = proc.communicate(timeout=self.start_timeout_s)
-        except subprocess.TimeoutExpired:
+        except subprocess.TimeoutExpired as err:
             self.stop()
-            raise RuntimeError(f"`ray start --head` did not return within {self.start_timeout_s:.0f} s")
+            raise RuntimeError(f"`ray start --head` did not return within {self.start_timeout_s:.0f} s") from err
         if proc.returncode != 0:
             self.stop()
             raise RuntimeError(f"`ray start --head` failed (exit {proc.returncode}):\n{out[-4000:]}")
@@ -172,8 +184,9 @@ class LocalRayHead:
                 last = e
             time.sleep(0.5)
         self.stop()
-        raise RuntimeError(f"dashboard job API at {self.dashboard_url} not up after "
-                           f"{self.start_timeout_s:.0f} s (last error: {last})")
+        raise RuntimeError(
+            f"dashboard job API at {self.dashboard_url} not up after {self.start_timeout_s:.0f} s (last error: {last})"
+        )
 
     def processes(self) -> list[psutil.Process]:
         """Every live process this head started (see the module docstring for how they are found)."""
@@ -183,9 +196,11 @@ class LocalRayHead:
             if p.pid == me:
                 continue
             try:
-                if (self._pgid is not None and os.getpgid(p.pid) == self._pgid) \
-                        or self.temp_dir in " ".join(p.info["cmdline"] or []) \
-                        or p.environ().get(MARKER) == self.temp_dir:
+                if (
+                    (self._pgid is not None and os.getpgid(p.pid) == self._pgid)
+                    or self.temp_dir in " ".join(p.info["cmdline"] or [])
+                    or p.environ().get(MARKER) == self.temp_dir
+                ):
                     ours[p.pid] = p
             except (psutil.Error, ProcessLookupError, PermissionError):
                 continue

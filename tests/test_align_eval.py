@@ -89,23 +89,55 @@ def test_align_offline_and_evaluate_end_to_end(tmp_path):
     prompts = tmp_path / "p.txt"
     prompts.write_text(PROMPT + "\na blue square moving up quickly on a gray background\n")
     common = [f"generator={tmp_path / 'gen'}", "sampler.steps=2", "threads=1"]
-    assert align_main(["--out", str(tmp_path / "run"), "--algo", "dpo", "--reward", "oracle",
-                       "--prompts", str(prompts), "train.steps=3", "train.batch=2", "group=3", *common]) == 0
+    assert (
+        align_main(
+            [
+                "--out",
+                str(tmp_path / "run"),
+                "--algo",
+                "dpo",
+                "--reward",
+                "oracle",
+                "--prompts",
+                str(prompts),
+                "train.steps=3",
+                "train.batch=2",
+                "group=3",
+                *common,
+            ]
+        )
+        == 0
+    )
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["steps"] == 3 and summary["samples"] == 6 and summary["reward"] == "oracle"
-    assert eval_main(["--adapter", str(tmp_path / "run" / "adapter"), "--prompts", str(prompts), "seeds=2",
-                      "reward=none", f"base_cache={tmp_path / 'base.pt'}", *common]) == 0
+    assert (
+        eval_main(
+            [
+                "--adapter",
+                str(tmp_path / "run" / "adapter"),
+                "--prompts",
+                str(prompts),
+                "seeds=2",
+                "reward=none",
+                f"base_cache={tmp_path / 'base.pt'}",
+                *common,
+            ]
+        )
+        == 0
+    )
     ev = json.loads((tmp_path / "run" / "eval.json").read_text())
     assert ev["n"] == 4 and set(ev["oracle"]["win_rate"]) == {"VQ", "MQ", "TA", "weighted"}
     assert all(0.0 <= v <= 1.0 for v in ev["oracle"]["win_rate"].values())
 
 
 def test_steering_reads_each_dimension_against_its_own_weight():
-    rows = [((0, 0, 1), {"VQ": 40.0, "MQ": 50.0, "TA": 70.0}),
-            ((0.1, 0.1, 0.8), {"VQ": 45.0, "MQ": 52.0, "TA": 66.0}),
-            ((0.1, 0.1, 0.6), {"VQ": 55.0, "MQ": 48.0, "TA": 60.0}),
-            ((0.5, 0.5, 0), {"VQ": 60.0, "MQ": 58.0, "TA": 50.0}),
-            ((0, 1, 0), {"VQ": 42.0, "MQ": 65.0, "TA": 51.0})]
+    rows = [
+        ((0, 0, 1), {"VQ": 40.0, "MQ": 50.0, "TA": 70.0}),
+        ((0.1, 0.1, 0.8), {"VQ": 45.0, "MQ": 52.0, "TA": 66.0}),
+        ((0.1, 0.1, 0.6), {"VQ": 55.0, "MQ": 48.0, "TA": 60.0}),
+        ((0.5, 0.5, 0), {"VQ": 60.0, "MQ": 58.0, "TA": 50.0}),
+        ((0, 1, 0), {"VQ": 42.0, "MQ": 65.0, "TA": 51.0}),
+    ]
     s = steering(rows)
     # VQ weights 0 (rows 1, 5: mean 41), 0.1 (rows 2, 3: mean 50), 0.5 (60): rising
     assert s["VQ"]["curve"] == [(0.0, 41.0), (0.1, 50.0), (0.5, 60.0)] and s["VQ"]["monotone"]
@@ -126,8 +158,10 @@ def test_cached_scores_of_one_reward_model_are_not_read_back_as_another_s(tmp_pa
     from rlhf.eval.judges import LearnedJudge, OracleJudge
     from rlhf.synthetic.render import render
 
-    prompts = ["a red circle moving left slowly on a black background",
-               "a blue square moving up quickly on a gray background"]
+    prompts = [
+        "a red circle moving left slowly on a black background",
+        "a blue square moving up quickly on a gray background",
+    ]
     videos = np.stack([render(p, seed=i) for i, p in enumerate(prompts)])
     s = SampleSet(prompts, [0, 1], torch.zeros(2, 1), videos, {"generator": "rendered"})
     first, second = LearnedJudge("artefacts/reward_default"), LearnedJudge("artefacts/reward_mixed")

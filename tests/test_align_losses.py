@@ -22,8 +22,16 @@ def _nll_sigmoid(x):
 def test_flow_dpo_constant_beta_by_hand():
     zeros = torch.zeros(2, 2)
     # errors: policy winner 0.2 / 0.5, policy loser 0.6 / 0.4, reference winner 0.3 / 0.5, loser 0.3 / 0.2
-    out = flow_dpo_loss(_const([0.2, 0.5]), _const([0.6, 0.4]), _const([0.3, 0.5]), _const([0.3, 0.2]),
-                        zeros, zeros, torch.tensor([0.3, 0.9]), beta=10.0)
+    out = flow_dpo_loss(
+        _const([0.2, 0.5]),
+        _const([0.6, 0.4]),
+        _const([0.3, 0.5]),
+        _const([0.3, 0.2]),
+        zeros,
+        zeros,
+        torch.tensor([0.3, 0.9]),
+        beta=10.0,
+    )
     # inside = -(10 / 2) ((e_w - r_w) - (e_l - r_l))
     inside = [-5 * ((0.2 - 0.3) - (0.6 - 0.3)), -5 * ((0.5 - 0.5) - (0.4 - 0.2))]  # [2.0, 1.0]
     assert inside == pytest.approx([2.0, 1.0])
@@ -35,8 +43,17 @@ def test_flow_dpo_constant_beta_by_hand():
 
 def test_flow_dpo_timestep_beta_by_hand():
     zeros = torch.zeros(2, 2)
-    out = flow_dpo_loss(_const([0.2, 0.5]), _const([0.6, 0.4]), _const([0.3, 0.5]), _const([0.3, 0.2]),
-                        zeros, zeros, torch.tensor([0.3, 0.9]), beta=10.0, beta_schedule="timestep")
+    out = flow_dpo_loss(
+        _const([0.2, 0.5]),
+        _const([0.6, 0.4]),
+        _const([0.3, 0.5]),
+        _const([0.3, 0.2]),
+        zeros,
+        zeros,
+        torch.tensor([0.3, 0.9]),
+        beta=10.0,
+        beta_schedule="timestep",
+    )
     b = [10 * 0.7**2, 10 * 0.1**2]  # beta (1 - t)^2 = 4.9, 0.1
     inside = [-(b[0] / 2) * (-0.4), -(b[1] / 2) * (-0.2)]  # 0.98, 0.01
     expected = (_nll_sigmoid(inside[0]) + _nll_sigmoid(inside[1])) / 2
@@ -45,8 +62,9 @@ def test_flow_dpo_timestep_beta_by_hand():
 
 def test_flow_dpo_prefers_loser_gives_low_implicit_accuracy_and_high_loss():
     zeros = torch.zeros(1, 2)
-    out = flow_dpo_loss(_const([0.5]), _const([0.1]), _const([0.3]), _const([0.3]), zeros, zeros,
-                        torch.tensor([0.5]), beta=4.0)
+    out = flow_dpo_loss(
+        _const([0.5]), _const([0.1]), _const([0.3]), _const([0.3]), zeros, zeros, torch.tensor([0.5]), beta=4.0
+    )
     inside = -2 * ((0.5 - 0.3) - (0.1 - 0.3))  # -0.8
     assert out["loss"].item() == pytest.approx(_nll_sigmoid(inside), rel=1e-5)
     assert out["implicit_accuracy"].item() == 0.0
@@ -75,8 +93,9 @@ def test_flow_rwr_unnormalised_by_hand():
 
 
 def test_flow_rwr_normalised_by_hand():
-    out = flow_rwr_loss(_const([0.2, 0.4, 0.1]), torch.zeros(3, 2), torch.tensor([1.0, 0.0, 0.5]), beta=0.5,
-                        normalize=True)
+    out = flow_rwr_loss(
+        _const([0.2, 0.4, 0.1]), torch.zeros(3, 2), torch.tensor([1.0, 0.0, 0.5]), beta=0.5, normalize=True
+    )
     w = [math.exp(2.0), math.exp(0.0), math.exp(1.0)]
     expected = (w[0] * 0.2 + w[1] * 0.4 + w[2] * 0.1) / sum(w)
     assert out["loss"].item() == pytest.approx(expected, rel=1e-5)

@@ -58,16 +58,24 @@ def test_cluster_yaml_validates_offline():
 
     # scripts/setup.sh's order: torch, then deepspeed built against it, then the project, editable.
     setup = config["setup_commands"]
-    step = {key: next(i for i, c in enumerate(setup) if key in c)
-            for key in (pinned("torch"), pinned("deepspeed"), "pip install -q -e .")}
+    step = {
+        key: next(i for i, c in enumerate(setup) if key in c)
+        for key in (pinned("torch"), pinned("deepspeed"), "pip install -q -e .")
+    }
     assert list(step.values()) == sorted(step.values()), setup
     deepspeed = setup[step[pinned("deepspeed")]]
     assert "DS_BUILD_OPS=0" in deepspeed and "--no-build-isolation" in deepspeed
-    assert any('pip install -q -e ".[gpu]"' in c for c in config["worker_setup_commands"])
+    # vllm conflicts with the project's transformers pin: it comes in the replica's runtime_env, never here
+    assert not any("vllm" in c or "[gpu]" in c for c in config["worker_setup_commands"])
 
     start = " ".join(config["head_start_ray_commands"])
-    for flag in ("--head", "--port=6379", "--dashboard-host=127.0.0.1",
-                 "--autoscaling-config=~/ray_bootstrap_config.yaml", "RAY_AUTH_MODE=token"):
+    for flag in (
+        "--head",
+        "--port=6379",
+        "--dashboard-host=127.0.0.1",
+        "--autoscaling-config=~/ray_bootstrap_config.yaml",
+        "RAY_AUTH_MODE=token",
+    ):
         assert flag in start, flag
     assert "RAY_AUTH_MODE=token" in " ".join(config["worker_start_ray_commands"])
     # one shared file system at /mnt/shared on every node (setup_commands run on the head and every worker),
@@ -81,15 +89,23 @@ def test_cluster_yaml_validates_offline():
 
 
 BREAKAGES = {  # name: (how the copy is broken, what Ray's validation says)
-    "typo in a node type key": (lambda c: c["available_node_types"]["generator"].update(max_worker=2),
-                                "'max_worker' was unexpected"),
-    "node type without resources": (lambda c: c["available_node_types"]["reward"].pop("resources"),
-                                    "'resources' is a required property"),
+    "typo in a node type key": (
+        lambda c: c["available_node_types"]["generator"].update(max_worker=2),
+        "'max_worker' was unexpected",
+    ),
+    "node type without resources": (
+        lambda c: c["available_node_types"]["reward"].pop("resources"),
+        "'resources' is a required property",
+    ),
     "unknown top-level key": (lambda c: c.update(idle_timeout=5), "'idle_timeout' was unexpected"),
-    "min_workers above the cluster's max_workers": (lambda c: c.update(max_workers=1),
-                                                    "smaller than the sum of `min_workers`"),
-    "head_node_type that is no node type": (lambda c: c.update(head_node_type="ray.head.default"),
-                                            "must be one of `available_node_types`"),
+    "min_workers above the cluster's max_workers": (
+        lambda c: c.update(max_workers=1),
+        "smaller than the sum of `min_workers`",
+    ),
+    "head_node_type that is no node type": (
+        lambda c: c.update(head_node_type="ray.head.default"),
+        "must be one of `available_node_types`",
+    ),
 }
 
 
@@ -136,8 +152,9 @@ def test_fake_multinode_autoscaler_adds_nodes(tmp_path):
     validate_config(config)  # schema only: the wheel ships no defaults for this provider to prepare with
     (tmp_path / "fake_cluster.yaml").write_text(yaml.safe_dump(config))
     with head.start(autoscaling_config=tmp_path / "fake_cluster.yaml", extra_env={"RAY_FAKE_CLUSTER": "1"}):
-        r = subprocess.run([sys.executable, "-c", AUTOSCALE_CLIENT], env=head.env, capture_output=True,
-                           text=True, timeout=180)
+        r = subprocess.run(
+            [sys.executable, "-c", AUTOSCALE_CLIENT], env=head.env, capture_output=True, text=True, timeout=180
+        )
         assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
     # the autoscaler's events reach the client's stdout too, before or after the report
     report = json.loads(next(ln for ln in reversed(r.stdout.splitlines()) if ln.startswith('{"before"')))
@@ -151,16 +168,32 @@ def test_fake_multinode_autoscaler_adds_nodes(tmp_path):
 
 
 def submit(head: LocalRayHead, working_dir: Path, *entrypoint: str, timeout: float) -> subprocess.CompletedProcess:
-    cmd = [head.ray_bin, "job", "submit", "--address", head.dashboard_url, "--working-dir", str(working_dir),
-           "--runtime-env-json", json.dumps(JOB_RUNTIME_ENV), "--", *entrypoint]
+    cmd = [
+        head.ray_bin,
+        "job",
+        "submit",
+        "--address",
+        head.dashboard_url,
+        "--working-dir",
+        str(working_dir),
+        "--runtime-env-json",
+        json.dumps(JOB_RUNTIME_ENV),
+        "--",
+        *entrypoint,
+    ]
     return subprocess.run(cmd, env=head.env, cwd=working_dir, capture_output=True, text=True, timeout=timeout)
 
 
 def test_job_cli_without_auth_mode_token_is_refused(ray_head):
     # The token file is at hand (RAY_AUTH_TOKEN_PATH), but the job CLI reads it only in token mode.
     env = {k: v for k, v in ray_head.env.items() if k not in ("RAY_AUTH_MODE", "RAY_ADDRESS")}
-    r = subprocess.run([ray_head.ray_bin, "job", "list", "--address", ray_head.dashboard_url], env=env,
-                       capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [ray_head.ray_bin, "job", "list", "--address", ray_head.dashboard_url],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     out = r.stdout + r.stderr
     assert r.returncode != 0 and "no authentication token was found" in out, out[-2000:]
 
@@ -178,8 +211,12 @@ def test_repo_working_dir_upload_leaves_out_large_dirs(tmp_path):
     assert package.stat().st_size < GCS_STORAGE_MAX_SIZE // 8  # 512 MiB is Ray's hard limit
 
 
-FREE_TEXT = ["a paper boat drifting down a rainy street gutter", "an astronaut riding a horse on the moon",
-             "clouds rolling over snowy mountains at dawn", "a cat playing the piano in a smoky jazz club"]
+FREE_TEXT = [
+    "a paper boat drifting down a rainy street gutter",
+    "an astronaut riding a horse on the moon",
+    "clouds rolling over snowy mountains at dawn",
+    "a cat playing the piano in a smoky jazz club",
+]
 
 
 def readme_recipe() -> tuple[str, str]:
@@ -216,10 +253,27 @@ def test_readme_recipe_trains_free_text_prompts_judged_by_the_served_reward(ray_
     prompts.write_text("# free text, outside the moving-shapes grammar\n" + "\n".join(FREE_TEXT) + "\n")
     out = tmp_path / "run"
     # the uploaded repository runs (its jobs/configs), with the venv's python (torch), one actor per role
-    r = submit(ray_head, ROOT, "python", "jobs/online_dpo.py", "--config", "jobs/configs/online_tiny.yaml",
-               "--out", str(out), "progress=false", "iterations=1", "generators=1", "trainer.num_workers=1",
-               "world=false", f"prompts={prompts}", "reward.model=default", "eval_n_prompts=2", "report_clips=1",
-               f"reward.http_port={free_ports(1)[0]}", timeout=600)
+    r = submit(
+        ray_head,
+        ROOT,
+        "python",
+        "jobs/online_dpo.py",
+        "--config",
+        "jobs/configs/online_tiny.yaml",
+        "--out",
+        str(out),
+        "progress=false",
+        "iterations=1",
+        "generators=1",
+        "trainer.num_workers=1",
+        "world=false",
+        f"prompts={prompts}",
+        "reward.model=default",
+        "eval_n_prompts=2",
+        "report_clips=1",
+        f"reward.http_port={free_ports(1)[0]}",
+        timeout=600,
+    )
     log = r.stdout + r.stderr
     assert r.returncode == 0 and "succeeded" in log, log[-6000:]
     rec = json.loads((out / "metrics.jsonl").read_text().splitlines()[0])
@@ -238,8 +292,18 @@ def test_a_job_that_cannot_fit_stops_at_once_naming_each_role(ray_head, tmp_path
     import time
 
     t0 = time.time()
-    r = submit(ray_head, ROOT, "python", "jobs/online_dpo.py", "--config", "jobs/configs/online_tiny.yaml",
-               "--out", str(tmp_path / "run"), "generators=12", timeout=300)
+    r = submit(
+        ray_head,
+        ROOT,
+        "python",
+        "jobs/online_dpo.py",
+        "--config",
+        "jobs/configs/online_tiny.yaml",
+        "--out",
+        str(tmp_path / "run"),
+        "generators=12",
+        timeout=300,
+    )
     log = r.stdout + r.stderr
     assert r.returncode != 0, log[-4000:]
     assert "the cluster cannot hold this job's roles" in log, log[-4000:]
@@ -255,8 +319,21 @@ def test_train_reward_joins_the_cluster_it_is_submitted_to(ray_head, tmp_path):
     from rlhf.synthetic.dataset import build_dataset
 
     build_dataset(tmp_path / "ds", pairs=4, seed=1, workers=1, progress=False)
-    r = submit(ray_head, ROOT, "python", "jobs/train_reward.py", "--data", "synthetic", f"eval_data={tmp_path / 'ds'}",
-               "max_steps=1", "--out", str(tmp_path / "run"), "--workers", "12", timeout=300)
+    r = submit(
+        ray_head,
+        ROOT,
+        "python",
+        "jobs/train_reward.py",
+        "--data",
+        "synthetic",
+        f"eval_data={tmp_path / 'ds'}",
+        "max_steps=1",
+        "--out",
+        str(tmp_path / "run"),
+        "--workers",
+        "12",
+        timeout=300,
+    )
     log = r.stdout + r.stderr
     assert r.returncode != 0 and "trainer workers  12 x {CPU 1}" in log, log[-4000:]
     assert "the cluster offers CPU 8" in log and "short: CPU 4" in log, log[-4000:]

@@ -7,10 +7,12 @@ from actors.cluster import FitError, Role, check_fit, fit_message, local_cpus, p
 
 
 def roles(gen_cpus=1.0, gen_gpus=0.0):
-    return [Role("generator actors", 2, {"CPU": gen_cpus, "GPU": gen_gpus}, "generators, generator_cpus"),
-            Role("trainer workers", 2, {"CPU": 1.0}, "trainer.num_workers"),
-            Role("reward replicas", 1, {"CPU": 1.0}, "reward.num_cpus"),
-            Role("Ray Data tasks", 1, {"CPU": 1.0})]
+    return [
+        Role("generator actors", 2, {"CPU": gen_cpus, "GPU": gen_gpus}, "generators, generator_cpus"),
+        Role("trainer workers", 2, {"CPU": 1.0}, "trainer.num_workers"),
+        Role("reward replicas", 1, {"CPU": 1.0}, "reward.num_cpus"),
+        Role("Ray Data tasks", 1, {"CPU": 1.0}),
+    ]
 
 
 def test_a_two_cpu_head_is_short_of_four_cpus():

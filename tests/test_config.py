@@ -1,7 +1,7 @@
 """Typed job configs: YAML + key=value overrides, strict keys and types."""
 
 from dataclasses import dataclass, field
-from typing import Literal, Optional
+from typing import Literal
 
 import pytest
 import yaml
@@ -22,7 +22,7 @@ class Job:
     workers: int = 2
     verbose: bool = False
     weights: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0])
-    ckpt: Optional[str] = None
+    ckpt: str | None = None
     inner: Inner = field(default_factory=Inner)
 
     def validate(self):

@@ -16,8 +16,19 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def rec(i, **kw):
-    r = {"id": f"r{i}", "prompt": f"prompt {i}", "video_a": f"v/{i}a.mp4", "video_b": f"v/{i}b.mp4",
-         "VQ": "A", "MQ": "B", "TA": "same", "Overall": None, "score_a": None, "score_b": None, "split": "train"}
+    r = {
+        "id": f"r{i}",
+        "prompt": f"prompt {i}",
+        "video_a": f"v/{i}a.mp4",
+        "video_b": f"v/{i}b.mp4",
+        "VQ": "A",
+        "MQ": "B",
+        "TA": "same",
+        "Overall": None,
+        "score_a": None,
+        "score_b": None,
+        "split": "train",
+    }
     r.update(kw)
     return r
 
@@ -26,8 +37,19 @@ def test_schema_round_trip_keeps_extra_columns(tmp_path):
     rows = [rec(1, score_a={"VQ": 0.1, "MQ": 0.2, "TA": 0.3, "Overall": 0.2}, note="x"), rec(2, note=None)]
     path = write_preferences(rows, tmp_path / "p.parquet")
     table = read_preferences(path)
-    assert table.column_names[:11] == ["id", "prompt", "video_a", "video_b", "VQ", "MQ", "TA", "Overall",
-                                       "score_a", "score_b", "split"]
+    assert table.column_names[:11] == [
+        "id",
+        "prompt",
+        "video_a",
+        "video_b",
+        "VQ",
+        "MQ",
+        "TA",
+        "Overall",
+        "score_a",
+        "score_b",
+        "split",
+    ]
     back = table.to_pylist()
     assert back[0]["score_a"] == {"VQ": 0.1, "MQ": 0.2, "TA": 0.3, "Overall": 0.2}
     assert back[0]["note"] == "x" and back[1]["note"] is None and back[1]["Overall"] is None
@@ -50,16 +72,16 @@ def csv_dataset(tmp_path):
         (tmp_path / "v" / f"{name}.mp4").write_bytes(b"x")
     lines = [
         "path_A,path_B,prompt,VQ,MQ,TA,annotator",
-        "v/1a.mp4,v/1b.mp4,a cat,A,B,same,ann1",          # 1 good
-        "v/2a.mp4,v/2b.mp4,a dog,a,b,SAME,ann2",          # 2 good (case-insensitive labels)
-        "v/9a.mp4,v/2b.mp4,a dog,A,A,A,ann3",             # 3 missing file
-        "v/3a.mp4,v/3b.mp4,a fox,A,C,A,ann1",             # 4 unknown label
-        "v/1b.mp4,v/1a.mp4,a cat,B,A,same,ann2",          # 5 duplicate pair of row 1 (swapped)
-        "v/4a.mp4,v/4b.mp4,,A,B,A,ann3",                  # 6 empty prompt
-        "v/5a.mp4,v/5b.mp4,a cow,,,B,ann1",               # 7 good (VQ, MQ not annotated)
-        f"{tmp_path}/v/6a.mp4,v/6b.mp4,a pig,tie,A,B,",   # 8 good (absolute path under root, tie alias)
-        "v/7a.mp4,v/7b.mp4,a hen,A,B,A,ann2",             # 9 good
-        "v/3a.mp4,v/3b.mp4,a yak,B,B,B,ann3",             # 10 good (same videos, other prompt)
+        "v/1a.mp4,v/1b.mp4,a cat,A,B,same,ann1",  # 1 good
+        "v/2a.mp4,v/2b.mp4,a dog,a,b,SAME,ann2",  # 2 good (case-insensitive labels)
+        "v/9a.mp4,v/2b.mp4,a dog,A,A,A,ann3",  # 3 missing file
+        "v/3a.mp4,v/3b.mp4,a fox,A,C,A,ann1",  # 4 unknown label
+        "v/1b.mp4,v/1a.mp4,a cat,B,A,same,ann2",  # 5 duplicate pair of row 1 (swapped)
+        "v/4a.mp4,v/4b.mp4,,A,B,A,ann3",  # 6 empty prompt
+        "v/5a.mp4,v/5b.mp4,a cow,,,B,ann1",  # 7 good (VQ, MQ not annotated)
+        f"{tmp_path}/v/6a.mp4,v/6b.mp4,a pig,tie,A,B,",  # 8 good (absolute path under root, tie alias)
+        "v/7a.mp4,v/7b.mp4,a hen,A,B,A,ann2",  # 9 good
+        "v/3a.mp4,v/3b.mp4,a yak,B,B,B,ann3",  # 10 good (same videos, other prompt)
     ]
     (tmp_path / "pairs.csv").write_text("\n".join(lines) + "\n")
     return tmp_path
@@ -90,8 +112,9 @@ def test_missing_required_column(tmp_path):
 
 
 def test_strict_fails_listing_rows(csv_dataset):
-    report = validate_records(read_videoalign_csv(csv_dataset / "pairs.csv", csv_dataset), csv_dataset,
-                              source="pairs.csv")
+    report = validate_records(
+        read_videoalign_csv(csv_dataset / "pairs.csv", csv_dataset), csv_dataset, source="pairs.csv"
+    )
     with pytest.raises(DataError) as e:
         report.raise_if_bad()
     msg = str(e.value)
@@ -99,8 +122,9 @@ def test_strict_fails_listing_rows(csv_dataset):
 
 
 def run_import(*args):
-    return subprocess.run([sys.executable, str(ROOT / "jobs/import_data.py"), *args],
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, str(ROOT / "jobs/import_data.py"), *args], capture_output=True, text=True, timeout=120
+    )
 
 
 def test_import_job_writes_good_rows_and_rejects_file(csv_dataset):

@@ -17,7 +17,7 @@ def test_probe_of_an_oracle_scorer_sees_every_full_strength_defect():
     rows = {"oracle-scorer": probe_defects(OracleTA(), "pair", prompts=6)}
     r = rows["oracle-scorer"]
     assert list(r) == ["wrong_colour", "wrong_shape", "wrong_direction", "wrong_speed", "swap", "wrong_relation"]
-    for kind, row in r.items():
+    for row in r.values():
         assert row["reward"] == row["oracle"]  # the scorer is the oracle
         assert row["clips"] == 6
     # a full-strength colour change, swap or relation change always costs the oracle TA (by construction)

@@ -8,18 +8,20 @@ import numpy as np
 import pytest
 import torch
 
-from tests.device_guard import DeviceGuard
 from rlhf.align.step import AlgoConfig, batch_loss, plain_update, train_step
 from rlhf.device import DeviceConfig, DeviceError, seeded_generator
 from rlhf.generator.codec import SpaceToDepthCodec, WanVAECodec
 from rlhf.generator.guidance import GuidanceConfig
 from rlhf.generator.model import DEFAULT_GENERATOR, FlowGenerator, GeneratorConfig, GeneratorError, load_generator
 from rlhf.generator.sampler import SamplerConfig, euler_sample, initial_noise, sample
+from tests.device_guard import DeviceGuard
 
-PROMPTS = ["a red circle moving left slowly on a black background",
-           "a blue square moving up fast on a white background"]
+PROMPTS = [
+    "a red circle moving left slowly on a black background",
+    "a blue square moving up fast on a white background",
+]
 # bf16 keeps 8 significant bits: each rounding has relative error at most u = 2^-8.
-U_BF16 = 2.0 ** -8
+U_BF16 = 2.0**-8
 
 
 def _tiny(seed: int = 0) -> FlowGenerator:
@@ -47,8 +49,12 @@ def test_bf16_velocity_and_sampling_agree_with_fp32():
         out[prec] = (v.float(), batch.latents)
     (v32, x32), (v16, x16) = out["fp32"], out["bf16"]
     assert torch.isfinite(v16).all()
-    print("relative L2 error bf16 vs fp32: velocity", float((v16 - v32).norm() / v32.norm()),
-          "sampled latent", float((x16 - x32).norm() / x32.norm()))
+    print(
+        "relative L2 error bf16 vs fp32: velocity",
+        float((v16 - v32).norm() / v32.norm()),
+        "sampled latent",
+        float((x16 - x32).norm() / x32.norm()),
+    )
     assert float((v16 - v32).norm() / v32.norm()) < 2 * math.sqrt(30) * U_BF16
     assert float((x16 - x32).norm() / x32.norm()) < 0.10
 
@@ -70,11 +76,17 @@ def test_bf16_dpo_step_matches_fp32_step():
         before = {n: p.detach().clone() for n, p in g.transformer.named_parameters() if "lora_B" in n}
         params = g.lora_parameters()
         opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-        rec = train_step(g, {"x_w": x_w, "x_l": x_l, "text": text}, AlgoConfig(beta=500.0),
-                         seeded_generator(0, g.device), plain_update(opt, params, grad_clip=1e9))
+        rec = train_step(
+            g,
+            {"x_w": x_w, "x_l": x_l, "text": text},
+            AlgoConfig(beta=500.0),
+            seeded_generator(0, g.device),
+            plain_update(opt, params, grad_clip=1e9),
+        )
         assert rec["loss"] == pytest.approx(math.log(2), abs=1e-6)
-        res[prec] = torch.cat([(p.detach() - before[n]).flatten() for n, p in g.transformer.named_parameters()
-                               if "lora_B" in n])
+        res[prec] = torch.cat(
+            [(p.detach() - before[n]).flatten() for n, p in g.transformer.named_parameters() if "lora_B" in n]
+        )
     d32, d16 = res["fp32"], res["bf16"]
     assert torch.isfinite(d16).all()
     moved = d32.abs() > 0
@@ -105,12 +117,20 @@ def test_sampler_guidance_and_step_make_every_tensor_on_the_models_device():
 
     with DeviceGuard("meta") as guard:
         noise = initial_noise([1, 2], g.latent_shape, g.device)
-        x = euler_sample(g.velocity, noise, text, text, SamplerConfig(steps=2, guidance=3.0),
-                         (latent_reward, GuidanceConfig(scale=1.0, VQ=1, MQ=1, TA=1)))
+        x = euler_sample(
+            g.velocity,
+            noise,
+            text,
+            text,
+            SamplerConfig(steps=2, guidance=3.0),
+            (latent_reward, GuidanceConfig(scale=1.0, VQ=1, MQ=1, TA=1)),
+        )
         lat = torch.zeros(2, *g.latent_shape, device="meta")
         rng = seeded_generator(0, g.device)
         dpo = batch_loss(g, {"x_w": lat, "x_l": lat, "text": text}, AlgoConfig(), rng)
-        rwr = batch_loss(g, {"x0": lat, "text": text, "reward": torch.ones(2, device="meta")}, AlgoConfig(algo="rwr"), rng)
+        rwr = batch_loss(
+            g, {"x0": lat, "text": text, "reward": torch.ones(2, device="meta")}, AlgoConfig(algo="rwr"), rng
+        )
     assert guard.ops > 100
     assert {x.device.type, dpo["loss"].device.type, rwr["loss"].device.type} == {"meta"}
 
@@ -120,9 +140,15 @@ def test_codecs_work_on_the_device_they_are_given():
 
     s2d = SpaceToDepthCodec(2)
     video = np.zeros((1, 2, 4, 4, 3), np.uint8)
-    vae = AutoencoderKLWan(base_dim=8, z_dim=4, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
-                           temperal_downsample=[False, True, True], latents_mean=[0.1, -0.2, 0.3, 0.0],
-                           latents_std=[1.5, 0.5, 2.0, 1.0])
+    vae = AutoencoderKLWan(
+        base_dim=8,
+        z_dim=4,
+        dim_mult=[1, 1, 1, 1],
+        num_res_blocks=1,
+        temperal_downsample=[False, True, True],
+        latents_mean=[0.1, -0.2, 0.3, 0.0],
+        latents_std=[1.5, 0.5, 2.0, 1.0],
+    )
     wan = WanVAECodec(vae).to("meta")
     with DeviceGuard("meta"):
         z = s2d.encode(video, device="meta")
@@ -152,8 +178,10 @@ def test_trainer_worker_module_holds_no_text_encoder():
     assert any("lora_A" in n for n in names)
     full = load_generator(DEFAULT_GENERATOR)
     text_params = sum(p.numel() for p in full.text.parameters())
-    assert sum(p.numel() for p in gen.parameters() if not p.requires_grad) == \
-        sum(p.numel() for p in full.parameters()) - text_params
+    assert (
+        sum(p.numel() for p in gen.parameters() if not p.requires_grad)
+        == sum(p.numel() for p in full.parameters()) - text_params
+    )
     with pytest.raises(GeneratorError, match="without its text encoder"):
         gen.encode_prompts(PROMPTS)
 
@@ -182,8 +210,13 @@ def test_deepspeed_bf16_engine_trains_the_worker_module(monkeypatch):
     with socket.socket() as sk:
         sk.bind(("127.0.0.1", 0))
         port = sk.getsockname()[1]
-    for k, v in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1",
-                 "MASTER_PORT": str(port)}.items():
+    for k, v in {
+        "RANK": "0",
+        "LOCAL_RANK": "0",
+        "WORLD_SIZE": "1",
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(port),
+    }.items():
         monkeypatch.setenv(k, v)
     init_deepspeed(False)
     import deepspeed
@@ -196,8 +229,12 @@ def test_deepspeed_bf16_engine_trains_the_worker_module(monkeypatch):
     text = full.encode_prompts(PROMPTS)
     params = gen.lora_parameters()
     lr = 1e-3
-    engine, _, _, _ = deepspeed.initialize(model=gen, optimizer=torch.optim.AdamW(params, lr=lr, weight_decay=0.0),
-                                           model_parameters=params, config=deepspeed_config(2, tc.zero_stage, True, 1e9))
+    engine, _, _, _ = deepspeed.initialize(
+        model=gen,
+        optimizer=torch.optim.AdamW(params, lr=lr, weight_decay=0.0),
+        model_parameters=params,
+        config=deepspeed_config(2, tc.zero_stage, True, 1e9),
+    )
     try:
         assert gen.dtype == torch.bfloat16
         before = {n: p.detach().float().clone() for n, p in gen.transformer.named_parameters() if "lora_B" in n}
@@ -207,11 +244,13 @@ def test_deepspeed_bf16_engine_trains_the_worker_module(monkeypatch):
             engine.backward(loss)
             engine.step()
 
-        rec = train_step(gen, {"x_w": x, "x_l": x.flip(0), "text": text}, AlgoConfig(),
-                         seeded_generator(0, gen.device), update)
+        rec = train_step(
+            gen, {"x_w": x, "x_l": x.flip(0), "text": text}, AlgoConfig(), seeded_generator(0, gen.device), update
+        )
         assert rec["loss"] == pytest.approx(math.log(2), abs=1e-6)
-        delta = torch.cat([(p.detach().float() - before[n]).flatten() for n, p in gen.transformer.named_parameters()
-                           if "lora_B" in n])
+        delta = torch.cat(
+            [(p.detach().float() - before[n]).flatten() for n, p in gen.transformer.named_parameters() if "lora_B" in n]
+        )
         moved = delta.abs() > 0
         assert float(moved.float().mean()) > 0.5
         assert float(delta.abs().max()) <= lr * (1 + 2 * U_BF16)

@@ -18,8 +18,12 @@ def test_a_render_of_another_prompt_reads_as_that_prompt():
     asked = Prompt("red", "circle", "left", "slowly", "gray")
     acc = attribute_accuracy([render(drawn, None, seed=1)], [asked])
     assert acc == {"colour": 0.0, "shape": 0.0, "direction": 0.0, "speed": 0.0}
-    assert read_attributes(render(drawn, None, seed=1)) == {"colour": "blue", "shape": "triangle",
-                                                            "direction": "up", "speed": "quickly"}
+    assert read_attributes(render(drawn, None, seed=1)) == {
+        "colour": "blue",
+        "shape": "triangle",
+        "direction": "up",
+        "speed": "quickly",
+    }
 
 
 def test_pure_noise_has_no_object():

@@ -16,16 +16,29 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_table_has_checkpoint_rows_and_a_ceiling_computed_from_oracle_scores(tmp_path):
-    build_dataset(tmp_path / "ds", pairs=24, seed=11, workers=1, progress=False,
-                  sampling=PairSampling(heldout_fraction=1.0))
+    build_dataset(
+        tmp_path / "ds", pairs=24, seed=11, workers=1, progress=False, sampling=PairSampling(heldout_fraction=1.0)
+    )
     tok = world_tokenizer()
     model = build_model(tok, seed=1)
     save_backbone(model.vlm, tok, tmp_path / "rm")
     model = apply_trainable_parts(model, TrainableParts(lora_rank=4))
     save_checkpoint(model, tmp_path / "rm", 7, RewardCheckpointInfo())
-    res = subprocess.run([sys.executable, str(ROOT / "jobs/evaluate_reward.py"), "--data", str(tmp_path / "ds"),
-                          "--out", str(tmp_path / "eval"), "--checkpoint", str(tmp_path / "rm")],
-                         capture_output=True, text=True, timeout=300)
+    res = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "jobs/evaluate_reward.py"),
+            "--data",
+            str(tmp_path / "ds"),
+            "--out",
+            str(tmp_path / "eval"),
+            "--checkpoint",
+            str(tmp_path / "rm"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert res.returncode == 0, res.stderr[-2000:]
     out = json.loads((tmp_path / "eval" / "table.json").read_text())
     assert set(out["rows"]) == {"rm", "ceiling (oracle scores)"} and out["runs"]["rm"]["step"] == 7

@@ -43,9 +43,23 @@ def test_make_dataset_writes_generated_pairs_judged_on_the_stored_clips(tmp_path
     from jobs.make_dataset import main
 
     out = tmp_path / "ds"
-    assert main(["--pairs", "3", "--out", str(out), "--workers", "1", "generated.prompts=2",
-                 "generated.clips_per_prompt=3", "generated.pairs_per_prompt=2",
-                 "generated.members=[{name: a, steps: 2, guidance: 1.0}, {name: b, steps: 3, weight: 2.0}]"]) == 0
+    assert (
+        main(
+            [
+                "--pairs",
+                "3",
+                "--out",
+                str(out),
+                "--workers",
+                "1",
+                "generated.prompts=2",
+                "generated.clips_per_prompt=3",
+                "generated.pairs_per_prompt=2",
+                "generated.members=[{name: a, steps: 2, guidance: 1.0}, {name: b, steps: 3, weight: 2.0}]",
+            ]
+        )
+        == 0
+    )
     recs = read_preferences(out / "prefs.parquet").to_pylist()
     rendered = [r for r in recs if r["source"] == "rendered"]
     gen = [r for r in recs if r["source"] == "generated"]

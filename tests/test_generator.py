@@ -11,9 +11,20 @@ from rlhf.generator.codec import CodecError, SpaceToDepthCodec
 from rlhf.generator.model import FlowGenerator, GeneratorConfig, GeneratorError, load_generator
 from rlhf.generator.sampler import SamplerConfig, sample
 
-TINY = GeneratorConfig(layers=1, heads=2, head_dim=8, ffn_dim=32, freq_dim=16, position_channels=4, layout_channels=2,
-                       text_dim=16,
-                       text_layers=1, text_heads=2, text_ffn=32, max_text_tokens=12)
+TINY = GeneratorConfig(
+    layers=1,
+    heads=2,
+    head_dim=8,
+    ffn_dim=32,
+    freq_dim=16,
+    position_channels=4,
+    layout_channels=2,
+    text_dim=16,
+    text_layers=1,
+    text_heads=2,
+    text_ffn=32,
+    max_text_tokens=12,
+)
 PROMPT = "a red circle moving left slowly on a black background"
 FAST = SamplerConfig(steps=4, guidance=3.0, shift=3.0, batch_size=8)
 
@@ -124,8 +135,16 @@ def test_wan21_layout_checkpoint_matches_wan_pipeline(tmp_path):
     cfg = SamplerConfig(steps=3, guidance=4.0, shift=3.0)
     ours = sample(gen, [PROMPT], [5], cfg)
     pipe = WanPipeline.from_pretrained(tmp_path)
-    theirs = pipe(prompt=PROMPT, num_inference_steps=3, guidance_scale=4.0, max_sequence_length=12,
-                  latents=initial_noise([5], gen.latent_shape), output_type="latent", num_frames=5, height=16,
-                  width=16).frames
+    theirs = pipe(
+        prompt=PROMPT,
+        num_inference_steps=3,
+        guidance_scale=4.0,
+        max_sequence_length=12,
+        latents=initial_noise([5], gen.latent_shape),
+        output_type="latent",
+        num_frames=5,
+        height=16,
+        width=16,
+    ).frames
     torch.testing.assert_close(ours.latents, theirs.float(), rtol=1e-4, atol=1e-5)
     assert ours.videos.shape == (1, 5, 16, 16, 3)

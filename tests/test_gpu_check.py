@@ -26,14 +26,36 @@ def test_tiny_cpu_run_without_ray_deepspeed_pyav_writes_every_figure(tmp_path):
     out = tmp_path / "check.json"
     # One thread: at tiny shapes threads only add overhead, and on a busy 2-core machine they contend.
     env = {**{k: v for k, v in os.environ.items() if k != "PYTHONPATH"}, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-c", RUNNER, str(ROOT / "jobs" / "gpu_check.py"), "--tiny",
-                           "--device", "cpu", "--reps", "1", "--out", str(out)],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            RUNNER,
+            str(ROOT / "jobs" / "gpu_check.py"),
+            "--tiny",
+            "--device",
+            "cpu",
+            "--reps",
+            "1",
+            "--out",
+            str(out),
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     res = json.loads(out.read_text())
 
-    expected = {"wan_dpo_step.seconds", "wan_cfg_step.seconds", "wan_nrg_step.seconds", "reward_forward.seconds",
-                "reward_btt_step.seconds"}  # no peak memory on CPU
+    expected = {
+        "wan_dpo_step.seconds",
+        "wan_cfg_step.seconds",
+        "wan_nrg_step.seconds",
+        "reward_forward.seconds",
+        "reward_btt_step.seconds",
+    }  # no peak memory on CPU
     assert set(res["figures"]) == expected
     for name in ("wan_dpo_step.seconds", "wan_cfg_step.seconds", "reward_forward.seconds"):
         assert {"project", "plain", "ratio"} <= set(res["figures"][name]), name  # bench_gpu has these three

@@ -15,8 +15,10 @@ def toy_velocity(x, t, text):  # a linear flow: pulls x toward text-dependent ta
 
 def quadratic_reward(target: torch.Tensor):
     """r_d(x) = -|x - target_d|^2 per dimension d (VQ, MQ, TA): maximal at target_d."""
+
     def fn(x, t):
         return torch.stack([-((x - target[d]) ** 2).flatten(1).sum(1) for d in range(3)], dim=1)
+
     return fn
 
 
@@ -37,14 +39,16 @@ def test_one_guided_step_moves_up_the_chosen_dimension_by_the_derived_amount():
     target = torch.tensor([0.0, 0.0, 3.0])  # TA wants every entry at 3
     text = torch.tensor([0.0])
     w = 0.1
-    out = euler_sample(toy_velocity, x0, text, None, cfg,
-                       (quadratic_reward(target), GuidanceConfig(scale=w, VQ=0, MQ=0, TA=1)))
+    out = euler_sample(
+        toy_velocity, x0, text, None, cfg, (quadratic_reward(target), GuidanceConfig(scale=w, VQ=0, MQ=0, TA=1))
+    )
     # v = x - 0 = 0 at x = 0; grad of -(x - 3)^2 at 0 is 6 -> x' = 0 + 1 * 0.1 * 6 = 0.6
     torch.testing.assert_close(out, torch.full_like(x0, 0.6))
     r = quadratic_reward(target)
     assert float(r(out, None)[0, 2]) > float(r(x0, None)[0, 2])  # TA reward rose
-    vq_only = euler_sample(toy_velocity, x0, text, None, cfg,
-                           (quadratic_reward(target), GuidanceConfig(scale=w, VQ=1, MQ=0, TA=0)))
+    vq_only = euler_sample(
+        toy_velocity, x0, text, None, cfg, (quadratic_reward(target), GuidanceConfig(scale=w, VQ=1, MQ=0, TA=0))
+    )
     torch.testing.assert_close(vq_only, x0)  # VQ's optimum is the start: no push
 
 

@@ -15,8 +15,17 @@ import torch
 from rlhf.generator.guidance import GuidanceConfig, guided_velocity
 from rlhf.generator.model import DEFAULT_GENERATOR, load_generator
 from rlhf.generator.sampler import SamplerConfig, initial_noise, sample, schedule
-from rlhf.reward.latent import (LatentPairs, LatentReward, LatentRewardConfig, LatentRewardError, LatentTrainConfig,
-                                evaluate, pairs_from_scores, prompt_embeddings, train_step)
+from rlhf.reward.latent import (
+    LatentPairs,
+    LatentReward,
+    LatentRewardConfig,
+    LatentRewardError,
+    LatentTrainConfig,
+    evaluate,
+    pairs_from_scores,
+    prompt_embeddings,
+    train_step,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 PROMPT = "a red circle moving left slowly on a gray background"
@@ -35,8 +44,10 @@ def test_backbone_reproduces_the_generators_first_blocks(generator):
     t = torch.tensor([0.9, 0.5, 0.1])
     text = generator.encode_prompts([PROMPT] * 3)
     seen = {}
-    hooks = [generator.transformer.blocks[1].register_forward_hook(lambda m, i, o: seen.__setitem__("gen", o)),
-             model.backbone.transformer.blocks[1].register_forward_hook(lambda m, i, o: seen.__setitem__("rm", o))]
+    hooks = [
+        generator.transformer.blocks[1].register_forward_hook(lambda m, i, o: seen.__setitem__("gen", o)),
+        model.backbone.transformer.blocks[1].register_forward_hook(lambda m, i, o: seen.__setitem__("rm", o)),
+    ]
     with torch.no_grad():
         generator.velocity(x, t, text)
         r = model(x, t, text)
@@ -46,8 +57,10 @@ def test_backbone_reproduces_the_generators_first_blocks(generator):
     torch.testing.assert_close(seen["rm"], seen["gen"], rtol=0, atol=0)
     # the generator is untouched: frozen parts are frozen, the copy's blocks are separate tensors
     assert not any(p.requires_grad for p in model.backbone.text.parameters())
-    assert model.backbone.transformer.blocks[0].attn1.to_q.weight.data_ptr() != \
-        generator.transformer.blocks[0].attn1.to_q.weight.data_ptr()
+    assert (
+        model.backbone.transformer.blocks[0].attn1.to_q.weight.data_ptr()
+        != generator.transformer.blocks[0].attn1.to_q.weight.data_ptr()
+    )
 
 
 def test_pair_labels_follow_scores_with_a_tie_margin():
@@ -78,8 +91,9 @@ def test_btt_training_learns_a_rule_written_in_the_latents():
         alternate = torch.tensor([(-1.0) ** f for f in range(shape[1])]).view(1, 1, -1, 1, 1)
         lat += bright.view(-1, 1, 1, 1, 1) + 1.5 * flicker.view(-1, 1, 1, 1, 1) * alternate
         a, b = np.arange(0, 2 * n, 2), np.arange(1, 2 * n, 2)
-        labels = torch.stack([torch.sign(bright[a] - bright[b]), torch.sign(flicker[b] - flicker[a]),
-                              torch.zeros(n)], 1).long()
+        labels = torch.stack(
+            [torch.sign(bright[a] - bright[b]), torch.sign(flicker[b] - flicker[a]), torch.zeros(n)], 1
+        ).long()
         return LatentPairs(lat, [PROMPT] * (2 * n), a, b, labels)
 
     train, held = make(128), make(64)
@@ -155,10 +169,22 @@ def test_generate_job_writes_guided_mp4s(tmp_path):
 
     model = LatentReward.from_generator(DEFAULT_GENERATOR, LatentRewardConfig(blocks=1))
     model.save(tmp_path / "lr")
-    cmd = [sys.executable, str(ROOT / "jobs" / "generate.py"), "--out", str(tmp_path / "gen"),
-           "--prompt", f"{PROMPT}; a blue square moving up quickly on a black background", "per_prompt=2",
-           "sampler.steps=3", "--guidance-model", str(tmp_path / "lr"), "--guidance-weights", "0.1,0.1,0.8",
-           "--guidance-scale", "0.5"]
+    cmd = [
+        sys.executable,
+        str(ROOT / "jobs" / "generate.py"),
+        "--out",
+        str(tmp_path / "gen"),
+        "--prompt",
+        f"{PROMPT}; a blue square moving up quickly on a black background",
+        "per_prompt=2",
+        "sampler.steps=3",
+        "--guidance-model",
+        str(tmp_path / "lr"),
+        "--guidance-weights",
+        "0.1,0.1,0.8",
+        "--guidance-scale",
+        "0.5",
+    ]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
     rows = [json.loads(ln) for ln in (tmp_path / "gen" / "samples.jsonl").read_text().splitlines()]
@@ -168,8 +194,12 @@ def test_generate_job_writes_guided_mp4s(tmp_path):
         assert set(r["oracle"]) == {"VQ", "MQ", "TA"}
     summary = json.loads((tmp_path / "gen" / "summary.json").read_text())
     assert summary["guidance"]["TA"] == 0.8 and summary["clips"] == 4
-    bad = subprocess.run([sys.executable, str(ROOT / "jobs" / "generate.py"), "--out", str(tmp_path / "bad"),
-                          "--guidance-scale", "1"], capture_output=True, text=True, timeout=120)
+    bad = subprocess.run(
+        [sys.executable, str(ROOT / "jobs" / "generate.py"), "--out", str(tmp_path / "bad"), "--guidance-scale", "1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert bad.returncode == 2 and "--guidance-model" in bad.stderr
 
 
@@ -178,10 +208,24 @@ def test_nrg_table_rows_share_seeds_and_win_rates_match_the_scores(tmp_path):
     model.save(tmp_path / "lr")
     prompts = tmp_path / "prompts.txt"
     prompts.write_text(f"{PROMPT}\na blue square moving up quickly on a black background\n")
-    cmd = [sys.executable, str(ROOT / "jobs" / "nrg_table.py"), "--out", str(tmp_path / "nrg"),
-           "--noise-model", str(tmp_path / "lr"), "--clean-model", str(tmp_path / "lr"), f"prompts={prompts}",
-           "per_prompt=2", "rows=0:0:1", "scale=2.0", "sampler.steps=2", "control=true", "cost_reps=1",
-           "cost_clips=2"]
+    cmd = [
+        sys.executable,
+        str(ROOT / "jobs" / "nrg_table.py"),
+        "--out",
+        str(tmp_path / "nrg"),
+        "--noise-model",
+        str(tmp_path / "lr"),
+        "--clean-model",
+        str(tmp_path / "lr"),
+        f"prompts={prompts}",
+        "per_prompt=2",
+        "rows=0:0:1",
+        "scale=2.0",
+        "sampler.steps=2",
+        "control=true",
+        "cost_reps=1",
+        "cost_clips=2",
+    ]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
     table = json.loads((tmp_path / "nrg" / "table.json").read_text())

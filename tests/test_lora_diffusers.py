@@ -17,7 +17,8 @@ from safetensors.torch import load_file, save_file
 
 from rlhf.align.step import AlgoConfig, dpo_loss, plain_update, train_step
 from rlhf.device import DeviceConfig
-from rlhf.generator.lora import LORA_WEIGHTS, main as convert_main
+from rlhf.generator.lora import LORA_WEIGHTS
+from rlhf.generator.lora import main as convert_main
 from rlhf.generator.model import DEFAULT_GENERATOR, GeneratorError, load_generator
 from rlhf.hub import HubError
 from tests.hub_cache import cache_repo
@@ -58,8 +59,9 @@ def wan_dir(tmp_path_factory):
 
     tok, enc, vae, tr = tiny_wan_parts(num_layers=2)
     path = tmp_path_factory.mktemp("wan") / "ckpt"
-    WanPipeline(tokenizer=tok, text_encoder=enc, vae=vae, transformer=tr,
-                scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0)).save_pretrained(path)
+    WanPipeline(
+        tokenizer=tok, text_encoder=enc, vae=vae, transformer=tr, scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0)
+    ).save_pretrained(path)
     return path
 
 
@@ -160,8 +162,10 @@ def test_peft_adapter_loads_as_peft_computes_it(wan_dir, tmp_path):
     from peft import LoraConfig, get_peft_model
 
     torch.manual_seed(0)
-    pm = get_peft_model(WanTransformer3DModel.from_pretrained(wan_dir / "transformer"),
-                        LoraConfig(r=2, lora_alpha=6, target_modules=["to_q", "to_v", "net.2"]))
+    pm = get_peft_model(
+        WanTransformer3DModel.from_pretrained(wan_dir / "transformer"),
+        LoraConfig(r=2, lora_alpha=6, target_modules=["to_q", "to_v", "net.2"]),
+    )
     g = torch.Generator().manual_seed(3)
     with torch.no_grad():
         for n, p in pm.named_parameters():
@@ -218,8 +222,13 @@ def test_reference_of_a_run_started_from_an_adapter_is_that_adapter(world_adapte
     assert out["loss"].item() == pytest.approx(math.log(2), abs=1e-6)
     params = gen.lora_parameters()
     assert len(params) == len(_file_state(path)) and all(p.requires_grad for p in params)
-    rec = train_step(gen, {"x_w": x, "x_l": x.flip(0), "text": text}, AlgoConfig(), torch.Generator().manual_seed(0),
-                     plain_update(torch.optim.SGD(params, lr=1.0), params))
+    rec = train_step(
+        gen,
+        {"x_w": x, "x_l": x.flip(0), "text": text},
+        AlgoConfig(),
+        torch.Generator().manual_seed(0),
+        plain_update(torch.optim.SGD(params, lr=1.0), params),
+    )
     assert rec["loss"] == pytest.approx(math.log(2), abs=1e-6)
     frozen = [p for n, p in gen.transformer.named_parameters() if ".reference." in n]
     assert frozen and not any(p.requires_grad for p in frozen)
@@ -254,8 +263,9 @@ def test_offline_alignment_from_an_adapter_starts_at_ln2(world_adapter):
 
     _, path = world_adapter
     gen = load_generator(DEFAULT_GENERATOR)
-    prompts = ["a red circle moving left slowly on a black background"] * 2 + \
-              ["a blue square moving up fast on a white background"] * 2
+    prompts = ["a red circle moving left slowly on a black background"] * 2 + [
+        "a blue square moving up fast on a white background"
+    ] * 2
     latents = torch.randn(4, *gen.latent_shape, generator=torch.Generator().manual_seed(0))
     scores = np.array([[1.0, 1.0, 1.0], [0.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.9, 0.9, 0.9]])
     records = align(gen, latents, prompts, scores, TrainConfig(init_adapter=str(path), lora_rank=4, steps=2, batch=2))
@@ -270,8 +280,9 @@ def test_old_layout_is_read_with_a_warning_and_converted(world_adapter, tmp_path
     old = tmp_path / "old"
     old.mkdir()
     save_file({k: v.contiguous() for k, v in src.lora_state().items()}, old / "adapter.safetensors")
-    (old / "adapter.json").write_text(json.dumps({"rank": 4, "alpha": 8.0, "targets": ["to_k", "to_out.0", "to_q",
-                                                                                       "to_v"], "policy_version": 3}))
+    (old / "adapter.json").write_text(
+        json.dumps({"rank": 4, "alpha": 8.0, "targets": ["to_k", "to_out.0", "to_q", "to_v"], "policy_version": 3})
+    )
     x, t, text = _inputs(src)
     with torch.no_grad():
         want = src.velocity(x, t, text)

@@ -30,7 +30,7 @@ def test_btt_by_hand():
     labels = t(1, -1, 0, -5)
     per = btt_loss(r_a, r_b, labels, k=k, reduction="none")
     p_a = sig(1.0 - math.log(k))
-    p_b = sig(-(-1.0) - math.log(k))  # D = -1
+    p_b = sig(1.0 - math.log(k))  # D = -1
     p_t = 1 - 2 * sig(-math.log(k))  # D = 0: (k - 1) / (k + 1) = 2/3
     assert p_t == pytest.approx(2 / 3)
     assert per.tolist() == pytest.approx([-math.log(p_a), -math.log(p_b), -math.log(p_t), 0.0])

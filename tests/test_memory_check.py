@@ -10,7 +10,6 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import pytest
 import torch
 
 from rlhf import memory as mem
@@ -20,9 +19,21 @@ CONFIG = ROOT / "jobs" / "configs" / "wan21_t2v_1.3b.yaml"
 GIB = 2**30
 
 # Wan2.1-T2V-1.3B's transformer/config.json (diffusers layout), UMT5-XXL's encoder, Qwen2-VL-2B-Instruct.
-WAN_1_3B = dict(patch_size=(1, 2, 2), num_attention_heads=12, attention_head_dim=128, in_channels=16, out_channels=16,
-                text_dim=4096, freq_dim=256, ffn_dim=8960, num_layers=30, cross_attn_norm=True,
-                qk_norm="rms_norm_across_heads", eps=1e-6, rope_max_seq_len=1024)
+WAN_1_3B = dict(
+    patch_size=(1, 2, 2),
+    num_attention_heads=12,
+    attention_head_dim=128,
+    in_channels=16,
+    out_channels=16,
+    text_dim=4096,
+    freq_dim=256,
+    ffn_dim=8960,
+    num_layers=30,
+    cross_attn_norm=True,
+    qk_norm="rms_norm_across_heads",
+    eps=1e-6,
+    rope_max_seq_len=1024,
+)
 
 
 def meta_params(module) -> int:
@@ -44,8 +55,15 @@ def test_wan_transformer_count_matches_diffusers_and_the_published_size():
 def test_umt5_xxl_encoder_count_matches_transformers():
     from transformers import UMT5Config, UMT5EncoderModel
 
-    cfg = UMT5Config(d_model=4096, d_kv=64, num_heads=64, num_layers=24, d_ff=10240, vocab_size=256384,
-                     feed_forward_proj="gated-gelu")
+    cfg = UMT5Config(
+        d_model=4096,
+        d_kv=64,
+        num_heads=64,
+        num_layers=24,
+        d_ff=10240,
+        vocab_size=256384,
+        feed_forward_proj="gated-gelu",
+    )
     with torch.device("meta"):
         real = meta_params(UMT5EncoderModel(cfg))
     ours = mem.UMT5Dims.from_config(cfg.to_dict()).params()
@@ -57,11 +75,26 @@ def test_qwen2_vl_2b_count_matches_transformers_and_the_published_size():
     from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
 
     cfg = Qwen2VLConfig(
-        text_config=dict(hidden_size=1536, num_hidden_layers=28, intermediate_size=8960, num_attention_heads=12,
-                         num_key_value_heads=2, vocab_size=151936),
-        vision_config=dict(depth=32, embed_dim=1280, mlp_ratio=4, num_heads=16, hidden_size=1536,
-                           spatial_merge_size=2, patch_size=14, temporal_patch_size=2),
-        tie_word_embeddings=True)
+        text_config=dict(
+            hidden_size=1536,
+            num_hidden_layers=28,
+            intermediate_size=8960,
+            num_attention_heads=12,
+            num_key_value_heads=2,
+            vocab_size=151936,
+        ),
+        vision_config=dict(
+            depth=32,
+            embed_dim=1280,
+            mlp_ratio=4,
+            num_heads=16,
+            hidden_size=1536,
+            spatial_merge_size=2,
+            patch_size=14,
+            temporal_patch_size=2,
+        ),
+        tie_word_embeddings=True,
+    )
     with torch.device("meta"):
         real = meta_params(Qwen2VLForConditionalGeneration(cfg))
     ours = mem.QwenVLDims.from_config(cfg.to_dict()).params()
@@ -90,8 +123,9 @@ def test_flow_dpo_step_estimate_is_within_25_percent_of_the_h100_measurement():
     peaked at 16.78 GiB (torch.cuda.max_memory_allocated: no CUDA context, no allocator slack). That run used
     plain AdamW with fp32 LoRA (16 B/param) where the estimate assumes DeepSpeed bf16 (20 B/param): 0.18 GiB."""
     g = mem.generator_model(ROOT / "no-such-dir", [81, 480, 832], 512, 16.0)
-    e = mem.trainer_memory(mem.TrainerSetting(g, micro_batch=1, lora_rank=64, precision="bf16", checkpointing=True,
-                                              zero_stage=0, world=1))
+    e = mem.trainer_memory(
+        mem.TrainerSetting(g, micro_batch=1, lora_rank=64, precision="bf16", checkpointing=True, zero_stage=0, world=1)
+    )
     assert abs(e.allocated / GIB - 16.78) / 16.78 < 0.25
     # the block inputs checkpointing keeps, by hand: 30 blocks x 2 clips x 32,760 tokens x 1536 x 2 bytes
     kept = [b for kind, what, b in e.parts if what.startswith("block inputs kept by checkpointing")]
@@ -115,8 +149,16 @@ def test_the_wan_config_loads_and_every_role_fits(capsys):
 def test_an_oversized_trainer_fails_with_its_shortfall_and_fixes(capsys):
     from jobs.online_dpo import main
 
-    rc = main(["--config", str(CONFIG), "--check", "video_shape=[321,720,1280]", "trainer.micro_batch=8",
-               "trainer.device.gradient_checkpointing=false"])
+    rc = main(
+        [
+            "--config",
+            str(CONFIG),
+            "--check",
+            "video_shape=[321,720,1280]",
+            "trainer.micro_batch=8",
+            "trainer.device.gradient_checkpointing=false",
+        ]
+    )
     captured = capsys.readouterr()
     assert rc == 2
     assert "trainer does not fit" in captured.err

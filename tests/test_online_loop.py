@@ -69,8 +69,18 @@ def run_job(out: Path, *overrides: str) -> dict:
     from jobs.online_dpo import OnlineConfig, run
     from rlhf.config import load_config
 
-    cfg = load_config(OnlineConfig, TINY, [f"out={out}", "progress=false", "eval_n_prompts=0", "report_clips=-1",
-                                           f"reward.http_port={HTTP_PORT}", *overrides])
+    cfg = load_config(
+        OnlineConfig,
+        TINY,
+        [
+            f"out={out}",
+            "progress=false",
+            "eval_n_prompts=0",
+            "report_clips=-1",
+            f"reward.http_port={HTTP_PORT}",
+            *overrides,
+        ],
+    )
     return run(cfg)
 
 
@@ -131,9 +141,21 @@ def test_report_renders_in_headless_chromium(full, tmp_path):
     assert page.is_file()
     text = page.read_text()
     assert "<th>oracle</th>" in text and "rollout_wait" in text and "pretrained" in text
-    cmd = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-           "--disable-background-networking", "--disable-component-update", "--disable-sync",
-           f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=15000", "--dump-dom", page.as_uri()]
+    cmd = [
+        chromium,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        "--virtual-time-budget=15000",
+        "--dump-dom",
+        page.as_uri(),
+    ]
     dom = subprocess.run(cmd, capture_output=True, text=True, timeout=120).stdout
     import re
 
@@ -159,8 +181,9 @@ def _hand_seeds_digest(iteration: int, n: int = 8, seed: int = 0) -> str:
 
     import numpy as np
 
-    return hashlib.sha256(np.array([seed * 1_000_000_007 + iteration * 100_000 + j for j in range(n)],
-                                   np.int64).tobytes()).hexdigest()
+    return hashlib.sha256(
+        np.array([seed * 1_000_000_007 + iteration * 100_000 + j for j in range(n)], np.int64).tobytes()
+    ).hexdigest()
 
 
 # ------------------------------------------------------------------------------------- fault tolerance
@@ -192,8 +215,11 @@ def _listening(procs) -> list[tuple]:
     for p in procs:
         try:
             title = " ".join(p.cmdline())[:60]
-            out += [(p.pid, title, c.laddr.ip, c.laddr.port) for c in p.net_connections(kind="inet")
-                    if c.status == psutil.CONN_LISTEN]
+            out += [
+                (p.pid, title, c.laddr.ip, c.laddr.port)
+                for c in p.net_connections(kind="inet")
+                if c.status == psutil.CONN_LISTEN
+            ]
         except psutil.Error:
             continue
     return out
@@ -216,9 +242,19 @@ def killed(full, ray_session, tmp_path_factory):
 
     base = tmp_path_factory.mktemp("online")
     out, storage = base / "killed", base / "shared_storage"
-    cmd = [sys.executable, str(ROOT / "jobs" / "online_dpo.py"), "--config", str(TINY), f"out={out}",
-           f"storage={storage}", "progress=false", "eval_n_prompts=0", "report_clips=-1", "iterations=3",
-           f"reward.http_port={free_port()}"]
+    cmd = [
+        sys.executable,
+        str(ROOT / "jobs" / "online_dpo.py"),
+        "--config",
+        str(TINY),
+        f"out={out}",
+        f"storage={storage}",
+        "progress=false",
+        "eval_n_prompts=0",
+        "report_clips=-1",
+        "iterations=3",
+        f"reward.http_port={free_port()}",
+    ]
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     driver = psutil.Process(proc.pid)
@@ -242,9 +278,13 @@ def killed(full, ray_session, tmp_path_factory):
         except psutil.Error:
             pass
     psutil.wait_procs(list(tree.values()), timeout=30)
-    driver_log = {"killed": "driver", "pid": proc.pid, "latest": json.loads(latest.read_text()),
-                  "listening": sorted((n, ip, port) for (_, port), (n, ip) in listening.items()),
-                  "processes": len(tree)}
+    driver_log = {
+        "killed": "driver",
+        "pid": proc.pid,
+        "latest": json.loads(latest.read_text()),
+        "listening": sorted((n, ip, port) for (_, port), (n, ip) in listening.items()),
+        "processes": len(tree),
+    }
     chaos = Chaos(out).start(_kill_trainer_worker_in_training)
     summary = run_job(out, "iterations=3", "resume=true", f"storage={storage}")
     return out, summary, [driver_log, *chaos.join()], storage
@@ -264,8 +304,12 @@ def test_driver_killed_then_resumed(full, killed):
     # and the torch.distributed TCPStore that Ray Train's rank 0 hosts (it ignores MASTER_ADDR=127.0.0.1 for
     # its bind, pytorch/pytorch#173909)
     wide = sorted(n.split()[0] for n, ip, _ in log[0]["listening"] if not _loopback(ip))
-    assert wide in ([], ["ray::RayTrainWorker"], ["ray::RayTrainWorker", "ray::ServeReplica:reward:RewardDeployment"],
-                    ["ray::ServeReplica:reward:RewardDeployment"]), wide
+    assert wide in (
+        [],
+        ["ray::RayTrainWorker"],
+        ["ray::RayTrainWorker", "ray::ServeReplica:reward:RewardDeployment"],
+        ["ray::ServeReplica:reward:RewardDeployment"],
+    ), wide
     # the checkpoints are in storage, not in the run directory: the resumed run's workers read them there
     assert (storage / "latest.json").is_file() and not (out / "checkpoints").exists()
     ref, got = records(full[0]), records(out)
@@ -321,8 +365,15 @@ def _lose_a_generator_node(chaos) -> None:
     alive = sum(1 for n in ray.nodes() if n["Alive"])
     remove_node(node)
     GENERATOR_NODES.remove(node)
-    chaos.log.append({"killed": f"node {node.node_id[:12]} (raylet and all its processes)", "actor_pid": p.pid,
-                      "nodes_alive_before": alive, "records_on_disk": n_records(chaos.out), "time": time.time()})
+    chaos.log.append(
+        {
+            "killed": f"node {node.node_id[:12]} (raylet and all its processes)",
+            "actor_pid": p.pid,
+            "nodes_alive_before": alive,
+            "records_on_disk": n_records(chaos.out),
+            "time": time.time(),
+        }
+    )
 
 
 @pytest.fixture(scope="module")
@@ -333,19 +384,33 @@ def off(ray_session, tmp_path_factory):
     samples iteration 2, and the node of a generator actor lost while it samples iteration 3. The reward
     batches wait up to 1 s to fill (max 16), so requests are queued on the replica when it dies; scores do
     not depend on batching."""
-    from rlhf.config import load_config
     from jobs.online_dpo import OnlineConfig, run
+    from rlhf.config import load_config
     from tests.chaos import Chaos, add_node
 
     out = tmp_path_factory.mktemp("online") / "off"
     GENERATOR_NODES.extend(add_node({"generator": 2}) for _ in range(2))  # CPU-less nodes for the generator actors
     chaos = Chaos(out).start(_kill_reward_replica_while_scoring, _kill_generator_in_rollout, _lose_a_generator_node)
-    cfg = load_config(OnlineConfig, TINY, [f"out={out}", "progress=false", "eval_n_prompts=0", "report_clips=-1",
-                                           f"reward.http_port={HTTP_PORT}", "iterations=4", "mode=one_step_off",
-                                           "reward.max_batch_size=16", "reward.max_ongoing_requests=32",
-                                           "reward.batch_wait_timeout_s=1.0", "reward.health_check_period_s=1",
-                                           "generator_cpus=0", "trainer.num_workers=1"],
-                      values={"generator_resources": {"generator": 1.0}})
+    cfg = load_config(
+        OnlineConfig,
+        TINY,
+        [
+            f"out={out}",
+            "progress=false",
+            "eval_n_prompts=0",
+            "report_clips=-1",
+            f"reward.http_port={HTTP_PORT}",
+            "iterations=4",
+            "mode=one_step_off",
+            "reward.max_batch_size=16",
+            "reward.max_ongoing_requests=32",
+            "reward.batch_wait_timeout_s=1.0",
+            "reward.health_check_period_s=1",
+            "generator_cpus=0",
+            "trainer.num_workers=1",
+        ],
+        values={"generator_resources": {"generator": 1.0}},
+    )
     summary = run(cfg)
     return out, summary, chaos.join()
 
@@ -413,8 +478,14 @@ def test_generator_node_lost_mid_rollout(off):
     assert recs[3]["weights_sha256"] == [recs[1]["published_sha256"]]
 
 
-REFRESH = ["reward.model=default", "refresh.every=1", "refresh.pairs=3", "refresh.steps=2", "refresh.batch_size=2",
-           "iterations=3"]
+REFRESH = [
+    "reward.model=default",
+    "refresh.every=1",
+    "refresh.pairs=3",
+    "refresh.steps=2",
+    "refresh.batch_size=2",
+    "iterations=3",
+]
 
 
 @pytest.fixture(scope="module")
@@ -461,8 +532,13 @@ def test_reward_refresh_labels_fine_tunes_and_rolls_the_served_reward(refreshed)
     assert json.loads((store / "latest.json").read_text())["reward"]["version"] == 2
     data = store / "refresh" / "iter_00002"
     # replay: the second refresh learned the first refresh's pairs again, the first one only its own
-    learned = [[Path(d).name for d in yaml.safe_load((store / "reward" / v / "config.yaml").read_text())[
-        "generated_data"].split(",")] for v in ("v001", "v002")]
+    learned = [
+        [
+            Path(d).name
+            for d in yaml.safe_load((store / "reward" / v / "config.yaml").read_text())["generated_data"].split(",")
+        ]
+        for v in ("v001", "v002")
+    ]
     assert learned == [["iter_00001"], ["iter_00001", "iter_00002"]]
     pairs = read_preferences(data / "prefs.parquet").to_pylist()
     assert len(pairs) == 3 and {r["source"] for r in pairs} == {"refresh"}

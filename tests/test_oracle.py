@@ -52,17 +52,24 @@ def test_text_alignment_reads_the_prompt_not_the_render():
     truth = Prompt("green", "square", "down", "quickly", "gray")
     v = render(truth, seed=5)
     right = score(v, truth)["TA"]
-    for wrong in (Prompt("blue", "square", "down", "quickly", "gray"), Prompt("green", "triangle", "down", "quickly", "gray"),
-                  Prompt("green", "square", "up", "quickly", "gray"), Prompt("green", "square", "down", "slowly", "gray"),
-                  Prompt("green", "square", "down", "quickly", "black")):
+    for wrong in (
+        Prompt("blue", "square", "down", "quickly", "gray"),
+        Prompt("green", "triangle", "down", "quickly", "gray"),
+        Prompt("green", "square", "up", "quickly", "gray"),
+        Prompt("green", "square", "down", "slowly", "gray"),
+        Prompt("green", "square", "down", "quickly", "black"),
+    ):
         assert score(v, wrong)["TA"] < right - 0.08, wrong
     assert score(v, truth)["VQ"] == score(v, Prompt("red", "circle", "up", "slowly", "black"))["VQ"]
 
 
 def test_scores_lie_in_unit_interval_for_any_pixels():
     rng = np.random.default_rng(0)
-    for v in (rng.integers(0, 256, (8, 32, 32, 3), dtype=np.uint8), np.zeros((2, 16, 16, 3), np.uint8),
-              np.full((8, 40, 24, 3), 255, np.uint8)):
+    for v in (
+        rng.integers(0, 256, (8, 32, 32, 3), dtype=np.uint8),
+        np.zeros((2, 16, 16, 3), np.uint8),
+        np.full((8, 40, 24, 3), 255, np.uint8),
+    ):
         s = score(v, "a red circle moving left slowly on a black background")
         assert all(0.0 <= s[k] <= 1.0 for k in ("VQ", "MQ", "TA", "Overall"))
 
@@ -109,13 +116,15 @@ def test_pair_oracle_reads_each_object_its_relation_and_motion():
     assert s["TA"] > 0.97 and s["VQ"] > 0.95 and s["MQ"] > 0.95
     # Each statement the clip contradicts costs that part's weight (0.15 per object attribute and relation,
     # 0.10 direction or speed), and nothing else.
-    for wrong, cost in (("a green square above a red square moving right quickly on a black background", 0.15),
-                        ("a red square below a green square moving right quickly on a black background", 0.15),
-                        ("a red square to the left of a green square moving right quickly on a black background", 0.075),
-                        ("a blue square above a green square moving right quickly on a black background", 0.15),
-                        ("a red square above a green triangle moving right quickly on a black background", 0.15),
-                        ("a red square above a green square moving left quickly on a black background", 0.10),
-                        ("a red square above a green square moving right slowly on a black background", 0.08)):
+    for wrong, cost in (
+        ("a green square above a red square moving right quickly on a black background", 0.15),
+        ("a red square below a green square moving right quickly on a black background", 0.15),
+        ("a red square to the left of a green square moving right quickly on a black background", 0.075),
+        ("a blue square above a green square moving right quickly on a black background", 0.15),
+        ("a red square above a green triangle moving right quickly on a black background", 0.15),
+        ("a red square above a green square moving left quickly on a black background", 0.10),
+        ("a red square above a green square moving right slowly on a black background", 0.08),
+    ):
         assert score(clip, wrong)["TA"] == pytest.approx(s["TA"] - cost, abs=0.03), wrong
         assert score(clip, wrong)["VQ"] == s["VQ"]
 

@@ -11,14 +11,24 @@ from rlhf.align.pairs import PairConfig, RewardWeights
 
 def block(prompts, vq, mq, ta, seeds=None):
     n = len(prompts)
-    return {"prompt": np.array(prompts, dtype=object), "seed": np.array(seeds or list(range(n)), np.int64),
-            "policy_version": np.full(n, 3, np.int64), "r_VQ": np.array(vq, float), "r_MQ": np.array(mq, float),
-            "r_TA": np.array(ta, float), "latent": np.arange(n, dtype=np.float32).reshape(n, 1, 1) * np.ones((1, 2, 2))}
+    return {
+        "prompt": np.array(prompts, dtype=object),
+        "seed": np.array(seeds or list(range(n)), np.int64),
+        "policy_version": np.full(n, 3, np.int64),
+        "r_VQ": np.array(vq, float),
+        "r_MQ": np.array(mq, float),
+        "r_TA": np.array(ta, float),
+        "latent": np.arange(n, dtype=np.float32).reshape(n, 1, 1) * np.ones((1, 2, 2)),
+    }
 
 
 def test_best_vs_worst_pairs_under_weights_by_hand():
-    b = block(["a", "a", "a", "b", "b", "b"],
-              vq=[0.1, 0.9, 0.5, 0.2, 0.2, 0.2], mq=[0.0, 0.0, 0.0, 0.3, 0.1, 0.2], ta=[1.0, 0.0, 0.4, 0.0, 0.0, 0.0])
+    b = block(
+        ["a", "a", "a", "b", "b", "b"],
+        vq=[0.1, 0.9, 0.5, 0.2, 0.2, 0.2],
+        mq=[0.0, 0.0, 0.0, 0.3, 0.1, 0.2],
+        ta=[1.0, 0.0, 0.4, 0.0, 0.0, 0.0],
+    )
     # 1:1:1 -> a: [1.1, 0.9, 0.9] best 0, worst 1 (first of the ties); b: [0.5, 0.3, 0.4] best 3, worst 4
     out = block_rows(b, PairConfig(), "dpo", seed=0, iteration=0)
     assert list(out["seed_w"]) == [0, 3] and list(out["seed_l"]) == [1, 4]
@@ -47,8 +57,10 @@ def test_order_does_not_depend_on_block_layout():
     rng = np.random.default_rng(1)
     vq, mq, ta = rng.random(12), rng.random(12), rng.random(12)
     whole = block(prompts, vq, mq, ta, seeds=list(range(100, 112)))
-    parts = [block(prompts[i:i + 4], vq[i:i + 4], mq[i:i + 4], ta[i:i + 4], seeds=list(range(100 + i, 104 + i)))
-             for i in (8, 0, 4)]  # other blocks, other order
+    parts = [
+        block(prompts[i : i + 4], vq[i : i + 4], mq[i : i + 4], ta[i : i + 4], seeds=list(range(100 + i, 104 + i)))
+        for i in (8, 0, 4)
+    ]  # other blocks, other order
     one = shuffled(block_rows(whole, PairConfig(), "dpo", seed=7, iteration=2))
     cat = [block_rows(p, PairConfig(), "dpo", seed=7, iteration=2) for p in parts]
     many = shuffled({k: np.concatenate([c[k] for c in cat]) for k in cat[0]})

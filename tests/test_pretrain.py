@@ -9,17 +9,31 @@ from jobs.pretrain import main
 from rlhf.artefacts import verify_manifest
 from rlhf.generator.model import load_generator
 
-TINY = ["generator.layers=1", "generator.heads=2", "generator.head_dim=8", "generator.ffn_dim=32",
-        "generator.freq_dim=16", "generator.position_channels=4", "generator.layout_channels=2",
-        "generator.text_dim=16", "generator.text_layers=1", "generator.text_ffn=32", "batch=2", "warmup=2",
-        "checkpoint_every=2", "threads=1", "eval_prompts=0"]
+TINY = [
+    "generator.layers=1",
+    "generator.heads=2",
+    "generator.head_dim=8",
+    "generator.ffn_dim=32",
+    "generator.freq_dim=16",
+    "generator.position_channels=4",
+    "generator.layout_channels=2",
+    "generator.text_dim=16",
+    "generator.text_layers=1",
+    "generator.text_ffn=32",
+    "batch=2",
+    "warmup=2",
+    "checkpoint_every=2",
+    "threads=1",
+    "eval_prompts=0",
+]
 
 
 def test_resume_is_exact_and_export_has_a_manifest(tmp_path):
     assert main(["--out", str(tmp_path / "straight"), "steps=4", *TINY]) == 0
     assert main(["--out", str(tmp_path / "split"), "steps=2", *TINY]) == 0
-    assert main(["--out", str(tmp_path / "split"), "--resume", "steps=4", *TINY,
-                 f"export={tmp_path / 'artefact'}"]) == 0
+    assert (
+        main(["--out", str(tmp_path / "split"), "--resume", "steps=4", *TINY, f"export={tmp_path / 'artefact'}"]) == 0
+    )
     a = torch.load(tmp_path / "straight" / "state.pt", weights_only=False)
     b = torch.load(tmp_path / "split" / "state.pt", weights_only=False)
     assert a["step"] == b["step"] == 4
@@ -45,8 +59,14 @@ def test_manifest_records_paths_inside_the_repository_relative_to_it(tmp_path):
     from rlhf.artefacts import REPO, write_manifest
 
     (tmp_path / "w.bin").write_bytes(b"x")
-    meta = {"config": {"out": str(REPO / "runs" / "r"), "data": [str(REPO / "artefacts" / "a")],
-                       "elsewhere": "/opt/data", "note": "runs/r"}}
+    meta = {
+        "config": {
+            "out": str(REPO / "runs" / "r"),
+            "data": [str(REPO / "artefacts" / "a")],
+            "elsewhere": "/opt/data",
+            "note": "runs/r",
+        }
+    }
     write_manifest(tmp_path, meta)
     got = json.loads((tmp_path / "MANIFEST.json").read_text())["config"]
     assert got == {"out": "runs/r", "data": ["artefacts/a"], "elsewhere": "/opt/data", "note": "runs/r"}
@@ -58,6 +78,8 @@ def test_table_files_append_suffixes_so_a_dotted_stem_keeps_its_name():
     from rlhf.artefacts import table_files
 
     assert table_files("runs/t_lr0.00005") == (Path("runs/t_lr0.00005.md"), Path("runs/t_lr0.00005.json"))
-    assert table_files("docs/results/align_table") == (Path("docs/results/align_table.md"),
-                                                       Path("docs/results/align_table.json"))
+    assert table_files("docs/results/align_table") == (
+        Path("docs/results/align_table.md"),
+        Path("docs/results/align_table.json"),
+    )
     assert table_files("runs/x.md") == table_files("runs/x.json") == (Path("runs/x.md"), Path("runs/x.json"))

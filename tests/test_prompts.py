@@ -3,8 +3,22 @@
 import numpy as np
 import pytest
 
-from rlhf.synthetic.prompts import (BACKGROUNDS, COLOURS, DIRECTIONS, RELATIONS, SHAPES, SPEEDS, PairPrompt, Prompt,
-                                    PromptError, all_prompts, draw_prompt, is_heldout, parse_prompt, split_prompts)
+from rlhf.synthetic.prompts import (
+    BACKGROUNDS,
+    COLOURS,
+    DIRECTIONS,
+    RELATIONS,
+    SHAPES,
+    SPEEDS,
+    PairPrompt,
+    Prompt,
+    PromptError,
+    all_prompts,
+    draw_prompt,
+    is_heldout,
+    parse_prompt,
+    split_prompts,
+)
 
 
 def test_grammar_size_and_uniqueness():
@@ -17,11 +31,19 @@ def test_text_round_trip():
     for p in all_prompts():
         assert Prompt.parse(p.text) == p
     assert Prompt.parse("A Red circle moving left slowly on a black background") == Prompt(
-        "red", "circle", "left", "slowly", "black")
+        "red", "circle", "left", "slowly", "black"
+    )
 
 
-@pytest.mark.parametrize("bad", ["", "a red circle", "a purple circle moving left slowly on a black background",
-                                 "a red hexagon moving left slowly on a black background"])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "",
+        "a red circle",
+        "a purple circle moving left slowly on a black background",
+        "a red hexagon moving left slowly on a black background",
+    ],
+)
 def test_bad_prompts_are_named(bad):
     with pytest.raises(PromptError):
         Prompt.parse(bad)
@@ -32,8 +54,13 @@ def test_heldout_prompts_are_unseen_combinations_of_seen_attributes():
     assert set(train).isdisjoint(held)
     assert len(train) + len(held) == 288
     assert 0.15 < len(held) / 288 < 0.25
-    for attr, values in (("colour", COLOURS), ("shape", SHAPES), ("direction", DIRECTIONS),
-                         ("speed", SPEEDS), ("background", BACKGROUNDS)):
+    for attr, values in (
+        ("colour", COLOURS),
+        ("shape", SHAPES),
+        ("direction", DIRECTIONS),
+        ("speed", SPEEDS),
+        ("background", BACKGROUNDS),
+    ):
         for v in values:
             assert any(getattr(p, attr) == v for p in train), (attr, v)
             assert any(getattr(p, attr) == v for p in held), (attr, v)
@@ -52,7 +79,8 @@ def test_pair_grammar_size_round_trip_and_errors():
     assert p == PairPrompt("red", "circle", "to the left of", "blue", "square", "up", "slowly", "black")
     assert p.objects == (("red", "circle"), ("blue", "square"))
     assert parse_prompt("a red circle moving left slowly on a black background") == Prompt(
-        "red", "circle", "left", "slowly", "black")  # single prompts parse as before
+        "red", "circle", "left", "slowly", "black"
+    )  # single prompts parse as before
     with pytest.raises(PromptError, match="different colours"):
         parse_prompt("a red circle above a red square moving up slowly on a black background")
     with pytest.raises(PromptError, match="unknown relation|is not a prompt"):
@@ -65,8 +93,16 @@ def test_pair_heldout_prompts_are_unseen_combinations_of_seen_attributes():
     train, held = split_prompts("train", "pair"), split_prompts("heldout", "pair")
     assert set(train).isdisjoint(held) and len(train) + len(held) == 17280
     assert 0.15 < len(held) / 17280 < 0.25
-    for attr, values in (("colour", COLOURS), ("shape", SHAPES), ("relation", RELATIONS), ("colour2", COLOURS),
-                         ("shape2", SHAPES), ("direction", DIRECTIONS), ("speed", SPEEDS), ("background", BACKGROUNDS)):
+    for attr, values in (
+        ("colour", COLOURS),
+        ("shape", SHAPES),
+        ("relation", RELATIONS),
+        ("colour2", COLOURS),
+        ("shape2", SHAPES),
+        ("direction", DIRECTIONS),
+        ("speed", SPEEDS),
+        ("background", BACKGROUNDS),
+    ):
         for v in values:
             assert any(getattr(p, attr) == v for p in train) and any(getattr(p, attr) == v for p in held), (attr, v)
     # Every coloured shape is seen in training in either slot, and every ordered pair of coloured shapes:
@@ -82,7 +118,7 @@ def test_mixed_listing_alternates_and_draws_both_kinds():
     mixed = split_prompts("heldout", "mixed")
     singles, pairs = split_prompts("heldout", "single"), split_prompts("heldout", "pair")
     assert [p.kind for p in mixed[:6]] == ["single", "pair"] * 3
-    assert mixed[0::2][:len(singles)] == singles and len(mixed) == len(singles) + len(pairs)
+    assert mixed[0::2][: len(singles)] == singles and len(mixed) == len(singles) + len(pairs)
     rng = np.random.default_rng(0)
     kinds = [draw_prompt(rng, "train", "mixed", pair_share=0.25).kind for _ in range(2000)]
     assert kinds.count("pair") / 2000 == pytest.approx(0.25, abs=0.03)

@@ -4,8 +4,18 @@ import numpy as np
 import pytest
 
 from rlhf.synthetic.prompts import COLOURS, PairPrompt, Prompt
-from rlhf.synthetic.render import (DEFECTS, OBJECT_RADIUS, PAIR_PATH, PAIR_RADIUS, PAIR_SEPARATION, RenderSpec, blend_hue,
-                                   defects_for, hue_of, render)
+from rlhf.synthetic.render import (
+    DEFECTS,
+    OBJECT_RADIUS,
+    PAIR_PATH,
+    PAIR_RADIUS,
+    PAIR_SEPARATION,
+    RenderSpec,
+    blend_hue,
+    defects_for,
+    hue_of,
+    render,
+)
 
 P = Prompt("red", "circle", "right", "quickly", "black")
 
@@ -87,13 +97,14 @@ def test_hue_blend_keeps_saturation_through_opposite_hues():
 
 
 def _centroid_and_area(cov):
-    grid = np.mgrid[0:cov.shape[1], 0:cov.shape[2]] + 0.5
+    grid = np.mgrid[0 : cov.shape[1], 0 : cov.shape[2]] + 0.5
     area = cov.sum(axis=(1, 2))
     return (cov[:, None] * grid[None]).sum(axis=(2, 3)) / area[:, None], area  # (T, [y, x]), (T,)
 
 
-@pytest.mark.parametrize("relation,offset", [("to the left of", (0, -1)), ("to the right of", (0, 1)),
-                                             ("above", (-1, 0)), ("below", (1, 0))])
+@pytest.mark.parametrize(
+    "relation,offset", [("to the left of", (0, -1)), ("to the right of", (0, 1)), ("above", (-1, 0)), ("below", (1, 0))]
+)
 def test_pair_layout_area_and_path_by_hand(relation, offset):
     # Red first object, blue second, on black: the red and blue channels separate them exactly.
     spec = RenderSpec(frames=8, height=64, width=64)

@@ -44,17 +44,30 @@ def reward_model(tok):
 
 @pytest.fixture(scope="module")
 def clips():
-    videos = [render(P1, seed=1), render(P1, {"blur": 0.8}, seed=2), render(P2, seed=3),
-              render(P2, {"noise": 0.5}, seed=4)]
+    videos = [
+        render(P1, seed=1),
+        render(P1, {"blur": 0.8}, seed=2),
+        render(P2, seed=3),
+        render(P2, {"noise": 0.5}, seed=4),
+    ]
     return videos, [P1, P1, P2, P2]
 
 
 def pair_batch(tok, caption_mask: bool = False, pairs: int = 2):
     """Up to two labelled pairs (one with per-video scores, one without), as the trainer builds them."""
     scores = {"VQ": 0.9, "MQ": 0.4, "TA": 0.95}
-    recs = [{"prompt": P1, "VQ": "A", "MQ": "B", "TA": "same", "Overall": "A", "score_a": scores,
-             "score_b": {"VQ": 0.2, "MQ": 0.6, "TA": 0.5}},
-            {"prompt": P2, "VQ": "B", "MQ": None, "TA": "A", "Overall": "B", "score_a": None, "score_b": None}]
+    recs = [
+        {
+            "prompt": P1,
+            "VQ": "A",
+            "MQ": "B",
+            "TA": "same",
+            "Overall": "A",
+            "score_a": scores,
+            "score_b": {"VQ": 0.2, "MQ": 0.6, "TA": 0.5},
+        },
+        {"prompt": P2, "VQ": "B", "MQ": None, "TA": "A", "Overall": "B", "score_a": None, "score_b": None},
+    ]
     frames_a = [render(P1, seed=1), render(P2, seed=3)]
     frames_b = [render(P1, {"blur": 0.8}, seed=2), render(P2, {"noise": 0.5}, seed=4)]
     proc = RewardProcessor(tok, caption_mask=caption_mask)
@@ -107,8 +120,9 @@ class StandInReward(torch.nn.Module):
         self.pixels = torch.nn.Linear(patch, hidden)
         self.head = torch.nn.Linear(hidden, 3)
 
-    def forward(self, input_ids, attention_mask, pixel_values_videos, video_grid_thw, mm_token_type_ids,
-                caption_mask=None):
+    def forward(
+        self, input_ids, attention_mask, pixel_values_videos, video_grid_thw, mm_token_type_ids, caption_mask=None
+    ):
         weight = (attention_mask * (mm_token_type_ids + 1)).unsqueeze(-1).to(self.embed.weight.dtype)
         pixels = self.pixels(pixel_values_videos).mean(0) * video_grid_thw.prod(1, keepdim=True)
         h = (self.embed(input_ids) * weight).sum(1) + pixels
@@ -141,11 +155,13 @@ def test_latent_reward_forward_and_loss_make_every_tensor_on_the_models_device()
     model.place(META)
     shape = model.backbone.latent_shape
     text = {P1: torch.zeros(model.backbone.text.max_tokens, model.backbone.text.dim, device="meta")}
-    pairs = LatentPairs(torch.randn(4, *shape), [P1] * 4, np.array([0, 2]), np.array([1, 3]),
-                        torch.tensor([[1, -1, 0], [0, 1, -1]]))  # clean latents: data on the CPU
+    pairs = LatentPairs(
+        torch.randn(4, *shape), [P1] * 4, np.array([0, 2]), np.array([1, 3]), torch.tensor([[1, -1, 0], [0, 1, -1]])
+    )  # clean latents: data on the CPU
     with DeviceGuard("meta") as guard:
-        r = model(torch.zeros(2, *shape, device="meta"), torch.full((2,), 0.5, device="meta"),
-                  torch.stack([text[P1]] * 2))
+        r = model(
+            torch.zeros(2, *shape, device="meta"), torch.full((2,), 0.5, device="meta"), torch.stack([text[P1]] * 2)
+        )
         assert r.shape == (2, 3) and r.device.type == "meta" and r.dtype == torch.float32
         for noise in (True, False):
             loss = step_loss(model, pairs, text, 0, LatentTrainConfig(noise=noise, batch=2))
@@ -201,8 +217,9 @@ def test_reward_service_refuses_num_gpus_and_device_that_disagree():
 
 
 def test_reward_training_config_names_device_instead_of_use_gpu_and_bf16():
-    cfg = load_config(RewardTrainConfig, overrides=["device.precision=bf16", "device.gradient_checkpointing=true",
-                                                    "zero_stage=1"])
+    cfg = load_config(
+        RewardTrainConfig, overrides=["device.precision=bf16", "device.gradient_checkpointing=true", "zero_stage=1"]
+    )
     assert cfg.device == DeviceConfig(precision="bf16", gradient_checkpointing=True)
     with pytest.raises(ConfigError, match="device.precision=bf16 needs zero_stage=1, 2 or 3"):
         load_config(RewardTrainConfig, overrides=["device.precision=bf16"])

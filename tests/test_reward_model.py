@@ -44,7 +44,7 @@ def test_patchify_matches_explicit_patch_extraction(geometry, shape):
                 for mh in range(M):
                     for mw in range(M):
                         h, w = (M * bh + mh) * P, (M * bw + mw) * P
-                        block = norm[TP * t: TP * t + TP, h: h + P, w: w + P, :]  # (TP, P, P, C)
+                        block = norm[TP * t : TP * t + TP, h : h + P, w : w + P, :]  # (TP, P, P, C)
                         expected = block.transpose(3, 0, 1, 2).reshape(-1)  # channel, time, row, col
                         assert np.allclose(patches[j].numpy(), expected, atol=1e-5), j
                         j += 1
@@ -61,7 +61,12 @@ def test_processor_template_and_padding(tok, videos):
     assert torch.equal(batch["mm_token_type_ids"] == 2, ids == video_id)
     assert batch["attention_mask"][1, 0] == 0 and batch["attention_mask"][0].all()  # left padding
     text = tok.decode(ids[0])
-    assert text.index(REWARD_TOKENS["VQ"]) < text.index(REWARD_TOKENS["MQ"]) < text.index(P1) < text.index(REWARD_TOKENS["TA"])
+    assert (
+        text.index(REWARD_TOKENS["VQ"])
+        < text.index(REWARD_TOKENS["MQ"])
+        < text.index(P1)
+        < text.index(REWARD_TOKENS["TA"])
+    )
 
 
 def test_vq_and_mq_never_see_the_prompt(tok, videos):
@@ -98,8 +103,11 @@ def test_trainable_parts_follow_the_recipe(tok):
     assert any("lora_A" in n for n in trainable) and "rm_head.weight" in trainable
     assert any(".visual." in n for n in trainable)
     assert any("trainable_tokens_delta" in n for n in trainable)
-    frozen_lm = [n for n, p in model.named_parameters() if "language_model" in n and "lora_" not in n
-                 and "trainable_tokens" not in n]
+    frozen_lm = [
+        n
+        for n, p in model.named_parameters()
+        if "language_model" in n and "lora_" not in n and "trainable_tokens" not in n
+    ]
     assert frozen_lm and not any(dict(model.named_parameters())[n].requires_grad for n in frozen_lm)
     no_vision = apply_trainable_parts(build_model(tok), TrainableParts(vision=False, special_token_embeddings=False))
     assert not any(".visual." in n for n, p in no_vision.named_parameters() if p.requires_grad)
@@ -130,7 +138,8 @@ def test_own_lora_checkpoint_round_trips_in_the_release_layout(tok, videos, tmp_
     assert any(k.startswith("base_model.model.visual.blocks.0.") for k in rest)
     ids = [tok.convert_tokens_to_ids(t) for t in REWARD_TOKENS.values()]
     base_rows = dict(model.named_parameters())[  # the rows before training
-        "vlm.base_model.model.model.language_model.embed_tokens.token_adapter.base_layer.weight"][ids]
+        "vlm.base_model.model.model.language_model.embed_tokens.token_adapter.base_layer.weight"
+    ][ids]
     assert not torch.allclose(rest["base_model.model.model.embed_tokens.weight"][ids], base_rows)
     proc = RewardProcessor(tok)
     with torch.no_grad():
@@ -155,8 +164,9 @@ def test_own_lora_checkpoint_round_trips_in_the_release_layout(tok, videos, tmp_
 
 
 def test_checkpoint_without_steps(tmp_path):
-    (tmp_path / "model_config.json").write_text(json.dumps({"model_config": {"use_special_tokens": True},
-                                                            "peft_lora_config": {}}))
+    (tmp_path / "model_config.json").write_text(
+        json.dumps({"model_config": {"use_special_tokens": True}, "peft_lora_config": {}})
+    )
     with pytest.raises(CheckpointError, match="no checkpoint-<step> folder"):
         load_checkpoint(tmp_path)
     with pytest.raises(CheckpointError, match="nope: no such directory, and not a hub id"):
@@ -184,7 +194,7 @@ def test_caption_nll_matches_the_language_model_loss(tok, videos):
         rewards, nll = model(**batch)
         assert torch.allclose(rewards, model(**{k: v for k, v in batch.items() if k != "caption_mask"}))
         for i in range(2):
-            one = proc(videos[i:i + 1], [[P1, "a red circle"][i]])
+            one = proc(videos[i : i + 1], [[P1, "a red circle"][i]])
             labels = torch.where(one["caption_mask"], one["input_ids"], torch.full_like(one["input_ids"], -100))
             inputs = {k: v for k, v in one.items() if k != "caption_mask"}
             ref = model.vlm(**inputs, labels=labels, use_cache=False).loss

@@ -30,7 +30,8 @@ QWEN2VL_CHAT = (
     "== 'video' or 'video' in content %}{% set video_count.value = video_count.value + 1 %}{% if add_vision_id %}"
     "Video {{ video_count.value }}: {% endif %}<|vision_start|><|video_pad|><|vision_end|>{% elif 'text' in content "
     "%}{{ content['text'] }}{% endif %}{% endfor %}<|im_end|>\n{% endif %}{% endfor %}{% if add_generation_prompt %}"
-    "<|im_start|>assistant\n{% endif %}")
+    "<|im_start|>assistant\n{% endif %}"
+)
 CLIP_MEAN = np.array([0.48145466, 0.4578275, 0.40821073], np.float32)  # OpenAI CLIP, as Qwen2-VL's processor
 CLIP_STD = np.array([0.26862954, 0.26130258, 0.27577711], np.float32)
 
@@ -46,16 +47,27 @@ def _base_tokenizer():
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
-                "<|video_pad|>", "<|image_pad|>"]
+    specials = [
+        "<|endoftext|>",
+        "<|im_start|>",
+        "<|im_end|>",
+        "<|vision_start|>",
+        "<|vision_end|>",
+        "<|video_pad|>",
+        "<|image_pad|>",
+    ]
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    tok.train_from_iterator([release_prompt(PROMPT), "system You are a helpful assistant. user assistant"],
-                            trainers.BpeTrainer(vocab_size=600, special_tokens=specials,
-                                                initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token=specials[0], eos_token="<|im_end|>",
-                                   additional_special_tokens=specials[1:])
+    tok.train_from_iterator(
+        [release_prompt(PROMPT), "system You are a helpful assistant. user assistant"],
+        trainers.BpeTrainer(
+            vocab_size=600, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+        ),
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token=specials[0], eos_token="<|im_end|>", additional_special_tokens=specials[1:]
+    )
 
 
 @pytest.fixture(scope="module")
@@ -105,27 +117,69 @@ def release(tmp_path_factory):
     ck = root / "reward" / "checkpoint-1200"
     ck.mkdir(parents=True)
     save_file(lora, str(ck / "adapter_model.safetensors"))
-    (ck / "adapter_config.json").write_text(json.dumps({
-        "peft_type": "LORA", "task_type": "CAUSAL_LM", "r": RANK, "lora_alpha": ALPHA, "lora_dropout": 0.05,
-        "target_modules": targets, "bias": "none", "use_rslora": False}))
+    (ck / "adapter_config.json").write_text(
+        json.dumps(
+            {
+                "peft_type": "LORA",
+                "task_type": "CAUSAL_LM",
+                "r": RANK,
+                "lora_alpha": ALPHA,
+                "lora_dropout": 0.05,
+                "target_modules": targets,
+                "bias": "none",
+                "use_rslora": False,
+            }
+        )
+    )
     torch.save(non_lora, ck / "non_lora_state_dict.pth")
-    (root / "reward" / "model_config.json").write_text(json.dumps({
-        "data_config": {"meta_data": "/data/train.csv", "data_dir": "/data", "meta_data_test": None,
-                        "max_frame_pixels": 200704, "num_frames": None, "fps": 2.0, "p_shuffle_frames": 0.0,
-                        "p_color_jitter": 0.0, "eval_dim": ["VQ", "MQ", "TA"],
-                        "prompt_template_type": "detailed_special", "add_noise": False, "sample_type": "uniform",
-                        "use_tied_data": True},
-        "training_args": {"output_dir": "rm_output", "bf16": True, "learning_rate": 2e-6},
-        "model_config": {"model_name_or_path": BASE_ID, "model_revision": "main", "output_dim": 3,
-                         "use_special_tokens": True, "freeze_vision_tower": False, "freeze_llm": False,
-                         "tune_merger": True, "torch_dtype": "bfloat16", "reward_token": "special",
-                         "loss_type": "btt"},
-        "peft_lora_config": {"lora_enable": True, "vision_lora": False, "lora_r": RANK, "lora_alpha": ALPHA,
-                             "lora_dropout": 0.05, "lora_target_modules": None,
-                             "lora_namespan_exclude": ["lm_head", "rm_head", "embed_tokens", "visual"],
-                             "lora_modules_to_save": None, "lora_task_type": "CAUSAL_LM", "use_rslora": False,
-                             "num_lora_modules": -1},
-        "inference_config": NORM}))
+    (root / "reward" / "model_config.json").write_text(
+        json.dumps(
+            {
+                "data_config": {
+                    "meta_data": "/data/train.csv",
+                    "data_dir": "/data",
+                    "meta_data_test": None,
+                    "max_frame_pixels": 200704,
+                    "num_frames": None,
+                    "fps": 2.0,
+                    "p_shuffle_frames": 0.0,
+                    "p_color_jitter": 0.0,
+                    "eval_dim": ["VQ", "MQ", "TA"],
+                    "prompt_template_type": "detailed_special",
+                    "add_noise": False,
+                    "sample_type": "uniform",
+                    "use_tied_data": True,
+                },
+                "training_args": {"output_dir": "rm_output", "bf16": True, "learning_rate": 2e-6},
+                "model_config": {
+                    "model_name_or_path": BASE_ID,
+                    "model_revision": "main",
+                    "output_dim": 3,
+                    "use_special_tokens": True,
+                    "freeze_vision_tower": False,
+                    "freeze_llm": False,
+                    "tune_merger": True,
+                    "torch_dtype": "bfloat16",
+                    "reward_token": "special",
+                    "loss_type": "btt",
+                },
+                "peft_lora_config": {
+                    "lora_enable": True,
+                    "vision_lora": False,
+                    "lora_r": RANK,
+                    "lora_alpha": ALPHA,
+                    "lora_dropout": 0.05,
+                    "lora_target_modules": None,
+                    "lora_namespan_exclude": ["lm_head", "rm_head", "embed_tokens", "visual"],
+                    "lora_modules_to_save": None,
+                    "lora_task_type": "CAUSAL_LM",
+                    "use_rslora": False,
+                    "num_lora_modules": -1,
+                },
+                "inference_config": NORM,
+            }
+        )
+    )
     cache_repo(cache, REWARD_ID, root / "reward")
     return cache, {"vlm": vlm, "tok": tok, "lora": lora, "head": head}
 
@@ -141,7 +195,7 @@ def _reference_forward(w: dict, frames: np.ndarray) -> np.ndarray:
         mods = dict(vlm.model.language_model.named_modules())
         for k, a in w["lora"].items():
             if k.endswith("lora_A.weight"):
-                name = k[len("base_model.model.model."):-len(".lora_A.weight")]
+                name = k[len("base_model.model.model.") : -len(".lora_A.weight")]
                 b = w["lora"][k.replace("lora_A", "lora_B")]
                 mods[name].weight.add_(ALPHA / RANK * b @ a)
     # qwen-vl-utils: 16 frames / 8 fps * 2 fps = 4 frames (also its minimum), linspace(0, 15, 4) rounded;
@@ -157,17 +211,26 @@ def _reference_forward(w: dict, frames: np.ndarray) -> np.ndarray:
                 for mh in range(2):
                     for mw in range(2):
                         r, c = (2 * bh + mh) * 14, (2 * bw + mw) * 14
-                        patches.append(x[2 * t:2 * t + 2, :, r:r + 14, c:c + 14].permute(1, 0, 2, 3).reshape(-1))
+                        patches.append(x[2 * t : 2 * t + 2, :, r : r + 14, c : c + 14].permute(1, 0, 2, 3).reshape(-1))
     n_tokens = 2 * 20 * 28 // 4
-    text = ("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n<|vision_start|>"
-            + "<|video_pad|>" * n_tokens + "<|vision_end|>" + release_prompt(PROMPT) + "<|im_end|>\n"
-            + "<|im_start|>assistant\n")
+    text = (
+        "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n<|vision_start|>"
+        + "<|video_pad|>" * n_tokens
+        + "<|vision_end|>"
+        + release_prompt(PROMPT)
+        + "<|im_end|>\n"
+        + "<|im_start|>assistant\n"
+    )
     ids = w["tok"](text, return_tensors="pt")["input_ids"]
     video_id = w["tok"].convert_tokens_to_ids("<|video_pad|>")
     with torch.no_grad():
-        h = vlm.model(input_ids=ids, attention_mask=torch.ones_like(ids), pixel_values_videos=torch.stack(patches),
-                      video_grid_thw=torch.tensor([[2, 20, 28]]),
-                      mm_token_type_ids=(ids == video_id).int() * 2).last_hidden_state[0]
+        h = vlm.model(
+            input_ids=ids,
+            attention_mask=torch.ones_like(ids),
+            pixel_values_videos=torch.stack(patches),
+            video_grid_thw=torch.tensor([[2, 20, 28]]),
+            mm_token_type_ids=(ids == video_id).int() * 2,
+        ).last_hidden_state[0]
         special = [w["tok"].convert_tokens_to_ids(t) for t in (VQ, MQ, TA)]
         pos = [int((ids[0] == s).nonzero()) for s in special]
         assert pos == sorted(pos)  # the release reads them in sequence order: VQ, MQ, TA
@@ -205,5 +268,7 @@ def test_release_checkpoint_from_hub_ids_scores_as_the_release(release, monkeypa
 def test_uncached_hub_id_offline_names_the_id_and_the_fix(release, monkeypatch):
     cache, _ = release
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(CheckpointError, match=r"acme/absent is not in the Hugging Face cache .* `hf download acme/absent"):
+    with pytest.raises(
+        CheckpointError, match=r"acme/absent is not in the Hugging Face cache .* `hf download acme/absent"
+    ):
         VideoReward.from_checkpoint("acme/absent", cache_dir=cache)

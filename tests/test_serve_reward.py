@@ -14,7 +14,6 @@ import os
 import socket
 import threading
 import time
-
 from pathlib import Path
 
 import numpy as np
@@ -73,9 +72,17 @@ def service(tmp_path_factory):
     if started:
         ray.init(address="local", num_cpus=4, resources={CUSTOM: 1}, include_dashboard=False, log_to_driver=False)
     root = tmp_path_factory.mktemp("videos")
-    cfg = RewardServiceConfig(model="oracle", http_port=_free_port(), app_name="reward_test",
-                              route_prefix="/reward_test", max_body_bytes=MAX_BODY, batch_wait_timeout_s=0.2,
-                              max_batch_size=8, max_ongoing_requests=16, video_root=str(root))
+    cfg = RewardServiceConfig(
+        model="oracle",
+        http_port=_free_port(),
+        app_name="reward_test",
+        route_prefix="/reward_test",
+        max_body_bytes=MAX_BODY,
+        batch_wait_timeout_s=0.2,
+        max_batch_size=8,
+        max_ongoing_requests=16,
+        video_root=str(root),
+    )
     try:
         handle = deploy(cfg)
         yield cfg, handle, root
@@ -97,8 +104,14 @@ def built(service):
     # A replica that asks for a resource no node has never starts, and serve.run would wait forever.
     assert ray.cluster_resources().get(CUSTOM) == 1, f"this module's cluster must offer {CUSTOM}: 1"
     entry = yaml.safe_load(CONFIG_FILE.read_text())["applications"][0]
-    args = {**entry["args"], "model": "oracle", "resources": f'{{"{CUSTOM}": 1}}', "memory_gib": "0.25",
-            "num_cpus": "0.5", "max_body_bytes": str(MAX_BODY)}
+    args = {
+        **entry["args"],
+        "model": "oracle",
+        "resources": f'{{"{CUSTOM}": 1}}',
+        "memory_gib": "0.25",
+        "num_cpus": "0.5",
+        "max_body_bytes": str(MAX_BODY),
+    }
     serve.run(app(args), name=entry["name"], route_prefix=entry["route_prefix"], blocking=False)
     try:
         yield entry
@@ -106,8 +119,15 @@ def built(service):
         serve.delete(entry["name"])
 
 
-def _http(cfg, method: str, path: str, body: bytes | None = None, headers: dict | None = None,
-          chunked: bool = False, prefix: str | None = None) -> tuple[int, dict]:
+def _http(
+    cfg,
+    method: str,
+    path: str,
+    body: bytes | None = None,
+    headers: dict | None = None,
+    chunked: bool = False,
+    prefix: str | None = None,
+) -> tuple[int, dict]:
     conn = http.client.HTTPConnection("127.0.0.1", cfg.http_port, timeout=30)
     url = (cfg.route_prefix if prefix is None else prefix) + path
     try:
@@ -243,34 +263,43 @@ def test_http_list_form_and_server_side_paths(service):
     cfg, _, root = service
     videos, prompts = _clips(2, seed=4)
     (root / "a.mp4").write_bytes(encode_video(videos[1]))
-    status, reply = _post(cfg, {"videos": [
-        {"prompt": prompts[0], "video_b64": base64.b64encode(encode_video(videos[0])).decode()},
-        {"prompt": prompts[1], "path": "a.mp4"}]})
+    status, reply = _post(
+        cfg,
+        {
+            "videos": [
+                {"prompt": prompts[0], "video_b64": base64.b64encode(encode_video(videos[0])).decode()},
+                {"prompt": prompts[1], "path": "a.mp4"},
+            ]
+        },
+    )
     assert status == 200, reply
     for r, v, p in zip(reply["results"], videos, prompts):
         _assert_matches_oracle(r, v, p)
 
 
-@pytest.mark.parametrize("name, body, status, needle", [
-    ("malformed JSON", b'{"prompt": "a red', 400, "not valid JSON"),
-    ("empty body", b"", 400, "empty body"),
-    ("not an object", b"[1, 2]", 422, "JSON object"),
-    ("prompt as number", {"prompt": 3, "video_b64": "AAAA"}, 422, "'prompt' must be a string"),
-    ("video_b64 as list", {"prompt": "p", "video_b64": [1, 2]}, 422, "'video_b64' must be a base64 string"),
-    ("missing prompt", {"video_b64": "AAAA"}, 422, "missing 'prompt'"),
-    ("missing video", {"prompt": "a red circle moving left slowly on a black background"}, 422, "no video"),
-    ("both video forms", {"prompt": "p", "video_b64": "AAAA", "path": "a.mp4"}, 422, "both"),
-    ("unknown field", {"prompt": "p", "video": "AAAA"}, 422, "unknown field"),
-    ("not base64", {"prompt": "p", "video_b64": "***"}, 422, "not valid base64"),
-    ("random bytes", "random", 422, "not a readable video container"),
-    ("truncated mp4", "truncated", 422, "video"),
-    ("wrong prompt grammar", "bad_prompt", 422, "moving-shapes prompts"),
-    ("path outside video_root", {"prompt": "p", "path": "../../etc/hostname"}, 403, "outside video_root"),
-    ("absolute path outside", {"prompt": "p", "path": "/etc/hostname"}, 403, "outside video_root"),
-    ("missing file", {"prompt": "p", "path": "nope.mp4"}, 404, "no file"),
-    ("NUL in path", {"prompt": "p", "path": "a\u0000.mp4"}, 422, "cannot be resolved"),
-    ("bad list item", {"videos": [{"prompt": "p"}]}, 422, "videos[0]: no video"),
-])
+@pytest.mark.parametrize(
+    "name, body, status, needle",
+    [
+        ("malformed JSON", b'{"prompt": "a red', 400, "not valid JSON"),
+        ("empty body", b"", 400, "empty body"),
+        ("not an object", b"[1, 2]", 422, "JSON object"),
+        ("prompt as number", {"prompt": 3, "video_b64": "AAAA"}, 422, "'prompt' must be a string"),
+        ("video_b64 as list", {"prompt": "p", "video_b64": [1, 2]}, 422, "'video_b64' must be a base64 string"),
+        ("missing prompt", {"video_b64": "AAAA"}, 422, "missing 'prompt'"),
+        ("missing video", {"prompt": "a red circle moving left slowly on a black background"}, 422, "no video"),
+        ("both video forms", {"prompt": "p", "video_b64": "AAAA", "path": "a.mp4"}, 422, "both"),
+        ("unknown field", {"prompt": "p", "video": "AAAA"}, 422, "unknown field"),
+        ("not base64", {"prompt": "p", "video_b64": "***"}, 422, "not valid base64"),
+        ("random bytes", "random", 422, "not a readable video container"),
+        ("truncated mp4", "truncated", 422, "video"),
+        ("wrong prompt grammar", "bad_prompt", 422, "moving-shapes prompts"),
+        ("path outside video_root", {"prompt": "p", "path": "../../etc/hostname"}, 403, "outside video_root"),
+        ("absolute path outside", {"prompt": "p", "path": "/etc/hostname"}, 403, "outside video_root"),
+        ("missing file", {"prompt": "p", "path": "nope.mp4"}, 404, "no file"),
+        ("NUL in path", {"prompt": "p", "path": "a\u0000.mp4"}, 422, "cannot be resolved"),
+        ("bad list item", {"videos": [{"prompt": "p"}]}, 422, "videos[0]: no video"),
+    ],
+)
 def test_http_bad_requests_get_a_clear_4xx(service, name, body, status, needle):
     cfg, _, _ = service
     prompt = "a red circle moving left slowly on a black background"
@@ -321,8 +350,23 @@ def _malformed(rng: np.random.Generator, mp4: bytes, prompt: str) -> tuple[str, 
     b64 = lambda b: base64.b64encode(b).decode()  # noqa: E731
     good = {"prompt": prompt, "video_b64": b64(mp4)}
     junk_values = [None, True, 0, -1.5, 1e308, [], [1, "a"], {}, {"a": 1}, "", "\u0000", "\ud7ff" * 3]
-    kind = rng.choice(["bad_json", "wrong_type", "missing", "unknown_field", "corrupt_video", "truncated_video",
-                       "empty_video", "huge", "empty_body", "bad_list", "bad_prompt", "bad_base64", "not_object"])
+    kind = rng.choice(
+        [
+            "bad_json",
+            "wrong_type",
+            "missing",
+            "unknown_field",
+            "corrupt_video",
+            "truncated_video",
+            "empty_video",
+            "huge",
+            "empty_body",
+            "bad_list",
+            "bad_prompt",
+            "bad_base64",
+            "not_object",
+        ]
+    )
     if kind == "bad_json":
         raw = json.dumps(good).encode()
         choice = rng.integers(4)
@@ -349,14 +393,22 @@ def _malformed(rng: np.random.Generator, mp4: bytes, prompt: str) -> tuple[str, 
         return kind, json.dumps({**good, f"x{int(rng.integers(1000))}": 1}).encode(), False
     if kind == "corrupt_video":  # a container header the demuxer cannot read, then the real payload
         n = int(rng.integers(8, 64))
-        return kind, json.dumps({"prompt": prompt, "video_b64": b64(rng.bytes(n) + mp4[n + 32:])}).encode(), False
+        return kind, json.dumps({"prompt": prompt, "video_b64": b64(rng.bytes(n) + mp4[n + 32 :])}).encode(), False
     if kind == "truncated_video":  # cut within the first 90%: frames or the index (moov, at the end) are lost.
         # (A cut that drops only trailing metadata boxes still decodes every frame: that clip is scored.)
-        return kind, json.dumps({"prompt": prompt, "video_b64": b64(mp4[: int(rng.integers(1, 0.9 * len(mp4)))])}).encode(), False
+        return (
+            kind,
+            json.dumps({"prompt": prompt, "video_b64": b64(mp4[: int(rng.integers(1, 0.9 * len(mp4)))])}).encode(),
+            False,
+        )
     if kind == "empty_video":
         return kind, json.dumps({"prompt": prompt, "video_b64": ""}).encode(), False
     if kind == "huge":
-        return kind, json.dumps({"prompt": prompt, "video_b64": "A" * (MAX_BODY + int(rng.integers(1, 4096)))}).encode(), bool(rng.integers(2))
+        return (
+            kind,
+            json.dumps({"prompt": prompt, "video_b64": "A" * (MAX_BODY + int(rng.integers(1, 4096)))}).encode(),
+            bool(rng.integers(2)),
+        )
     if kind == "empty_body":
         return kind, b"", False
     if kind == "bad_list":
@@ -455,8 +507,11 @@ def test_every_listening_socket_of_the_cluster_is_on_loopback(service, built):
     listeners = []
     for proc in psutil.Process().children(recursive=True):  # ray.init(address="local") started all of them
         try:
-            listeners += [(" ".join(proc.cmdline()), c.laddr) for c in proc.net_connections("tcp")
-                          if c.status == psutil.CONN_LISTEN]
+            listeners += [
+                (" ".join(proc.cmdline()), c.laddr)
+                for c in proc.net_connections("tcp")
+                if c.status == psutil.CONN_LISTEN
+            ]
         except psutil.NoSuchProcess:
             pass
     loopback = lambda ip: ip.startswith("127.") or ip in ("::1", "::ffff:127.0.0.1")  # noqa: E731
@@ -483,33 +538,39 @@ def test_config_file_names_every_app_key_at_its_default():
 
 def test_ray_actor_options_carry_resources_and_memory():
     cfg = RewardServiceConfig(num_cpus=2, resources={"reward": 1}, memory_gib=1.5)
-    assert cfg.ray_actor_options() == {"num_cpus": 2, "num_gpus": 0, "resources": {"reward": 1},
-                                       "memory": 1610612736}  # 1.5 * 1024**3
+    assert cfg.ray_actor_options() == {
+        "num_cpus": 2,
+        "num_gpus": 0,
+        "resources": {"reward": 1},
+        "memory": 1610612736,
+    }  # 1.5 * 1024**3
     assert RewardServiceConfig().ray_actor_options() == {"num_cpus": 1, "num_gpus": 0}
 
 
-@pytest.mark.parametrize("args, needle", [
-    ({"resources": '{"reward": -1}'}, "resources.reward must be a finite number >= 0"),
-    ({"resources": {"reward": float("inf")}}, "resources.reward must be a finite number >= 0"),
-    ({"resources": '{"GPU": 1}'}, "custom resources"),
-    ({"resources": '{"memory": 100}'}, "custom resources"),
-    ({"resources": "reward"}, "config key 'resources': expected a mapping"),
-    ({"resources": '{"reward": "one"}'}, "config key 'resources.reward': expected a number"),
-    ({"memory_gib": "-0.5"}, "memory_gib must be a finite number >= 0"),
-    ({"num_cpus": "-1"}, "num_cpus must be a finite number >= 0"),
-    ({"num_gpus": "nan"}, "num_gpus must be a finite number >= 0"),
-    ({"modle": "oracle"}, "unknown config key 'modle'"),
-    ({"device.device": "cuda"}, "num_gpus=0"),
-    ({"http_port": "9000"}, "http_port is Serve's setting"),
-    ({"app_name": "r", "route_prefix": "/r"}, "--name NAME"),
-])
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        ({"resources": '{"reward": -1}'}, "resources.reward must be a finite number >= 0"),
+        ({"resources": {"reward": float("inf")}}, "resources.reward must be a finite number >= 0"),
+        ({"resources": '{"GPU": 1}'}, "custom resources"),
+        ({"resources": '{"memory": 100}'}, "custom resources"),
+        ({"resources": "reward"}, "config key 'resources': expected a mapping"),
+        ({"resources": '{"reward": "one"}'}, "config key 'resources.reward': expected a number"),
+        ({"memory_gib": "-0.5"}, "memory_gib must be a finite number >= 0"),
+        ({"num_cpus": "-1"}, "num_cpus must be a finite number >= 0"),
+        ({"num_gpus": "nan"}, "num_gpus must be a finite number >= 0"),
+        ({"modle": "oracle"}, "unknown config key 'modle'"),
+        ({"device.device": "cuda"}, "num_gpus=0"),
+        ({"http_port": "9000"}, "http_port is Serve's setting"),
+        ({"app_name": "r", "route_prefix": "/r"}, "--name NAME"),
+    ],
+)
 def test_app_builder_refuses_bad_args_naming_the_key(args, needle):
     from rlhf.config import ConfigError
 
     with pytest.raises(ConfigError, match="reward app args") as info:
         app(args)
     assert needle in str(info.value), str(info.value)
-
 
 
 def test_config_refuses_batches_larger_than_the_request_limit():
@@ -545,9 +606,11 @@ def test_a_failing_item_inside_a_batch_fails_alone():
                 raise RuntimeError("cannot score blue")
             return super().score(videos, prompts, fps)
 
-    prompts = ["a red circle moving left slowly on a black background",
-               "a blue square moving up quickly on a gray background",
-               "a green triangle moving down slowly on a black background"]
+    prompts = [
+        "a red circle moving left slowly on a black background",
+        "a blue square moving up quickly on a gray background",
+        "a green triangle moving down slowly on a black background",
+    ]
     videos = [_stored(render(p, seed=i)) for i, p in enumerate(prompts)]
     replica = RewardDeployment(RewardServiceConfig(model="oracle"))
     replica.backend = FailsOnBlue()
@@ -584,9 +647,15 @@ def test_rolling_to_a_new_reward_version_drops_and_repeats_no_request(service):
     from actors.refresh import roll_deployment, wait_running
     from serve.reward_service import deploy, shutdown
 
-    cfg = RewardServiceConfig(model="oracle", http_port=service[0].http_port, app_name="roll_test",
-                              route_prefix="/roll_test", batch_wait_timeout_s=0.05, max_batch_size=8,
-                              max_ongoing_requests=16)
+    cfg = RewardServiceConfig(
+        model="oracle",
+        http_port=service[0].http_port,
+        app_name="roll_test",
+        route_prefix="/roll_test",
+        batch_wait_timeout_s=0.05,
+        max_batch_size=8,
+        max_ongoing_requests=16,
+    )
     videos, prompts = _clips(8)
     mp4s = [encode_video(v, crf=12) for v in videos]
     deploy(cfg)

@@ -29,16 +29,31 @@ def tok():
 
 
 def rec(i, a, b, vq="A"):
-    return {"id": f"p{i}", "prompt": P, "video_a": a, "video_b": b, "VQ": vq, "MQ": None, "TA": None,
-            "Overall": vq, "score_a": None, "score_b": None, "split": "train"}
+    return {
+        "id": f"p{i}",
+        "prompt": P,
+        "video_a": a,
+        "video_b": b,
+        "VQ": vq,
+        "MQ": None,
+        "TA": None,
+        "Overall": vq,
+        "score_a": None,
+        "score_b": None,
+        "split": "train",
+    }
 
 
 def test_bad_videos_are_reported_by_row_and_skipped(tok, tmp_path):
     write_video(tmp_path / "good.mp4", render(P, seed=0))
     write_video(tmp_path / "noisy.mp4", render(P, {"noise": 1.0}, seed=0))
     (tmp_path / "corrupt.mp4").write_bytes(b"\x00\x01garbage" * 50)
-    records = [rec(1, "good.mp4", "noisy.mp4"), rec(2, "good.mp4", "corrupt.mp4"),
-               rec(3, "missing.mp4", "good.mp4"), rec(4, "noisy.mp4", "good.mp4", "B")]
+    records = [
+        rec(1, "good.mp4", "noisy.mp4"),
+        rec(2, "good.mp4", "corrupt.mp4"),
+        rec(3, "missing.mp4", "good.mp4"),
+        rec(4, "noisy.mp4", "good.mp4", "B"),
+    ]
     batch = build_batch(records, tmp_path, RewardProcessor(tok), rows=[11, 12, 13, 14])
     assert [r["id"] for r in batch.records] == ["p1", "p4"]
     assert [(s.row, s.id) for s in batch.skipped] == [(12, "p2"), (13, "p3")]
@@ -75,19 +90,37 @@ def test_training_steps_learn_visual_quality(tok, tmp_path):
 
 def run_job(*args, timeout=600):
     env = dict(os.environ, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0", RAY_DEDUP_LOGS="0")
-    return subprocess.run([sys.executable, str(ROOT / "jobs/train_reward.py"), *args], capture_output=True,
-                          text=True, timeout=timeout, env=env)
+    return subprocess.run(
+        [sys.executable, str(ROOT / "jobs/train_reward.py"), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
 
 
 def test_two_worker_ray_train_deepspeed_run_checkpoints_and_resumes(tmp_path):
-    build_dataset(tmp_path / "ds", pairs=40, seed=5, workers=1, progress=False,
-                  sampling=__import__("rlhf.synthetic.dataset", fromlist=["PairSampling"]).PairSampling(
-                      heldout_fraction=0.25))
+    build_dataset(
+        tmp_path / "ds",
+        pairs=40,
+        seed=5,
+        workers=1,
+        progress=False,
+        sampling=__import__("rlhf.synthetic.dataset", fromlist=["PairSampling"]).PairSampling(heldout_fraction=0.25),
+    )
     # the resumed run has another run directory (another node's disk) and finds the first run's checkpoint
     # in the storage its workers wrote; its workers read it there
     storage = tmp_path / "shared"
-    common = ["--data", str(tmp_path / "ds"), "--workers", "2", "batch_size=4", "checkpoint_every=2",
-              "zero_stage=2", f"storage={storage}"]
+    common = [
+        "--data",
+        str(tmp_path / "ds"),
+        "--workers",
+        "2",
+        "batch_size=4",
+        "checkpoint_every=2",
+        "zero_stage=2",
+        f"storage={storage}",
+    ]
     first = run_job(*common, "--out", str(tmp_path / "run_a"), "max_steps=2")
     assert first.returncode == 0, first.stderr[-3000:]
     assert json.loads((storage / "train_state.json").read_text())["step"] == 2
@@ -111,9 +144,15 @@ def test_caption_targets_pick_faithful_videos():
     from rlhf.reward.data import _batch
 
     recs = [  # TA scores decide where present; without scores the TA winner (both on a tie)
-        {"prompt": "p", "VQ": "A", "MQ": "A", "TA": "B", "Overall": "A",
-         "score_a": {"VQ": 1.0, "MQ": 1.0, "TA": 0.95, "Overall": 1.0},
-         "score_b": {"VQ": 1.0, "MQ": 1.0, "TA": 0.5, "Overall": 1.0}},
+        {
+            "prompt": "p",
+            "VQ": "A",
+            "MQ": "A",
+            "TA": "B",
+            "Overall": "A",
+            "score_a": {"VQ": 1.0, "MQ": 1.0, "TA": 0.95, "Overall": 1.0},
+            "score_b": {"VQ": 1.0, "MQ": 1.0, "TA": 0.5, "Overall": 1.0},
+        },
         {"prompt": "p", "VQ": "A", "MQ": "A", "TA": "B", "Overall": "A", "score_a": None, "score_b": None},
         {"prompt": "p", "VQ": "A", "MQ": "A", "TA": "same", "Overall": "A", "score_a": None, "score_b": None},
     ]
@@ -160,10 +199,20 @@ def test_a_fine_tune_records_the_sampling_and_parts_it_inherits(tmp_path):
     from rlhf.reward.processor import FrameSampling
 
     build_dataset(tmp_path / "ds", pairs=4, seed=1, workers=1, progress=False)
-    cfg = TrainRewardJob(data="synthetic", eval_data=str(tmp_path / "ds"), out=str(tmp_path / "run"), max_steps=1,
-                         init_from=str(ROOT / "artefacts/reward_default"),
-                         sampling=FrameSampling(fps=2.0, max_pixels=50176), parts=TrainableParts(lora_rank=8))
+    cfg = TrainRewardJob(
+        data="synthetic",
+        eval_data=str(tmp_path / "ds"),
+        out=str(tmp_path / "run"),
+        max_steps=1,
+        init_from=str(ROOT / "artefacts/reward_default"),
+        sampling=FrameSampling(fps=2.0, max_pixels=50176),
+        parts=TrainableParts(lora_rank=8),
+    )
     cfg, cfg_file = prepare(cfg)
     saved = __import__("yaml").safe_load(cfg_file.read_text())
-    assert (saved["sampling"]["fps"], saved["sampling"]["max_pixels"], saved["sampling"]["max_frames"]) == (8.0, 12544, 64)
+    assert (saved["sampling"]["fps"], saved["sampling"]["max_pixels"], saved["sampling"]["max_frames"]) == (
+        8.0,
+        12544,
+        64,
+    )
     assert (saved["parts"]["lora_rank"], saved["parts"]["vision"]) == (0, True)

@@ -1,14 +1,21 @@
 """Video I/O, VideoAlign frame sampling, and one clear error for every bad file."""
 
-import io
 import math
 
 import av
 import numpy as np
 import pytest
 
-from rlhf.video import (VideoError, encode_video, read_video, read_video_fps, sample_for_reward, sample_indices,
-                        smart_resize, write_video)
+from rlhf.video import (
+    VideoError,
+    encode_video,
+    read_video,
+    read_video_fps,
+    sample_for_reward,
+    sample_indices,
+    smart_resize,
+    write_video,
+)
 
 
 def smooth_video(t=8, h=32, w=48):

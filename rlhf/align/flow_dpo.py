@@ -34,9 +34,17 @@ def beta_t(beta: float, t: torch.Tensor, schedule: str = "constant") -> torch.Te
     raise ValueError(f"unknown beta_schedule {schedule!r}: use one of {', '.join(BETA_SCHEDULES)}")
 
 
-def flow_dpo_loss(pred_w: torch.Tensor, pred_l: torch.Tensor, ref_w: torch.Tensor, ref_l: torch.Tensor,
-                  target_w: torch.Tensor, target_l: torch.Tensor, t: torch.Tensor, beta: float,
-                  beta_schedule: str = "constant") -> dict[str, torch.Tensor]:
+def flow_dpo_loss(
+    pred_w: torch.Tensor,
+    pred_l: torch.Tensor,
+    ref_w: torch.Tensor,
+    ref_l: torch.Tensor,
+    target_w: torch.Tensor,
+    target_l: torch.Tensor,
+    t: torch.Tensor,
+    beta: float,
+    beta_schedule: str = "constant",
+) -> dict[str, torch.Tensor]:
     """Flow-DPO loss of a batch of pairs. Returns ``{"loss", "implicit_accuracy", "inside",
     "policy_margin", "reference_margin"}``; ``"loss"`` (a scalar) is the first item."""
     bt = beta_t(beta, t, beta_schedule).to(pred_w.device)
@@ -47,5 +55,10 @@ def flow_dpo_loss(pred_w: torch.Tensor, pred_l: torch.Tensor, ref_w: torch.Tenso
         raise ValueError(f"t has {bt.shape[0]} entries for a batch of {e_w.shape[0]} pairs")
     inside = -(bt / 2) * ((e_w - r_w) - (e_l - r_l))
     loss = -F.logsigmoid(inside).mean()
-    return {"loss": loss, "implicit_accuracy": (inside > 0).float().mean().detach(), "inside": inside.detach(),
-            "policy_margin": (e_l - e_w).mean().detach(), "reference_margin": (r_l - r_w).mean()}
+    return {
+        "loss": loss,
+        "implicit_accuracy": (inside > 0).float().mean().detach(),
+        "inside": inside.detach(),
+        "policy_margin": (e_l - e_w).mean().detach(),
+        "reference_margin": (r_l - r_w).mean(),
+    }

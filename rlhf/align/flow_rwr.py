@@ -13,8 +13,9 @@ import torch
 from .errors import per_sample_error
 
 
-def flow_rwr_loss(pred: torch.Tensor, target: torch.Tensor, rewards: torch.Tensor, beta: float = 1.0,
-                  normalize: bool = False) -> dict[str, torch.Tensor]:
+def flow_rwr_loss(
+    pred: torch.Tensor, target: torch.Tensor, rewards: torch.Tensor, beta: float = 1.0, normalize: bool = False
+) -> dict[str, torch.Tensor]:
     """Returns ``{"loss", "weights"}``; ``"loss"`` (a scalar) is the first item."""
     if beta <= 0:
         raise ValueError(f"RWR beta must be > 0, got {beta}")

@@ -39,8 +39,10 @@ def read_prompts(spec: str) -> list[str]:
         return [p.text for p in (all_prompts(grammar) if split == "all" else split_prompts(split, grammar))]
     path = Path(spec)
     if not path.is_file():
-        raise PromptFileError(f"prompts {spec!r} is neither a split ({', '.join(PROMPT_SPLITS)}, optionally "
-                              f":{'|'.join(GRAMMARS)}) nor a file")
+        raise PromptFileError(
+            f"prompts {spec!r} is neither a split ({', '.join(PROMPT_SPLITS)}, optionally "
+            f":{'|'.join(GRAMMARS)}) nor a file"
+        )
     lines = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines()]
     prompts = [ln for ln in lines if ln and not ln.startswith("#")]
     if not prompts:
@@ -98,8 +100,10 @@ def training_set(prompts: list[str], rewards: np.ndarray, cfg: TrainConfig) -> d
     if cfg.algo.pairwise:
         pairs = build_pairs(prompts, list(rewards), cfg.pairs)
         if not pairs:
-            raise ValueError("no preference pair: every prompt group is a tie under the chosen weights; "
-                             "raise the group size or lower pairs.margin")
+            raise ValueError(
+                "no preference pair: every prompt group is a tie under the chosen weights; "
+                "raise the group size or lower pairs.margin"
+            )
         return {"pairs": np.array(pairs)}
     if cfg.algo.algo == "rwr":
         z = (rewards - rewards.mean()) / max(float(rewards.std()), 1e-8)
@@ -107,8 +111,19 @@ def training_set(prompts: list[str], rewards: np.ndarray, cfg: TrainConfig) -> d
     return {"samples": np.array(best_of_groups(prompts, list(rewards)))}
 
 
-def train_lora_steps(gen, latents: torch.Tensor, text: torch.Tensor, data: dict, cfg: TrainConfig, opt,
-                     steps: int, rng: np.random.Generator, trng: torch.Generator, log=None, progress=None) -> list[dict]:
+def train_lora_steps(
+    gen,
+    latents: torch.Tensor,
+    text: torch.Tensor,
+    data: dict,
+    cfg: TrainConfig,
+    opt,
+    steps: int,
+    rng: np.random.Generator,
+    trng: torch.Generator,
+    log=None,
+    progress=None,
+) -> list[dict]:
     """``steps`` optimiser steps of ``cfg.algo`` on ``data`` (from :func:`training_set`); ``text`` holds the
     prompt embedding of every sample. Returns one record per step."""
     update = plain_update(opt, gen.lora_parameters(), 1.0)
@@ -119,8 +134,11 @@ def train_lora_steps(gen, latents: torch.Tensor, text: torch.Tensor, data: dict,
             batch = {"x_w": latents[idx[:, 0]], "x_l": latents[idx[:, 1]], "text": text[idx[:, 0]]}
         else:
             idx = data["samples"][rng.integers(len(data["samples"]), size=2 * cfg.batch)]
-            batch = {"x0": latents[idx], "text": text[idx],
-                     "reward": torch.as_tensor(data["rewards"][idx]) if "rewards" in data else None}
+            batch = {
+                "x0": latents[idx],
+                "text": text[idx],
+                "reward": torch.as_tensor(data["rewards"][idx]) if "rewards" in data else None,
+            }
         rec = train_step(gen, batch, cfg.algo, trng, update)
         records.append(rec)
         if log is not None:
@@ -130,8 +148,9 @@ def train_lora_steps(gen, latents: torch.Tensor, text: torch.Tensor, data: dict,
     return records
 
 
-def align(gen, latents: torch.Tensor, prompts: list[str], scores: np.ndarray, cfg: TrainConfig,
-          progress=None, log=None) -> list[dict]:
+def align(
+    gen, latents: torch.Tensor, prompts: list[str], scores: np.ndarray, cfg: TrainConfig, progress=None, log=None
+) -> list[dict]:
     """Train a LoRA of ``gen`` on scored samples (``latents`` of ``prompts``): the one :func:`start_lora`
     attached (the caller does so before drawing samples from an initial adapter), else a new one."""
     cfg.validate()
@@ -152,9 +171,12 @@ def align(gen, latents: torch.Tensor, prompts: list[str], scores: np.ndarray, cf
 
 
 def summarize(records: list[dict]) -> dict:
-    tail = records[-max(1, len(records) // 5):]
-    out = {"steps": len(records), "final_loss": float(np.mean([r["loss"] for r in tail])),
-           "seconds": float(sum(r["seconds"] for r in records))}
+    tail = records[-max(1, len(records) // 5) :]
+    out = {
+        "steps": len(records),
+        "final_loss": float(np.mean([r["loss"] for r in tail])),
+        "seconds": float(sum(r["seconds"] for r in records)),
+    }
     if "implicit_accuracy" in records[0]:
         out["final_implicit_accuracy"] = float(np.mean([r["implicit_accuracy"] for r in tail]))
     return out

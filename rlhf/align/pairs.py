@@ -88,8 +88,13 @@ def best_of_groups(prompts: list[str], rewards: list[float]) -> list[int]:
     return [max(idx, key=lambda i: rewards[i]) for idx in group_indices(prompts).values()]
 
 
-def logit_normal_times(n: int, mean: float = 0.0, std: float = 1.0, generator: torch.Generator | None = None,
-                       device: torch.device | str | None = None) -> torch.Tensor:
+def logit_normal_times(
+    n: int,
+    mean: float = 0.0,
+    std: float = 1.0,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
     """``t = sigmoid(mean + std z)``, ``z`` standard normal (SD3's choice for flow-matching training),
     drawn on ``device`` (the generator's device when a generator is given)."""
     if device is None and generator is not None:

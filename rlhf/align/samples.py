@@ -28,19 +28,24 @@ class SampleSet:
     score_keys: dict = field(default_factory=dict)
 
     @classmethod
-    def draw(cls, gen, prompts: list[str], seeds: list[int], sampler, source: dict, progress=None) -> "SampleSet":
+    def draw(cls, gen, prompts: list[str], seeds: list[int], sampler, source: dict, progress=None) -> SampleSet:
         from rlhf.generator.sampler import sample
 
         lat, vids = [], []
         step = max(1, sampler.batch_size)
         for i in range(0, len(prompts), step):
-            b = sample(gen, prompts[i:i + step], seeds[i:i + step], sampler)
+            b = sample(gen, prompts[i : i + step], seeds[i : i + step], sampler)
             lat.append(b.latents)
             vids.append(b.videos)
             if progress is not None:
                 progress.update(len(b.seeds))
-        return cls(list(prompts), [int(s) for s in seeds], torch.cat(lat), np.concatenate(vids),
-                   {**source, "sampler": asdict(sampler)})
+        return cls(
+            list(prompts),
+            [int(s) for s in seeds],
+            torch.cat(lat),
+            np.concatenate(vids),
+            {**source, "sampler": asdict(sampler)},
+        )
 
     def score(self, judge) -> np.ndarray:
         from rlhf.eval.judges import as_matrix
@@ -57,21 +62,32 @@ class SampleSet:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
-        torch.save({"prompts": self.prompts, "seeds": self.seeds, "latents": self.latents, "videos": self.videos,
-                    "source": self.source, "scores": self.scores, "score_keys": self.score_keys}, tmp)
+        torch.save(
+            {
+                "prompts": self.prompts,
+                "seeds": self.seeds,
+                "latents": self.latents,
+                "videos": self.videos,
+                "source": self.source,
+                "scores": self.scores,
+                "score_keys": self.score_keys,
+            },
+            tmp,
+        )
         os.replace(tmp, path)
         return path
 
     @classmethod
-    def load(cls, path: str | Path) -> "SampleSet":
+    def load(cls, path: str | Path) -> SampleSet:
         d = torch.load(path, weights_only=False)
         # a set saved before scores were keyed: its oracle scores stand (one oracle), any other judge scores again
         keys = d.get("score_keys", {"oracle": "oracle"} if "oracle" in d["scores"] else {})
         return cls(d["prompts"], d["seeds"], d["latents"], d["videos"], d["source"], d["scores"], keys)
 
 
-def cached_draw(path: str | Path | None, gen, prompts: list[str], seeds: list[int], sampler, source: dict,
-                progress=None) -> SampleSet:
+def cached_draw(
+    path: str | Path | None, gen, prompts: list[str], seeds: list[int], sampler, source: dict, progress=None
+) -> SampleSet:
     """Load the set at ``path`` if it was drawn with the same prompts, seeds and source; else draw and save."""
     want = {**source, "sampler": asdict(sampler)}
     if path is not None and Path(path).is_file():

@@ -15,8 +15,8 @@ precision and the noised latents, targets and losses stay in fp32.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 
@@ -67,8 +67,9 @@ def _draw(n: int, shape, cfg: AlgoConfig, rng: torch.Generator | None, device: t
     return t, torch.randn(shape, generator=rng, device=device, dtype=torch.float32)
 
 
-def dpo_loss(gen, x_w: torch.Tensor, x_l: torch.Tensor, text: torch.Tensor, cfg: AlgoConfig,
-             rng: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+def dpo_loss(
+    gen, x_w: torch.Tensor, x_l: torch.Tensor, text: torch.Tensor, cfg: AlgoConfig, rng: torch.Generator | None = None
+) -> dict[str, torch.Tensor]:
     """Flow-DPO on pairs of clean latents ``x_w`` (winners) and ``x_l`` (losers) sharing ``text``."""
     device, dtype = gen.device, gen.dtype
     x_w, x_l = x_w.to(device, torch.float32), x_l.to(device, torch.float32)
@@ -83,8 +84,14 @@ def dpo_loss(gen, x_w: torch.Tensor, x_l: torch.Tensor, text: torch.Tensor, cfg:
     return flow_dpo_loss(pred_w, pred_l, ref_w, ref_l, v_w, v_l, t, cfg.beta, cfg.beta_schedule)
 
 
-def weighted_fm_loss(gen, x0: torch.Tensor, text: torch.Tensor, rewards: torch.Tensor | None, cfg: AlgoConfig,
-                     rng: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+def weighted_fm_loss(
+    gen,
+    x0: torch.Tensor,
+    text: torch.Tensor,
+    rewards: torch.Tensor | None,
+    cfg: AlgoConfig,
+    rng: torch.Generator | None = None,
+) -> dict[str, torch.Tensor]:
     """Flow-RWR (``rewards`` given) or SFT (``rewards=None``) on clean latents ``x0``."""
     device = gen.device
     x0 = x0.to(device, torch.float32)
@@ -119,8 +126,9 @@ def plain_update(optimizer: torch.optim.Optimizer, params: list[torch.nn.Paramet
     return update
 
 
-def train_step(gen, batch: dict, cfg: AlgoConfig, rng: torch.Generator | None,
-               update: Callable[[torch.Tensor], None]) -> dict:
+def train_step(
+    gen, batch: dict, cfg: AlgoConfig, rng: torch.Generator | None, update: Callable[[torch.Tensor], None]
+) -> dict:
     """One optimiser step: the loss of ``batch`` (:func:`batch_loss`), then ``update(loss)`` (backward and
     the optimiser step: :func:`plain_update` or a DeepSpeed engine's). Returns the step's record."""
     t0 = time.time()

@@ -51,7 +51,7 @@ class DataError(ValueError):
 
 
 def label_value(label: str | None) -> int | None:
-    """"A" -> 1, "B" -> -1, "same" -> 0, None -> None (not annotated)."""
+    """ "A" -> 1, "B" -> -1, "same" -> 0, None -> None (not annotated)."""
     if label is None:
         return None
     try:

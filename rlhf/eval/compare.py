@@ -15,9 +15,11 @@ def compare(base, policy, judges, weights: RewardWeights) -> dict:
     out = {"n": len(base.prompts), "weights": weights.label}
     for judge in judges:
         b, p = base.score(judge), policy.score(judge)
-        out[judge.name] = {"win_rate": win_rates(p, b, weights, TIE_MARGINS[judge.name]),
-                           "mean_policy": dict(zip(("VQ", "MQ", "TA"), p.mean(0).round(4).tolist())),
-                           "mean_pretrained": dict(zip(("VQ", "MQ", "TA"), b.mean(0).round(4).tolist()))}
+        out[judge.name] = {
+            "win_rate": win_rates(p, b, weights, TIE_MARGINS[judge.name]),
+            "mean_policy": dict(zip(("VQ", "MQ", "TA"), p.mean(0).round(4).tolist())),
+            "mean_pretrained": dict(zip(("VQ", "MQ", "TA"), b.mean(0).round(4).tolist())),
+        }
     if "oracle" in out and "learned" in out:
         out["reward_hacking"] = reward_hacking(out["learned"]["win_rate"], out["oracle"]["win_rate"], out["n"])
     return out

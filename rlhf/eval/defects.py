@@ -17,8 +17,9 @@ from rlhf.synthetic.prompts import split_prompts
 from rlhf.synthetic.render import DEFECTS, defects_for, render
 
 
-def probe_defects(reward, grammar: str = "pair", split: str = "heldout", prompts: int = 48, seed: int = 0,
-                  strength: float = 1.0) -> dict[str, dict[str, float]]:
+def probe_defects(
+    reward, grammar: str = "pair", split: str = "heldout", prompts: int = 48, seed: int = 0, strength: float = 1.0
+) -> dict[str, dict[str, float]]:
     """``{defect: {"reward": share clean > defect, "margin": mean TA difference, "oracle": share}}``.
 
     ``reward`` is a ``VideoReward``; ``prompts`` prompts of ``split`` / ``grammar`` are drawn by ``seed``.
@@ -41,8 +42,12 @@ def probe_defects(reward, grammar: str = "pair", split: str = "heldout", prompts
         bad = clips({kind: strength})
         margin = clean_ta - reward.raw(bad, texts)[:, 2]
         oracle = clean_oracle - np.array([score(v, p)["TA"] for v, p in zip(bad, chosen)])
-        out[kind] = {"reward": float(np.mean(margin > 0)), "margin": float(np.mean(margin)),
-                     "oracle": float(np.mean(oracle > 0)), "clips": len(chosen)}
+        out[kind] = {
+            "reward": float(np.mean(margin > 0)),
+            "margin": float(np.mean(margin)),
+            "oracle": float(np.mean(oracle > 0)),
+            "clips": len(chosen),
+        }
     return out
 
 
@@ -50,9 +55,13 @@ def format_probe(rows: dict[str, dict[str, dict[str, float]]], grammar: str, spl
     """Markdown: one row per model, one column per defect (reward share clean > defect), oracle row last."""
     kinds = list(next(iter(rows.values())))
     n = next(iter(next(iter(rows.values())).values()))["clips"]
-    lines = [f"Minimal pairs: {n} {split} {grammar} prompts, clean against one TA defect at full strength (same "
-             "seed, H.264); share where the TA score of the clean clip is higher (50% = blind)", "",
-             "| model | " + " | ".join(kinds) + " |", "|---|" + "---|" * len(kinds)]
+    lines = [
+        f"Minimal pairs: {n} {split} {grammar} prompts, clean against one TA defect at full strength (same "
+        "seed, H.264); share where the TA score of the clean clip is higher (50% = blind)",
+        "",
+        "| model | " + " | ".join(kinds) + " |",
+        "|---|" + "---|" * len(kinds),
+    ]
     for name, r in rows.items():
         lines.append(f"| {name} | " + " | ".join(f"{r[k]['reward']:.0%} ({r[k]['margin']:+.2f})" for k in kinds) + " |")
     first = next(iter(rows.values()))

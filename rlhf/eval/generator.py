@@ -29,8 +29,9 @@ def read_attributes(frames: np.ndarray) -> dict[str, str | None]:
     out["colour"] = min(hues, key=lambda c: abs((m.hue - hues[c] + np.pi) % (2 * np.pi) - np.pi))
     out["shape"] = min(SHAPES, key=lambda s: float(np.mean(m.shape_err[s])))
     norm = float(np.linalg.norm(m.displacement))
-    out["direction"] = (max(DIRECTIONS, key=lambda d: float(np.dot(m.displacement, DIRECTIONS[d])))
-                        if norm >= 0.05 else None)
+    out["direction"] = (
+        max(DIRECTIONS, key=lambda d: float(np.dot(m.displacement, DIRECTIONS[d]))) if norm >= 0.05 else None
+    )
     out["speed"] = min(SPEEDS, key=lambda s: abs(norm - SPEEDS[s]))
     return out
 
@@ -62,8 +63,15 @@ def oracle_summary(videos, prompts: list) -> dict[str, float]:
     return out
 
 
-def evaluate_generator(generator, n_prompts: int = 58, seeds: int = 2, sampler=None, split: str = "heldout",
-                       seed0: int = 10_000, grammar: str = "single") -> dict:
+def evaluate_generator(
+    generator,
+    n_prompts: int = 58,
+    seeds: int = 2,
+    sampler=None,
+    split: str = "heldout",
+    seed0: int = 10_000,
+    grammar: str = "single",
+) -> dict:
     """Sample ``seeds`` clips for each of the first ``n_prompts`` prompts of ``split`` (of ``grammar``) and
     judge them, next to clean renders and pure-noise clips of the same prompts; with "mixed", also per kind
     (``by_kind``)."""
@@ -81,13 +89,19 @@ def evaluate_generator(generator, n_prompts: int = 58, seeds: int = 2, sampler=N
     rng = np.random.default_rng(seed0)
     noise = rng.integers(0, 256, size=renders.shape, dtype=np.uint8)
     sources = {"generator": np.asarray(batch.videos), "clean renders": renders, "pure noise": noise}
-    out = {"prompts": len(prompts), "split": split, "grammar": grammar, "seeds": seed_list[:1] + seed_list[-1:],
-           "summary": {name: oracle_summary(v, prompts) for name, v in sources.items()}}
+    out = {
+        "prompts": len(prompts),
+        "split": split,
+        "grammar": grammar,
+        "seeds": seed_list[:1] + seed_list[-1:],
+        "summary": {name: oracle_summary(v, prompts) for name, v in sources.items()},
+    }
     kinds = sorted({p.kind for p in prompts})
     if len(kinds) > 1:
         out["by_kind"] = {}
         for kind in kinds:
             keep = [i for i, p in enumerate(prompts) if p.kind == kind]
-            out["by_kind"][kind] = {name: oracle_summary(v[keep], [prompts[i] for i in keep])
-                                    for name, v in sources.items()}
+            out["by_kind"][kind] = {
+                name: oracle_summary(v[keep], [prompts[i] for i in keep]) for name, v in sources.items()
+            }
     return out

@@ -62,7 +62,7 @@ class LearnedJudge:
     def __call__(self, videos, prompts: list[str]) -> list[dict[str, float]]:
         out, stored = [], as_stored(videos)
         for i in range(0, len(prompts), self.batch):
-            out += self.model.reward(stored[i:i + self.batch], list(prompts[i:i + self.batch]))
+            out += self.model.reward(stored[i : i + self.batch], list(prompts[i : i + self.batch]))
         return out
 
 

@@ -58,8 +58,9 @@ def within_group_pairs(groups) -> np.ndarray:
     return np.array(out, dtype=np.int64).reshape(-1, 2)
 
 
-def rater_labels(oracle: np.ndarray, pairs: np.ndarray, seed: int,
-                 annotator: AnnotatorConfig = AnnotatorConfig()) -> np.ndarray:
+def rater_labels(
+    oracle: np.ndarray, pairs: np.ndarray, seed: int, annotator: AnnotatorConfig = AnnotatorConfig()
+) -> np.ndarray:
     """(P, 3) labels 1 (A = first of the pair), -1 (B), 0 (same) per dimension, drawn by the simulated
     raters from the oracle's score differences; pair ``k`` uses the generator ``(seed, k)`` alone, so
     labels do not depend on how many pairs are drawn."""
@@ -78,8 +79,9 @@ def _two_accuracies(labels: np.ndarray, margin: np.ndarray) -> tuple[float, floa
     return with_ties, without
 
 
-def onpolicy_table(reward: np.ndarray, oracle: np.ndarray, pairs: np.ndarray, labels: np.ndarray,
-                   tie: float = ORACLE_TIE) -> dict[str, dict]:
+def onpolicy_table(
+    reward: np.ndarray, oracle: np.ndarray, pairs: np.ndarray, labels: np.ndarray, tie: float = ORACLE_TIE
+) -> dict[str, dict]:
     """Per dimension: ``pairs``, ``tie_share`` (raters), ``with_ties`` / ``without_ties`` of ``reward``
     (N, 3) against ``labels`` (P, 3), the oracle's ``ceiling_with_ties`` / ``ceiling_without_ties`` on
     the same labels, and ``oracle_order`` (with ``oracle_order_pairs``): agreement with the sign of the
@@ -97,9 +99,16 @@ def onpolicy_table(reward: np.ndarray, oracle: np.ndarray, pairs: np.ndarray, la
         cwt, cwo = _two_accuracies(h, truth)
         decided = np.abs(truth) > tie
         order = float(np.mean(np.sign(margin[decided]) == np.sign(truth[decided]))) if decided.any() else float("nan")
-        out[dim] = {"pairs": int(len(pairs)), "tie_share": float(np.mean(h == 0)), "with_ties": wt,
-                    "without_ties": wo, "ceiling_with_ties": cwt, "ceiling_without_ties": cwo,
-                    "oracle_order": order, "oracle_order_pairs": int(decided.sum())}
+        out[dim] = {
+            "pairs": int(len(pairs)),
+            "tie_share": float(np.mean(h == 0)),
+            "with_ties": wt,
+            "without_ties": wo,
+            "ceiling_with_ties": cwt,
+            "ceiling_without_ties": cwo,
+            "oracle_order": order,
+            "oracle_order_pairs": int(decided.sum()),
+        }
     return out
 
 
@@ -107,12 +116,15 @@ def format_onpolicy(table: dict[str, dict], title: str = "") -> str:
     """Markdown table of :func:`onpolicy_table`."""
     lines = ([title, ""] if title else []) + [
         "| dim | pairs | tie share | acc w/ ties | acc w/o ties | ceiling w/ ties | ceiling w/o ties | oracle order |",
-        "|---|---|---|---|---|---|---|---|"]
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for dim in DIMS:
         t = table[dim]
-        lines.append(f"| {dim} | {t['pairs']} | {t['tie_share']:.1%} | {t['with_ties']:.1%} | {t['without_ties']:.1%} | "
-                     f"{t['ceiling_with_ties']:.1%} | {t['ceiling_without_ties']:.1%} | "
-                     f"{t['oracle_order']:.1%} ({t['oracle_order_pairs']}) |")
+        lines.append(
+            f"| {dim} | {t['pairs']} | {t['tie_share']:.1%} | {t['with_ties']:.1%} | {t['without_ties']:.1%} | "
+            f"{t['ceiling_with_ties']:.1%} | {t['ceiling_without_ties']:.1%} | "
+            f"{t['oracle_order']:.1%} ({t['oracle_order_pairs']}) |"
+        )
     return "\n".join(lines)
 
 
@@ -126,8 +138,13 @@ class PolicyClips:
     oracle: np.ndarray  # (N, 3)
 
     def save(self, path) -> None:
-        np.savez_compressed(path, videos=np.stack(self.videos), prompts=np.array(self.prompts),
-                            groups=np.array(self.groups), oracle=self.oracle)
+        np.savez_compressed(
+            path,
+            videos=np.stack(self.videos),
+            prompts=np.array(self.prompts),
+            groups=np.array(self.groups),
+            oracle=self.oracle,
+        )
 
     @classmethod
     def load(cls, path) -> PolicyClips:
@@ -135,8 +152,9 @@ class PolicyClips:
         return cls(list(z["videos"]), [str(p) for p in z["prompts"]], [int(g) for g in z["groups"]], z["oracle"])
 
 
-def draw_policy_clips(generator, cfg: OnPolicyConfig = OnPolicyConfig(), sampler=None,
-                      progress: bool = True) -> PolicyClips:
+def draw_policy_clips(
+    generator, cfg: OnPolicyConfig = OnPolicyConfig(), sampler=None, progress: bool = True
+) -> PolicyClips:
     """``cfg.seeds`` samples of ``generator`` (a loaded FlowGenerator, its LoRA applied) for each of the
     first ``cfg.prompts`` prompts of ``cfg.split``, stored and judged by the oracle."""
     from tqdm import tqdm
@@ -149,25 +167,34 @@ def draw_policy_clips(generator, cfg: OnPolicyConfig = OnPolicyConfig(), sampler
 
     cfg.validate()
     sampler = sampler or SamplerConfig()
-    chosen = split_prompts(cfg.split, cfg.grammar)[:cfg.prompts]
+    chosen = split_prompts(cfg.split, cfg.grammar)[: cfg.prompts]
     texts = [p.text for p in chosen for _ in range(cfg.seeds)]
     groups = [g for g in range(len(chosen)) for _ in range(cfg.seeds)]
     videos = []
     step = max(1, sampler.batch_size)
     for s in tqdm(range(0, len(texts), step), desc="on-policy clips", unit="batch", disable=not progress):
-        batch = sample(generator, texts[s:s + step], [cfg.seed0 + k for k in range(s, min(s + step, len(texts)))], sampler)
+        batch = sample(
+            generator, texts[s : s + step], [cfg.seed0 + k for k in range(s, min(s + step, len(texts)))], sampler
+        )
         videos += as_stored(batch.videos)
     oracle = np.array([[sc[d] for d in DIMS] for sc in (score(v, t) for v, t in zip(videos, texts))])
     return PolicyClips(videos, texts, groups, oracle)
 
 
-def evaluate_on_policy(reward_scores: np.ndarray, clips: PolicyClips, cfg: OnPolicyConfig = OnPolicyConfig(),
-                       annotator: AnnotatorConfig = AnnotatorConfig()) -> dict:
+def evaluate_on_policy(
+    reward_scores: np.ndarray,
+    clips: PolicyClips,
+    cfg: OnPolicyConfig = OnPolicyConfig(),
+    annotator: AnnotatorConfig = AnnotatorConfig(),
+) -> dict:
     """The table of a reward's (N, 3) scores of ``clips``, with the evaluation's settings."""
     pairs = within_group_pairs(clips.groups)
     labels = rater_labels(clips.oracle, pairs, cfg.label_seed, annotator)
-    return {"config": asdict(cfg), "clips": len(clips.prompts),
-            "table": onpolicy_table(reward_scores, clips.oracle, pairs, labels)}
+    return {
+        "config": asdict(cfg),
+        "clips": len(clips.prompts),
+        "table": onpolicy_table(reward_scores, clips.oracle, pairs, labels),
+    }
 
 
 def reward_scores(model, clips: PolicyClips, batch: int = 32) -> np.ndarray:
@@ -175,5 +202,5 @@ def reward_scores(model, clips: PolicyClips, batch: int = 32) -> np.ndarray:
     same contract) for the clips (normalisation does not change an order)."""
     out = []
     for s in range(0, len(clips.prompts), batch):
-        out += model.reward(clips.videos[s:s + batch], clips.prompts[s:s + batch])
+        out += model.reward(clips.videos[s : s + batch], clips.prompts[s : s + batch])
     return np.array([[r[d] for d in DIMS] for r in out], dtype=np.float64)

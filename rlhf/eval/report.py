@@ -64,8 +64,14 @@ def _config(run: Path) -> tuple[dict, str]:
 
 
 # ----------------------------------------------------------------------------------------------- plots
-def line_plot(title: str, xs: list[float], series: dict[str, list[float | None]], width: int = 420,
-              height: int = 220, y_label: str = "") -> str:
+def line_plot(
+    title: str,
+    xs: list[float],
+    series: dict[str, list[float | None]],
+    width: int = 420,
+    height: int = 220,
+    y_label: str = "",
+) -> str:
     """An inline SVG line chart (one polyline per series, axes with min / max ticks, a legend)."""
     pad_l, pad_r, pad_t, pad_b = 52, 12, 26, 34
     vals = [v for ys in series.values() for v in ys if v is not None]
@@ -77,24 +83,30 @@ def line_plot(title: str, xs: list[float], series: dict[str, list[float | None]]
         y0, y1 = y0 - 0.5, y1 + 0.5
     sx = lambda x: pad_l + (x - x0) / (x1 - x0) * (width - pad_l - pad_r)  # noqa: E731
     sy = lambda y: height - pad_b - (y - y0) / (y1 - y0) * (height - pad_t - pad_b)  # noqa: E731
-    parts = [f'<svg class="plot" width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img">',
-             f'<text x="{width / 2}" y="16" text-anchor="middle" font-weight="bold">{html.escape(title)}</text>',
-             f'<line x1="{pad_l}" y1="{height - pad_b}" x2="{width - pad_r}" y2="{height - pad_b}" stroke="#888"/>',
-             f'<line x1="{pad_l}" y1="{pad_t}" x2="{pad_l}" y2="{height - pad_b}" stroke="#888"/>',
-             f'<text x="{pad_l - 4}" y="{sy(y1) + 4}" text-anchor="end">{y1:.3g}</text>',
-             f'<text x="{pad_l - 4}" y="{sy(y0) + 4}" text-anchor="end">{y0:.3g}</text>',
-             f'<text x="{sx(x0)}" y="{height - pad_b + 14}" text-anchor="middle">{x0:g}</text>',
-             f'<text x="{sx(x1)}" y="{height - pad_b + 14}" text-anchor="middle">{x1:g}</text>',
-             f'<text x="{(width + pad_l) / 2}" y="{height - 4}" text-anchor="middle">iteration</text>']
+    parts = [
+        f'<svg class="plot" width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img">',
+        f'<text x="{width / 2}" y="16" text-anchor="middle" font-weight="bold">{html.escape(title)}</text>',
+        f'<line x1="{pad_l}" y1="{height - pad_b}" x2="{width - pad_r}" y2="{height - pad_b}" stroke="#888"/>',
+        f'<line x1="{pad_l}" y1="{pad_t}" x2="{pad_l}" y2="{height - pad_b}" stroke="#888"/>',
+        f'<text x="{pad_l - 4}" y="{sy(y1) + 4}" text-anchor="end">{y1:.3g}</text>',
+        f'<text x="{pad_l - 4}" y="{sy(y0) + 4}" text-anchor="end">{y0:.3g}</text>',
+        f'<text x="{sx(x0)}" y="{height - pad_b + 14}" text-anchor="middle">{x0:g}</text>',
+        f'<text x="{sx(x1)}" y="{height - pad_b + 14}" text-anchor="middle">{x1:g}</text>',
+        f'<text x="{(width + pad_l) / 2}" y="{height - 4}" text-anchor="middle">iteration</text>',
+    ]
     if y_label:
-        parts.append(f'<text x="12" y="{height / 2}" transform="rotate(-90 12 {height / 2})" text-anchor="middle">'
-                     f'{html.escape(y_label)}</text>')
+        parts.append(
+            f'<text x="12" y="{height / 2}" transform="rotate(-90 12 {height / 2})" text-anchor="middle">'
+            f"{html.escape(y_label)}</text>"
+        )
     for i, (name, ys) in enumerate(series.items()):
         pts = [(sx(x), sy(y)) for x, y in zip(xs, ys) if y is not None]
         colour = COLOURS.get(name, "#777")
         if pts:
-            parts.append(f'<polyline class="series" data-name="{html.escape(name)}" fill="none" stroke="{colour}" '
-                         f'stroke-width="2" points="{" ".join(f"{x:.1f},{y:.1f}" for x, y in pts)}"/>')
+            parts.append(
+                f'<polyline class="series" data-name="{html.escape(name)}" fill="none" stroke="{colour}" '
+                f'stroke-width="2" points="{" ".join(f"{x:.1f},{y:.1f}" for x, y in pts)}"/>'
+            )
             parts += [f'<circle cx="{x:.1f}" cy="{y:.1f}" r="2.5" fill="{colour}"/>' for x, y in pts]
         parts.append(f'<text x="{pad_l + 8 + 70 * i}" y="{pad_t + 10}" fill="{colour}">{html.escape(name)}</text>')
     parts.append("</svg>")
@@ -109,18 +121,24 @@ def phase_bars(recs: list[dict], width: int = 860, height: int = 240) -> str:
     top = max(totals) if totals else 1.0
     pad_l, pad_b, pad_t = 52, 30, 26
     bw = (width - pad_l - 10) / max(len(recs), 1)
-    parts = [f'<svg class="plot" width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img">',
-             '<text x="10" y="16" font-weight="bold">seconds per iteration, by phase</text>',
-             f'<text x="{pad_l - 4}" y="{pad_t + 4}" text-anchor="end">{top:.3g}s</text>']
+    parts = [
+        f'<svg class="plot" width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img">',
+        '<text x="10" y="16" font-weight="bold">seconds per iteration, by phase</text>',
+        f'<text x="{pad_l - 4}" y="{pad_t + 4}" text-anchor="end">{top:.3g}s</text>',
+    ]
     for i, r in enumerate(recs):
         y = height - pad_b
         for ph, c in zip(phases, colours):
             v = float(r["phases"].get(ph, 0.0))
             h = v / top * (height - pad_t - pad_b)
             y -= h
-            parts.append(f'<rect x="{pad_l + i * bw + 1:.1f}" y="{y:.1f}" width="{max(bw - 2, 1):.1f}" height="{h:.1f}" '
-                         f'fill="{c}"><title>iteration {r["iteration"]} {ph} {v:.2f}s</title></rect>')
-        parts.append(f'<text x="{pad_l + (i + 0.5) * bw:.1f}" y="{height - pad_b + 14}" text-anchor="middle">{r["iteration"]}</text>')
+            parts.append(
+                f'<rect x="{pad_l + i * bw + 1:.1f}" y="{y:.1f}" width="{max(bw - 2, 1):.1f}" height="{h:.1f}" '
+                f'fill="{c}"><title>iteration {r["iteration"]} {ph} {v:.2f}s</title></rect>'
+            )
+        parts.append(
+            f'<text x="{pad_l + (i + 0.5) * bw:.1f}" y="{height - pad_b + 14}" text-anchor="middle">{r["iteration"]}</text>'
+        )
     for j, (ph, c) in enumerate(zip(phases, colours)):
         parts.append(f'<text x="{pad_l + 240 + 110 * j}" y="16" fill="{c}">{ph}</text>')
     parts.append("</svg>")
@@ -172,8 +190,10 @@ def _oracle(mp4: bytes, prompt: str) -> dict | None:
 
 
 def _video(mp4: bytes, label: str) -> str:
-    return (f'<figure><video class="clip" src="data:video/mp4;base64,{base64.b64encode(mp4).decode()}" '
-            f'autoplay loop muted playsinline></video><figcaption>{html.escape(label)}</figcaption></figure>')
+    return (
+        f'<figure><video class="clip" src="data:video/mp4;base64,{base64.b64encode(mp4).decode()}" '
+        f"autoplay loop muted playsinline></video><figcaption>{html.escape(label)}</figcaption></figure>"
+    )
 
 
 def _scores(o: dict | None) -> str:
@@ -218,23 +238,37 @@ SELF_CHECK = """
 """
 
 
-def render_html(run: Path, cfg: dict, cfg_text: str, recs: list[dict], evaluation: dict | None, summary: dict | None,
-                clips: list[dict]) -> str:
+def render_html(
+    run: Path,
+    cfg: dict,
+    cfg_text: str,
+    recs: list[dict],
+    evaluation: dict | None,
+    summary: dict | None,
+    clips: list[dict],
+) -> str:
     its = [r["iteration"] for r in recs]
     title = f"VideoAlign online run: {run.name}"
-    h = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{CSS}</style></head><body>",
-         f"<h1>{html.escape(title)}</h1>"]
+    h = [
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{CSS}</style></head><body>",
+        f"<h1>{html.escape(title)}</h1>",
+    ]
     if summary:
-        h.append(f"<p>{summary.get('iterations')} iterations, policy version {summary.get('policy_version')}, mode "
-                 f"{html.escape(str(summary.get('mode')))}, algorithm {html.escape(str(summary.get('algo')))}, reward "
-                 f"{html.escape(str(summary.get('reward')))}, weights {html.escape(str(summary.get('weights')))}; "
-                 f"{summary.get('videos')} clips in {summary.get('loop_seconds')} s of loop.</p>")
+        h.append(
+            f"<p>{summary.get('iterations')} iterations, policy version {summary.get('policy_version')}, mode "
+            f"{html.escape(str(summary.get('mode')))}, algorithm {html.escape(str(summary.get('algo')))}, reward "
+            f"{html.escape(str(summary.get('reward')))}, weights {html.escape(str(summary.get('weights')))}; "
+            f"{summary.get('videos')} clips in {summary.get('loop_seconds')} s of loop.</p>"
+        )
     h.append("<h2>Pretrained vs aligned (same prompt, same seed)</h2>")
     if clips:
         for c in clips:
-            h.append(f"<div class='pair'><div class='prompt'>{html.escape(c['prompt'])}<br>seed {c['seed']}</div>"
-                     + _video(c["pretrained"], "pretrained " + _scores(c["oracle"]["pretrained"]))
-                     + _video(c["aligned"], "aligned " + _scores(c["oracle"]["aligned"])) + "</div>")
+            h.append(
+                f"<div class='pair'><div class='prompt'>{html.escape(c['prompt'])}<br>seed {c['seed']}</div>"
+                + _video(c["pretrained"], "pretrained " + _scores(c["oracle"]["pretrained"]))
+                + _video(c["aligned"], "aligned " + _scores(c["oracle"]["aligned"]))
+                + "</div>"
+            )
     else:
         h.append("<p>(no adapter in this run directory, or clips turned off)</p>")
     h.append("<h2>Reward and oracle over iterations</h2><div class='plots'>")
@@ -243,42 +277,68 @@ def render_html(run: Path, cfg: dict, cfg_text: str, recs: list[dict], evaluatio
         h.append(line_plot(f"{d}", its, {f"reward {d}": series["reward"], f"oracle {d}": series["oracle"]}))
     h.append(line_plot("training loss", its, {"loss": [r.get("loss") for r in recs]}))
     if any(r.get("implicit_accuracy") is not None for r in recs):
-        h.append(line_plot("implicit accuracy (Flow-DPO)", its, {"accuracy": [r.get("implicit_accuracy") for r in recs]}))
+        h.append(
+            line_plot("implicit accuracy (Flow-DPO)", its, {"accuracy": [r.get("implicit_accuracy") for r in recs]})
+        )
     refreshed = [r for r in recs if r.get("refresh")]
-    if refreshed:  # online reward refresh: the reward's accuracy on the policy's newly labelled pairs, before it learned them
-        h.append(line_plot("served reward's on-policy accuracy w/o ties (before each refresh)",
-                           [r["iteration"] for r in refreshed],
-                           {d: [_finite(r["refresh"]["onpolicy_before"][d]["without_ties"]) for r in refreshed] for d in DIMS}))
-        h.append(line_plot("labels spent on reward refresh", its, {"pairs labelled": [r.get("labels_spent") for r in recs]}))
+    if (
+        refreshed
+    ):  # online reward refresh: the reward's accuracy on the policy's newly labelled pairs, before it learned them
+        h.append(
+            line_plot(
+                "served reward's on-policy accuracy w/o ties (before each refresh)",
+                [r["iteration"] for r in refreshed],
+                {d: [_finite(r["refresh"]["onpolicy_before"][d]["without_ties"]) for r in refreshed] for d in DIMS},
+            )
+        )
+        h.append(
+            line_plot("labels spent on reward refresh", its, {"pairs labelled": [r.get("labels_spent") for r in recs]})
+        )
     h.append("</div>")
     h.append("<h2>Win rates of the final policy against the pretrained one</h2>")
     if evaluation:
-        h.append(f"<p>{evaluation.get('n')} clips of the {html.escape(str(evaluation.get('prompts')))} prompts, same seeds "
-                 "for both policies; ties count half.</p><table><tr><th>judge</th>"
-                 + "".join(f"<th>{d}</th>" for d in (*DIMS, "weighted")) + "</tr>")
+        h.append(
+            f"<p>{evaluation.get('n')} clips of the {html.escape(str(evaluation.get('prompts')))} prompts, same seeds "
+            "for both policies; ties count half.</p><table><tr><th>judge</th>"
+            + "".join(f"<th>{d}</th>" for d in (*DIMS, "weighted"))
+            + "</tr>"
+        )
         if "oracle_win_rate" in evaluation:
             h.append(_win_table("oracle", evaluation["oracle_win_rate"]))
         if "learned_win_rate" in evaluation:
             h.append(_win_table("served reward", evaluation["learned_win_rate"]))
         h.append("</table>")
         if "oracle_win_rate" not in evaluation:
-            h.append(f"<p>Judge: the {html.escape(str(evaluation.get('judge', 'served reward')))}, the same model that "
-                     "trained the policy (no oracle outside the moving-shapes world: world=false), so these win rates "
-                     "cannot reveal reward hacking; judge with people or another model before trusting them.</p>")
+            h.append(
+                f"<p>Judge: the {html.escape(str(evaluation.get('judge', 'served reward')))}, the same model that "
+                "trained the policy (no oracle outside the moving-shapes world: world=false), so these win rates "
+                "cannot reveal reward hacking; judge with people or another model before trusting them.</p>"
+            )
         op = evaluation.get("reward_onpolicy")
         if op:
-            h.append(f"<p>On-policy accuracy of the served reward: {op['pairs']} within-prompt pairs of each policy's "
-                     "evaluation clips, labelled by the simulated raters; the ceiling is the oracle's own accuracy on the "
-                     "same labels.</p><table><tr><th>policy</th>" + "".join(
-                         f"<th>{d} w/o ties</th><th>{d} ceiling</th><th>{d} tie share</th>" for d in DIMS) + "</tr>")
+            h.append(
+                f"<p>On-policy accuracy of the served reward: {op['pairs']} within-prompt pairs of each policy's "
+                "evaluation clips, labelled by the simulated raters; the ceiling is the oracle's own accuracy on the "
+                "same labels.</p><table><tr><th>policy</th>"
+                + "".join(f"<th>{d} w/o ties</th><th>{d} ceiling</th><th>{d} tie share</th>" for d in DIMS)
+                + "</tr>"
+            )
             for when, name in (("start", "pretrained (start)"), ("end", "final (end)")):
-                h.append(f"<tr><th>{name}</th>" + "".join(
-                    f"<td>{100 * op[when][d]['without_ties']:.1f}%</td><td>{100 * op[when][d]['ceiling_without_ties']:.1f}%"
-                    f"</td><td>{100 * op[when][d]['tie_share']:.1f}%</td>" for d in DIMS) + "</tr>")
+                h.append(
+                    f"<tr><th>{name}</th>"
+                    + "".join(
+                        f"<td>{100 * op[when][d]['without_ties']:.1f}%</td><td>{100 * op[when][d]['ceiling_without_ties']:.1f}%"
+                        f"</td><td>{100 * op[when][d]['tie_share']:.1f}%</td>"
+                        for d in DIMS
+                    )
+                    + "</tr>"
+                )
             h.append("</table>")
         if evaluation.get("reward_hacking"):
-            h.append(f"<p><b>Reward hacking flagged on {html.escape(', '.join(evaluation['reward_hacking']))}</b>: the "
-                     "learned reward prefers the policy where the oracle does not.</p>")
+            h.append(
+                f"<p><b>Reward hacking flagged on {html.escape(', '.join(evaluation['reward_hacking']))}</b>: the "
+                "learned reward prefers the policy where the oracle does not.</p>"
+            )
     else:
         h.append("<p>(no final evaluation in this run: eval_n_prompts=0)</p>")
     h.append("<h2>Time per phase</h2>")
@@ -291,11 +351,15 @@ def render_html(run: Path, cfg: dict, cfg_text: str, recs: list[dict], evaluatio
             s = sum(r["phases"].get(p, 0.0) for r in recs)
             h.append(f"<tr><th>{html.escape(p)}</th><td>{s:.1f}</td><td>{100 * s / wall:.1f}%</td></tr>")
         h.append(f"<tr><th>iteration (wall)</th><td>{wall:.1f}</td><td>100%</td></tr></table>")
-        h.append("<p>generate and reward_wait run in the generator actors (overlapping training in one-step-off "
-                 "mode); rollout_wait, data, train and checkpoint are the driver's.</p>")
+        h.append(
+            "<p>generate and reward_wait run in the generator actors (overlapping training in one-step-off "
+            "mode); rollout_wait, data, train and checkpoint are the driver's.</p>"
+        )
     if summary and (summary.get("trainer_restarts") or summary.get("restarted_actors")):
-        h.append(f"<p>Recovered from failures: trainer restarts {len(summary.get('trainer_restarts') or [])}, restarted "
-                 f"generator actors {summary.get('restarted_actors')}.</p>")
+        h.append(
+            f"<p>Recovered from failures: trainer restarts {len(summary.get('trainer_restarts') or [])}, restarted "
+            f"generator actors {summary.get('restarted_actors')}.</p>"
+        )
     h.append(f"<h2>Config</h2><pre>{html.escape(cfg_text)}</pre>")
     h.append(f"<p id='report-status'>checking</p><script>{SELF_CHECK}</script></body></html>")
     return "\n".join(h)
@@ -308,8 +372,15 @@ def build_report(run_dir: str | Path, clips: int = 4, out: str | Path | None = N
         raise ReportError(f"run directory {run} does not exist")
     recs = _records(run)
     cfg, cfg_text = _config(run)
-    page = render_html(run, cfg, cfg_text, recs, _json(run / "evaluation.json"), _json(run / "summary.json"),
-                       sample_clips(run, cfg, clips))
+    page = render_html(
+        run,
+        cfg,
+        cfg_text,
+        recs,
+        _json(run / "evaluation.json"),
+        _json(run / "summary.json"),
+        sample_clips(run, cfg, clips),
+    )
     path = Path(out) if out else run / "report.html"
     tmp = path.with_suffix(".part")
     tmp.write_text(page)

@@ -75,8 +75,8 @@ class SpaceToDepthCodec:
         return x.reshape(B, C, F, h, w).contiguous()
 
     def decode_tensor(self, latents: torch.Tensor) -> torch.Tensor:
-        if latents.ndim != 5 or latents.shape[1] != 3 * self.factor ** 2:
-            raise CodecError(f"latents must be (B, {3 * self.factor ** 2}, F, h, w), got {tuple(latents.shape)}")
+        if latents.ndim != 5 or latents.shape[1] != 3 * self.factor**2:
+            raise CodecError(f"latents must be (B, {3 * self.factor**2}, F, h, w), got {tuple(latents.shape)}")
         B, C, F, h, w = latents.shape
         f = self.factor
         x = latents.detach().float().reshape(B, 3, f, f, F, h, w).permute(0, 4, 5, 2, 6, 3, 1)
@@ -103,7 +103,7 @@ class WanVAECodec:
         self.mean = torch.tensor(cfg.latents_mean, device=device).view(1, cfg.z_dim, 1, 1, 1)
         self.inv_std = 1.0 / torch.tensor(cfg.latents_std, device=device).view(1, cfg.z_dim, 1, 1, 1)
 
-    def to(self, device) -> "WanVAECodec":
+    def to(self, device) -> WanVAECodec:
         """Move the VAE (and the normalisation) to ``device``; it stays fp32, as ``WanPipeline`` runs it."""
         self.vae.to(device)
         self._stats()

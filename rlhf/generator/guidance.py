@@ -42,12 +42,14 @@ class GuidanceConfig:
             raise ValueError(f"need 0 <= start <= end <= 1, got start {self.start}, end {self.end}")
 
     @classmethod
-    def parse_weights(cls, text: str, **kw) -> "GuidanceConfig":
+    def parse_weights(cls, text: str, **kw) -> GuidanceConfig:
         """``"0.1,0.1,0.8"`` (VQ, MQ, TA) -> a config with those weights."""
         try:
             vq, mq, ta = (float(x) for x in text.split(","))
         except ValueError:
-            raise ValueError(f"guidance weights must be three numbers VQ,MQ,TA like 0.1,0.1,0.8, got {text!r}") from None
+            raise ValueError(
+                f"guidance weights must be three numbers VQ,MQ,TA like 0.1,0.1,0.8, got {text!r}"
+            ) from None
         return cls(VQ=vq, MQ=mq, TA=ta, **kw)
 
     def active(self, step: int, steps: int) -> bool:

@@ -50,8 +50,16 @@ PEFT_WEIGHTS, PEFT_CONFIG = "adapter_model.safetensors", "adapter_config.json"
 OLD_WEIGHTS, OLD_CONFIG = "adapter.safetensors", "adapter.json"  # deprecated (before issue 17)
 LAYOUTS = "pytorch_lora_weights.safetensors (diffusers), adapter_model.safetensors + adapter_config.json (peft)"
 # LoraConfig fields that describe where a file came from, not the adapter: never written
-_PROVENANCE = {"peft_type", "peft_version", "task_type", "base_model_name_or_path", "revision", "auto_mapping",
-               "inference_mode", "runtime_config"}
+_PROVENANCE = {
+    "peft_type",
+    "peft_version",
+    "task_type",
+    "base_model_name_or_path",
+    "revision",
+    "auto_mapping",
+    "inference_mode",
+    "runtime_config",
+}
 
 
 class AdapterError(ValueError):
@@ -101,12 +109,21 @@ def save_adapter(path: str | Path, state: dict[str, torch.Tensor], config, info:
     kwargs = lora_kwargs(config)
     path.mkdir(parents=True, exist_ok=True)
     WanLoraLoaderMixin.save_lora_weights(
-        str(path), transformer_lora_layers={k: v.detach().cpu().contiguous() for k, v in state.items()},
-        transformer_lora_adapter_metadata=kwargs, weight_name=LORA_WEIGHTS)
+        str(path),
+        transformer_lora_layers={k: v.detach().cpu().contiguous() for k, v in state.items()},
+        transformer_lora_adapter_metadata=kwargs,
+        weight_name=LORA_WEIGHTS,
+    )
     for stale in (OLD_WEIGHTS, OLD_CONFIG):  # a loader given the directory must find one weights file
         (path / stale).unlink(missing_ok=True)
-    notes = {"format": "diffusers", "weights": LORA_WEIGHTS, "rank": kwargs["r"], "alpha": kwargs["lora_alpha"],
-             "targets": sorted(kwargs["target_modules"]) if kwargs.get("target_modules") else None, **(info or {})}
+    notes = {
+        "format": "diffusers",
+        "weights": LORA_WEIGHTS,
+        "rank": kwargs["r"],
+        "alpha": kwargs["lora_alpha"],
+        "targets": sorted(kwargs["target_modules"]) if kwargs.get("target_modules") else None,
+        **(info or {}),
+    }
     (path / INFO_FILE).write_text(json.dumps(notes, indent=2))
     return path
 
@@ -114,9 +131,11 @@ def save_adapter(path: str | Path, state: dict[str, torch.Tensor], config, info:
 def is_adapter_dir(path: str | Path) -> bool:
     """Does ``path`` hold an adapter in one of the layouts :func:`read_adapter` reads?"""
     p = Path(path)
-    return p.is_dir() and ((p / LORA_WEIGHTS).is_file()
-                           or ((p / PEFT_WEIGHTS).is_file() and (p / PEFT_CONFIG).is_file())
-                           or ((p / OLD_WEIGHTS).is_file() and (p / OLD_CONFIG).is_file()))
+    return p.is_dir() and (
+        (p / LORA_WEIGHTS).is_file()
+        or ((p / PEFT_WEIGHTS).is_file() and (p / PEFT_CONFIG).is_file())
+        or ((p / OLD_WEIGHTS).is_file() and (p / OLD_CONFIG).is_file())
+    )
 
 
 def _strip(state: dict, prefixes: tuple[str, ...], source: str) -> dict:
@@ -124,13 +143,15 @@ def _strip(state: dict, prefixes: tuple[str, ...], source: str) -> dict:
     for k, v in state.items():
         for p in prefixes:
             if k.startswith(p):
-                k = k[len(p):]
+                k = k[len(p) :]
                 break
         out[k] = v
     other = sorted(k for k in out if "lora" not in k)
     if other:
-        raise AdapterError(f"{source}: {len(other)} tensors are not LoRA weights (e.g. {other[0]}); a LoRA "
-                           "file holds lora_A / lora_B tensors only")
+        raise AdapterError(
+            f"{source}: {len(other)} tensors are not LoRA weights (e.g. {other[0]}); a LoRA "
+            "file holds lora_A / lora_B tensors only"
+        )
     return out
 
 
@@ -143,24 +164,31 @@ def _from_diffusers(folder: Path, weight_name: str) -> tuple[dict, dict]:
     state, meta = WanLoraLoaderMixin.lora_state_dict(str(folder), weight_name=weight_name, return_lora_metadata=True)
     second = sorted(k for k in state if k.startswith("transformer_2."))
     if second:
-        raise AdapterError(f"{source} holds weights for transformer_2 (Wan2.2's second expert, e.g. {second[0]}); "
-                           "the project's generators have one transformer: give a Wan2.1 LoRA")
+        raise AdapterError(
+            f"{source} holds weights for transformer_2 (Wan2.2's second expert, e.g. {second[0]}); "
+            "the project's generators have one transformer: give a Wan2.1 LoRA"
+        )
     prefixed = any(k.startswith("transformer.") for k in state)
     if prefixed:
         foreign = sorted(k for k in state if not k.startswith("transformer."))
         if foreign:
-            raise AdapterError(f"{source} holds {len(foreign)} tensors for another component (e.g. {foreign[0]}); "
-                               "the generator's LoRA sits on the transformer only")
+            raise AdapterError(
+                f"{source} holds {len(foreign)} tensors for another component (e.g. {foreign[0]}); "
+                "the generator's LoRA sits on the transformer only"
+            )
     state = _strip(state, ("transformer.",), source)
     if state and not any("lora_A" in k for k in state):  # diffusers' older lora.down / lora.up names
         state = convert_unet_state_dict_to_peft(state)
     if meta:
-        meta = {k.removeprefix("transformer."): v for k, v in meta.items()
-                if k.startswith("transformer.") or not prefixed}
+        meta = {
+            k.removeprefix("transformer."): v for k, v in meta.items() if k.startswith("transformer.") or not prefixed
+        }
     if not meta:  # diffusers' own rule for a file without its LoraConfig
         ranks = {f"^{k}": v.shape[1] for k, v in state.items() if "lora_B" in k and v.ndim > 1}
         if not ranks:
-            raise AdapterError(f"{source} holds no lora_B weight: not a LoRA in a layout this project reads ({LAYOUTS})")
+            raise AdapterError(
+                f"{source} holds no lora_B weight: not a LoRA in a layout this project reads ({LAYOUTS})"
+            )
         meta = get_peft_kwargs(ranks, None, state)
     return state, lora_kwargs(meta)
 
@@ -171,8 +199,9 @@ def _from_peft(folder: Path) -> tuple[dict, dict]:
     cfg = json.loads((folder / PEFT_CONFIG).read_text())
     if cfg.get("peft_type", "LORA") != "LORA":
         raise AdapterError(f"{folder / PEFT_CONFIG} describes a {cfg['peft_type']} adapter; only LoRA is supported")
-    state = _strip(load_file(str(folder / PEFT_WEIGHTS)), ("base_model.model.", "transformer."),
-                   str(folder / PEFT_WEIGHTS))
+    state = _strip(
+        load_file(str(folder / PEFT_WEIGHTS)), ("base_model.model.", "transformer."), str(folder / PEFT_WEIGHTS)
+    )
     return state, lora_kwargs(cfg)
 
 
@@ -180,9 +209,13 @@ def _from_old(folder: Path) -> tuple[dict, dict]:
     from safetensors.torch import load_file
 
     meta = json.loads((folder / OLD_CONFIG).read_text())
-    warnings.warn(f"{folder} is in the project's old adapter layout ({OLD_WEIGHTS} + {OLD_CONFIG}), read for "
-                  f"now and to be dropped; rewrite it in diffusers' format with `python -m rlhf.generator.lora "
-                  f"{folder}`", FutureWarning, stacklevel=3)
+    warnings.warn(
+        f"{folder} is in the project's old adapter layout ({OLD_WEIGHTS} + {OLD_CONFIG}), read for "
+        f"now and to be dropped; rewrite it in diffusers' format with `python -m rlhf.generator.lora "
+        f"{folder}`",
+        FutureWarning,
+        stacklevel=3,
+    )
     config = {"r": meta["rank"], "lora_alpha": meta["alpha"], "target_modules": list(meta.get("targets", LORA_TARGETS))}
     return load_file(str(folder / OLD_WEIGHTS)), lora_kwargs(config)
 
@@ -195,8 +228,10 @@ def read_adapter(path: str | Path, cache_dir: str | Path | None = None) -> Adapt
     p = Path(str(path)).expanduser()
     if p.is_file():
         if p.suffix != ".safetensors":
-            raise AdapterError(f"LoRA adapter {p} is a file but not a .safetensors file: give a directory in "
-                               f"one of {LAYOUTS}, or a diffusers .safetensors file")
+            raise AdapterError(
+                f"LoRA adapter {p} is a file but not a .safetensors file: give a directory in "
+                f"one of {LAYOUTS}, or a diffusers .safetensors file"
+            )
         state, config = _from_diffusers(p.parent, p.name)
         return Adapter(state, config, "diffusers", p)
     folder = resolve(path, "LoRA adapter", cache_dir=cache_dir, allow_patterns=["*.safetensors", "*.json"])
@@ -210,8 +245,10 @@ def read_adapter(path: str | Path, cache_dir: str | Path | None = None) -> Adapt
     if len(files) == 1:  # a diffusers-format LoRA under its own name, as hub repositories often ship them
         return Adapter(*_from_diffusers(folder, files[0]), "diffusers", folder)
     found = f"it holds {', '.join(files)}: name one file" if files else "it holds no .safetensors file"
-    raise AdapterError(f"{folder} is not a LoRA adapter directory (needs {LAYOUTS}, as written by save_lora / "
-                       f"align_offline / online_dpo); {found}")
+    raise AdapterError(
+        f"{folder} is not a LoRA adapter directory (needs {LAYOUTS}, as written by save_lora / "
+        f"align_offline / online_dpo); {found}"
+    )
 
 
 def adopt_adapter_settings(owner, where: str, cache_dir: str | Path | None = None) -> Adapter:
@@ -225,9 +262,13 @@ def adopt_adapter_settings(owner, where: str, cache_dir: str | Path | None = Non
         raise AdapterError(f"{where}init_adapter: {e}") from None
     if (adapter.rank, adapter.alpha) != (owner.lora_rank, float(owner.lora_alpha)):
         extra = " (per-module ranks in its rank_pattern)" if adapter.config.get("rank_pattern") else ""
-        print(f"[config] {where}init_adapter {owner.init_adapter}: training its rank {adapter.rank}, alpha "
-              f"{adapter.alpha:g}{extra} instead of {where}lora_rank={owner.lora_rank}, "
-              f"{where}lora_alpha={owner.lora_alpha:g}", file=sys.stderr, flush=True)
+        print(
+            f"[config] {where}init_adapter {owner.init_adapter}: training its rank {adapter.rank}, alpha "
+            f"{adapter.alpha:g}{extra} instead of {where}lora_rank={owner.lora_rank}, "
+            f"{where}lora_alpha={owner.lora_alpha:g}",
+            file=sys.stderr,
+            flush=True,
+        )
         owner.lora_rank, owner.lora_alpha = adapter.rank, adapter.alpha
     return adapter
 
@@ -236,8 +277,9 @@ def main(argv: list[str] | None = None) -> int:
     """Rewrite adapter directories of the old layout in diffusers' format (in place)."""
     import argparse
 
-    ap = argparse.ArgumentParser(description="rewrite old-layout adapters (adapter.safetensors + adapter.json) "
-                                             "in diffusers' format, in place")
+    ap = argparse.ArgumentParser(
+        description="rewrite old-layout adapters (adapter.safetensors + adapter.json) in diffusers' format, in place"
+    )
     ap.add_argument("dirs", nargs="+", help="adapter directories")
     args = ap.parse_args(argv)
     for d in map(Path, args.dirs):
@@ -247,15 +289,25 @@ def main(argv: list[str] | None = None) -> int:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)
             old = read_adapter(d)
-        info = {k: v for k, v in json.loads((d / OLD_CONFIG).read_text()).items()
-                if k not in ("rank", "alpha", "targets")}
+        info = {
+            k: v for k, v in json.loads((d / OLD_CONFIG).read_text()).items() if k not in ("rank", "alpha", "targets")
+        }
         save_adapter(d, old.state, old.config, info)
         print(f"{d}: rewritten as {LORA_WEIGHTS} (rank {old.rank}, alpha {old.alpha:g})")
     return 0
 
 
-__all__ = ["Adapter", "AdapterError", "LORA_TARGETS", "LORA_WEIGHTS", "adopt_adapter_settings", "is_adapter_dir", "lora_kwargs",
-           "read_adapter", "save_adapter"]
+__all__ = [
+    "Adapter",
+    "AdapterError",
+    "LORA_TARGETS",
+    "LORA_WEIGHTS",
+    "adopt_adapter_settings",
+    "is_adapter_dir",
+    "lora_kwargs",
+    "read_adapter",
+    "save_adapter",
+]
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -82,8 +82,22 @@ class GeneratorConfig:
     seed: int = 0  # initial weights
 
     def validate(self) -> None:
-        for f in ("layers", "heads", "head_dim", "ffn_dim", "freq_dim", "text_dim", "text_layers", "text_heads",
-                  "text_ffn", "max_text_tokens", "codec_factor", "frames", "height", "width"):
+        for f in (
+            "layers",
+            "heads",
+            "head_dim",
+            "ffn_dim",
+            "freq_dim",
+            "text_dim",
+            "text_layers",
+            "text_heads",
+            "text_ffn",
+            "max_text_tokens",
+            "codec_factor",
+            "frames",
+            "height",
+            "width",
+        ):
             if getattr(self, f) < 1:
                 raise ValueError(f"generator.{f} must be >= 1, got {getattr(self, f)}")
         from rlhf.synthetic.prompts import check_grammar
@@ -92,8 +106,10 @@ class GeneratorConfig:
         if self.position_channels < 0 or self.layout_channels < 0:
             raise ValueError("generator.position_channels and layout_channels must be >= 0")
         if self.height % self.codec_factor or self.width % self.codec_factor:
-            raise ValueError(f"generator.height/width ({self.height}x{self.width}) must be divisible by "
-                             f"codec_factor {self.codec_factor}")
+            raise ValueError(
+                f"generator.height/width ({self.height}x{self.width}) must be divisible by "
+                f"codec_factor {self.codec_factor}"
+            )
 
 
 class FlowGenerator(torch.nn.Module):
@@ -103,9 +119,17 @@ class FlowGenerator(torch.nn.Module):
     and the optimiser state only, and get prompt embeddings with their batch (see ``actors/``).
     ``fps`` is the clips' frame rate (8 in the world, 16 for Wan2.1)."""
 
-    def __init__(self, transformer, text: TextEncoder | None, codec, video_shape: tuple[int, int, int],
-                 position: torch.Tensor | None = None, config: GeneratorConfig | None = None,
-                 layout: torch.nn.Linear | None = None, fps: float | None = None):
+    def __init__(
+        self,
+        transformer,
+        text: TextEncoder | None,
+        codec,
+        video_shape: tuple[int, int, int],
+        position: torch.Tensor | None = None,
+        config: GeneratorConfig | None = None,
+        layout: torch.nn.Linear | None = None,
+        fps: float | None = None,
+    ):
         super().__init__()
         self.transformer = transformer
         self.text = text
@@ -118,19 +142,28 @@ class FlowGenerator(torch.nn.Module):
 
     # ---------------------------------------------------------------- construction
     @classmethod
-    def from_config(cls, cfg: GeneratorConfig) -> "FlowGenerator":
+    def from_config(cls, cfg: GeneratorConfig) -> FlowGenerator:
         from diffusers import WanTransformer3DModel
 
         cfg.validate()
         codec = SpaceToDepthCodec(cfg.codec_factor)
         C, F, h, w = codec.latent_shape(cfg.frames, cfg.height, cfg.width)
-        text = world_text_encoder(cfg.text_dim, cfg.text_layers, cfg.text_heads, cfg.text_ffn,
-                                  cfg.max_text_tokens, cfg.seed, cfg.grammar)
+        text = world_text_encoder(
+            cfg.text_dim, cfg.text_layers, cfg.text_heads, cfg.text_ffn, cfg.max_text_tokens, cfg.seed, cfg.grammar
+        )
         torch.manual_seed(cfg.seed)
         transformer = WanTransformer3DModel(
-            patch_size=(1, 1, 1), num_attention_heads=cfg.heads, attention_head_dim=cfg.head_dim,
-            in_channels=C + cfg.position_channels + cfg.layout_channels, out_channels=C, text_dim=cfg.text_dim, freq_dim=cfg.freq_dim,
-            ffn_dim=cfg.ffn_dim, num_layers=cfg.layers, rope_max_seq_len=64)
+            patch_size=(1, 1, 1),
+            num_attention_heads=cfg.heads,
+            attention_head_dim=cfg.head_dim,
+            in_channels=C + cfg.position_channels + cfg.layout_channels,
+            out_channels=C,
+            text_dim=cfg.text_dim,
+            freq_dim=cfg.freq_dim,
+            ffn_dim=cfg.ffn_dim,
+            num_layers=cfg.layers,
+            rope_max_seq_len=64,
+        )
         position = torch.randn(cfg.position_channels, F, h, w) * 0.5 if cfg.position_channels else None
         layout = torch.nn.Linear(cfg.text_dim, cfg.layout_channels * F * h * w) if cfg.layout_channels else None
         return cls(transformer, text, codec, (cfg.frames, cfg.height, cfg.width), position, cfg, layout)
@@ -150,7 +183,7 @@ class FlowGenerator(torch.nn.Module):
         """The transformer's compute precision (its frozen base weights)."""
         return module_dtype(self.transformer)
 
-    def place(self, cfg: DeviceConfig) -> "FlowGenerator":
+    def place(self, cfg: DeviceConfig) -> FlowGenerator:
         """Move the generator to ``cfg``'s device and precision; the codec follows (a VAE stays in fp32,
         as ``WanPipeline`` runs it); LoRA parameters, if attached, are kept in fp32 for the optimiser.
         ``cfg.gradient_checkpointing`` switches on diffusers' per-block activation checkpointing."""
@@ -172,9 +205,11 @@ class FlowGenerator(torch.nn.Module):
     def encode_prompts(self, prompts: list[str]) -> torch.Tensor:
         """``(B, tokens, dim)`` prompt embeddings on the generator's device, in its precision."""
         if self.text is None:
-            raise GeneratorError("this generator was loaded without its text encoder (text_encoder=False, as "
-                                 "trainer workers load it): pass prompt embeddings computed where the clips "
-                                 "were sampled")
+            raise GeneratorError(
+                "this generator was loaded without its text encoder (text_encoder=False, as "
+                "trainer workers load it): pass prompt embeddings computed where the clips "
+                "were sampled"
+            )
         return self.text(list(prompts)).to(self.device, self.dtype)
 
     def velocity(self, x_t: torch.Tensor, t: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
@@ -185,8 +220,9 @@ class FlowGenerator(torch.nn.Module):
         """The transformer's output on ``x_t`` with this generator's input channels: the velocity for a
         generator, per-token features for a truncated copy (``rlhf.reward.latent``)."""
         if x_t.shape[1:] != torch.Size(self.latent_shape):
-            raise GeneratorError(f"latents must be (B, {', '.join(map(str, self.latent_shape))}), "
-                                 f"got {tuple(x_t.shape)}")
+            raise GeneratorError(
+                f"latents must be (B, {', '.join(map(str, self.latent_shape))}), got {tuple(x_t.shape)}"
+            )
         x_t, text = x_t.to(self.dtype), text.to(self.dtype)
         parts = [x_t]
         if self.position is not None:
@@ -212,8 +248,9 @@ class FlowGenerator(torch.nn.Module):
         if rank < 1:
             raise GeneratorError(f"LoRA rank must be >= 1, got {rank}")
         self.requires_grad_(False)
-        self.transformer.add_adapter(LoraConfig(r=rank, lora_alpha=alpha or rank, target_modules=list(targets),
-                                                init_lora_weights=True))
+        self.transformer.add_adapter(
+            LoraConfig(r=rank, lora_alpha=alpha or rank, target_modules=list(targets), init_lora_weights=True)
+        )
         self._lora_fp32()  # a bf16 base trains an fp32 adapter (peft casts the input to the adapter's dtype)
 
     def lora_parameters(self) -> list[torch.nn.Parameter]:
@@ -255,8 +292,10 @@ class FlowGenerator(torch.nn.Module):
         """The trained adapter's weights in peft's names (``blocks.0.attn1.to_q.lora_A.weight``)."""
         from peft import get_peft_model_state_dict
 
-        return {k: v.detach().clone()
-                for k, v in get_peft_model_state_dict(self.transformer, adapter_name=POLICY_ADAPTER).items()}
+        return {
+            k: v.detach().clone()
+            for k, v in get_peft_model_state_dict(self.transformer, adapter_name=POLICY_ADAPTER).items()
+        }
 
     def lora_config(self) -> dict:
         cfg = self.transformer.peft_config[POLICY_ADAPTER]
@@ -289,8 +328,11 @@ class FlowGenerator(torch.nn.Module):
             if wrong:
                 k = wrong[0]
                 detail.append(f"{len(wrong)} shape mismatches (e.g. {k}: {theirs[k]} vs {tuple(mine[k])})")
-            raise GeneratorError(f"{source} does not match this generator's LoRA ({self.lora_config()}): "
-                                 + "; ".join(detail) + ". Load it into the generator and rank it was trained with.")
+            raise GeneratorError(
+                f"{source} does not match this generator's LoRA ({self.lora_config()}): "
+                + "; ".join(detail)
+                + ". Load it into the generator and rank it was trained with."
+            )
 
     def save_lora(self, path: str | Path, info: dict | None = None) -> Path:
         """Write the trained adapter in diffusers' format (``WanPipeline.load_lora_weights`` reads it);
@@ -309,16 +351,23 @@ class FlowGenerator(torch.nn.Module):
             raise GeneratorError(str(e)) from None
         if self.has_lora:
             if reference:
-                raise GeneratorError(f"{path}: a reference adapter is set when the LoRA is first attached; this "
-                                     "generator already has one (load into a freshly loaded generator)")
+                raise GeneratorError(
+                    f"{path}: a reference adapter is set when the LoRA is first attached; this "
+                    "generator already has one (load into a freshly loaded generator)"
+                )
             self._check_state(adapter.state, str(adapter.path))
             mine = self.lora_kwargs()
-            differ = [k for k in ("lora_alpha", "rank_pattern", "alpha_pattern", "use_rslora")
-                      if (mine.get(k) or None) != (adapter.config.get(k) or None)]
+            differ = [
+                k
+                for k in ("lora_alpha", "rank_pattern", "alpha_pattern", "use_rslora")
+                if (mine.get(k) or None) != (adapter.config.get(k) or None)
+            ]
             if differ:
-                raise GeneratorError(f"{adapter.path} has {', '.join(f'{k}={adapter.config.get(k)}' for k in differ)} "
-                                     f"but the attached LoRA has {', '.join(f'{k}={mine.get(k)}' for k in differ)}: "
-                                     "same shapes, another scale. Load it into a generator without a LoRA.")
+                raise GeneratorError(
+                    f"{adapter.path} has {', '.join(f'{k}={adapter.config.get(k)}' for k in differ)} "
+                    f"but the attached LoRA has {', '.join(f'{k}={mine.get(k)}' for k in differ)}: "
+                    "same shapes, another scale. Load it into a generator without a LoRA."
+                )
             self.load_lora_state(adapter.state, str(adapter.path))
             return
         from peft import set_peft_model_state_dict
@@ -343,18 +392,23 @@ class FlowGenerator(torch.nn.Module):
         try:
             with warnings.catch_warnings():  # a second adapter is meant: the reference copy
                 warnings.filterwarnings("ignore", message="Already found a `peft_config`", category=UserWarning)
-                self.transformer.load_lora_adapter(dict(adapter.state), prefix=None, adapter_name=name,
-                                                   metadata=dict(adapter.config))
+                self.transformer.load_lora_adapter(
+                    dict(adapter.state), prefix=None, adapter_name=name, metadata=dict(adapter.config)
+                )
         except (ValueError, TypeError, RuntimeError, KeyError) as e:
-            raise GeneratorError(f"{adapter.path} does not load into this generator's transformer "
-                                 f"({type(e).__name__}: {str(e).splitlines()[0][:300]}): is it a LoRA of this "
-                                 "model?") from None
+            raise GeneratorError(
+                f"{adapter.path} does not load into this generator's transformer "
+                f"({type(e).__name__}: {str(e).splitlines()[0][:300]}): is it a LoRA of this "
+                "model?"
+            ) from None
         missing = sorted(set(get_peft_model_state_dict(self.transformer, adapter_name=name)) - set(adapter.state))
         if missing:  # its LoraConfig targets layers it holds no weights for
             self.transformer.delete_adapters(name)
-            raise GeneratorError(f"{adapter.path}: its LoraConfig targets {len(missing) // 2} layers it holds no "
-                                 f"weights for (e.g. {missing[0]}); target_modules in its header (or "
-                                 "adapter_config.json) must name the layers its tensors belong to")
+            raise GeneratorError(
+                f"{adapter.path}: its LoraConfig targets {len(missing) // 2} layers it holds no "
+                f"weights for (e.g. {missing[0]}); target_modules in its header (or "
+                "adapter_config.json) must name the layers its tensors belong to"
+            )
 
     def _check_fits(self, adapter) -> None:
         """Every LoRA tensor names a linear layer of this transformer with the matching width (lora_A is
@@ -371,10 +425,14 @@ class FlowGenerator(torch.nn.Module):
             elif part.startswith("B.") and v.ndim == 2 and v.shape[0] != mod.out_features:
                 wrong.append(f"{k}: {tuple(v.shape)} for out_features {mod.out_features}")
         if absent or wrong:
-            detail = ([f"{len(absent)} tensors for layers it lacks (e.g. {sorted(absent)[0]})"] if absent else []) + \
-                     ([f"{len(wrong)} of another width (e.g. {sorted(wrong)[0]})"] if wrong else [])
-            raise GeneratorError(f"{adapter.path} does not fit this generator's transformer: " + "; ".join(detail)
-                                 + ". Load it into the generator it was trained on.")
+            detail = ([f"{len(absent)} tensors for layers it lacks (e.g. {sorted(absent)[0]})"] if absent else []) + (
+                [f"{len(wrong)} of another width (e.g. {sorted(wrong)[0]})"] if wrong else []
+            )
+            raise GeneratorError(
+                f"{adapter.path} does not fit this generator's transformer: "
+                + "; ".join(detail)
+                + ". Load it into the generator it was trained on."
+            )
 
     # ---------------------------------------------------------------- persistence
     def save(self, path: str | Path) -> Path:
@@ -401,13 +459,28 @@ class FlowGenerator(torch.nn.Module):
 
 
 # what a generator checkpoint is read from: a hub download fetches these only (not a repository's examples)
-CHECKPOINT_FILES = ["model_index.json", "generator.json", "inputs.safetensors", "MANIFEST.json", "transformer/*",
-                    "text_encoder/*", "tokenizer/*", "vae/*", "scheduler/*"]
+CHECKPOINT_FILES = [
+    "model_index.json",
+    "generator.json",
+    "inputs.safetensors",
+    "MANIFEST.json",
+    "transformer/*",
+    "text_encoder/*",
+    "tokenizer/*",
+    "vae/*",
+    "scheduler/*",
+]
 
 
-def load_generator(path: str | Path, device: DeviceConfig | None = None, text_tokens: int = 512,
-                   video_shape: tuple[int, int, int] = (81, 480, 832), fps: float = 16.0,
-                   text_encoder: bool = True, cache_dir: str | Path | None = None) -> FlowGenerator:
+def load_generator(
+    path: str | Path,
+    device: DeviceConfig | None = None,
+    text_tokens: int = 512,
+    video_shape: tuple[int, int, int] = (81, 480, 832),
+    fps: float = 16.0,
+    text_encoder: bool = True,
+    cache_dir: str | Path | None = None,
+) -> FlowGenerator:
     """Load our world layout (``generator.json``) or a Wan2.1 diffusers checkpoint (``model_index.json``)
     onto ``device`` (a :class:`DeviceConfig`; default CPU fp32). Weights are read in the role's precision.
 
@@ -427,8 +500,10 @@ def load_generator(path: str | Path, device: DeviceConfig | None = None, text_to
     from rlhf.hub import resolve
 
     if Path(path) == DEFAULT_GENERATOR and not DEFAULT_GENERATOR.is_dir():
-        raise GeneratorError(f"generator checkpoint {path} is not a directory (the shipped generator: reproduce "
-                             "it with the command in artefacts/README.md)")
+        raise GeneratorError(
+            f"generator checkpoint {path} is not a directory (the shipped generator: reproduce "
+            "it with the command in artefacts/README.md)"
+        )
     path = resolve(path, "generator", cache_dir=cache_dir, allow_patterns=CHECKPOINT_FILES)
     if (path / "MANIFEST.json").is_file():
         from rlhf.artefacts import verify_manifest
@@ -436,8 +511,10 @@ def load_generator(path: str | Path, device: DeviceConfig | None = None, text_to
         verify_manifest(path, GeneratorError)
     for part in ("transformer", "text_encoder", "tokenizer") if text_encoder else ("transformer",):
         if not (path / part).is_dir():
-            raise GeneratorError(f"generator checkpoint {path} lacks {part}/ (expected the world layout with "
-                                 "generator.json or a Wan2.1 diffusers layout with model_index.json)")
+            raise GeneratorError(
+                f"generator checkpoint {path} lacks {part}/ (expected the world layout with "
+                "generator.json or a Wan2.1 diffusers layout with model_index.json)"
+            )
     transformer = WanTransformer3DModel.from_pretrained(path / "transformer", torch_dtype=dtype)
     text = None
     if text_encoder:
@@ -447,8 +524,9 @@ def load_generator(path: str | Path, device: DeviceConfig | None = None, text_to
         from safetensors.torch import load_file
 
         known = {f.name for f in fields(GeneratorConfig)}
-        cfg = GeneratorConfig(**{k: v for k, v in json.loads((path / "generator.json").read_text()).items()
-                                 if k in known})
+        cfg = GeneratorConfig(
+            **{k: v for k, v in json.loads((path / "generator.json").read_text()).items() if k in known}
+        )
         inputs = load_file(path / "inputs.safetensors") if cfg.position_channels or cfg.layout_channels else {}
         layout = None
         if cfg.layout_channels:
@@ -457,8 +535,15 @@ def load_generator(path: str | Path, device: DeviceConfig | None = None, text_to
             layout.load_state_dict({"weight": w, "bias": inputs["layout.bias"]})
         if text is not None:
             text.max_tokens = cfg.max_text_tokens
-        gen = FlowGenerator(transformer, text, SpaceToDepthCodec(cfg.codec_factor),
-                            (cfg.frames, cfg.height, cfg.width), inputs.get("position"), cfg, layout)
+        gen = FlowGenerator(
+            transformer,
+            text,
+            SpaceToDepthCodec(cfg.codec_factor),
+            (cfg.frames, cfg.height, cfg.width),
+            inputs.get("position"),
+            cfg,
+            layout,
+        )
         return gen.place(device)
     if (path / "model_index.json").is_file():
         from diffusers import AutoencoderKLWan

@@ -59,8 +59,9 @@ def draw_batch(rng: np.random.Generator, batch: int, data: PretrainData, spec: R
     return np.stack(videos), texts, defects
 
 
-def shifted_times(n: int, shift: float, generator: torch.Generator | None = None,
-                  device: torch.device | str | None = None) -> torch.Tensor:
+def shifted_times(
+    n: int, shift: float, generator: torch.Generator | None = None, device: torch.device | str | None = None
+) -> torch.Tensor:
     """Training times ``s u / (1 + (s - 1) u)``, ``u`` uniform, drawn on ``device`` (the generator's by default)."""
     if device is None and generator is not None:
         device = generator.device
@@ -68,8 +69,9 @@ def shifted_times(n: int, shift: float, generator: torch.Generator | None = None
     return shift * u / (1.0 + (shift - 1.0) * u)
 
 
-def flow_matching_loss(gen, x0: torch.Tensor, text: torch.Tensor, t: torch.Tensor, noise: torch.Tensor,
-                       reduce: bool = True) -> torch.Tensor:
+def flow_matching_loss(
+    gen, x0: torch.Tensor, text: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, reduce: bool = True
+) -> torch.Tensor:
     """Per-sample (or mean) ``|v_theta(x_t) - (noise - x0)|^2`` averaged over every non-batch dim."""
     tb = t.view(-1, 1, 1, 1, 1)
     x_t = (1 - tb) * x0 + tb * noise

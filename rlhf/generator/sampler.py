@@ -67,12 +67,19 @@ def schedule(cfg: SamplerConfig, device: torch.device | str | None = None) -> to
 def initial_noise(seeds: list[int], shape: tuple[int, ...], device: torch.device | str = "cpu") -> torch.Tensor:
     """Starting noise (fp32) on ``device``, one ``torch.Generator`` per seed on that device (independent of
     batch composition)."""
-    return torch.stack([torch.randn(shape, generator=seeded_generator(s, device), device=device,
-                                    dtype=torch.float32) for s in seeds])
+    return torch.stack(
+        [torch.randn(shape, generator=seeded_generator(s, device), device=device, dtype=torch.float32) for s in seeds]
+    )
 
 
-def euler_sample(velocity, noise: torch.Tensor, cond: torch.Tensor, uncond: torch.Tensor | None,
-                 cfg: SamplerConfig, reward_guidance=None) -> torch.Tensor:
+def euler_sample(
+    velocity,
+    noise: torch.Tensor,
+    cond: torch.Tensor,
+    uncond: torch.Tensor | None,
+    cfg: SamplerConfig,
+    reward_guidance=None,
+) -> torch.Tensor:
     """Integrate ``dx/dt = v`` from ``noise`` at t = 1 to t = 0; ``velocity(x, t, text)``.
 
     ``reward_guidance = (reward_fn, GuidanceConfig)`` applies Flow-NRG on the configured steps:
@@ -97,8 +104,14 @@ def euler_sample(velocity, noise: torch.Tensor, cond: torch.Tensor, uncond: torc
 
 
 @torch.no_grad()
-def sample(generator, prompts: list[str], seeds: list[int], cfg: SamplerConfig = SamplerConfig(),
-           decode: bool = True, guidance=None) -> SampleBatch:
+def sample(
+    generator,
+    prompts: list[str],
+    seeds: list[int],
+    cfg: SamplerConfig = SamplerConfig(),
+    decode: bool = True,
+    guidance=None,
+) -> SampleBatch:
     """Sample one video per (prompt, seed) from ``generator`` (a :class:`FlowGenerator`).
 
     ``guidance = (latent_reward, GuidanceConfig)`` turns on Flow-NRG: ``latent_reward`` is an
@@ -116,7 +129,7 @@ def sample(generator, prompts: list[str], seeds: list[int], cfg: SamplerConfig =
     generator.eval()
     out = []
     for start in range(0, len(prompts), cfg.batch_size):
-        ps, ss = list(prompts[start:start + cfg.batch_size]), seeds[start:start + cfg.batch_size]
+        ps, ss = list(prompts[start : start + cfg.batch_size]), seeds[start : start + cfg.batch_size]
         cond = generator.encode_prompts(ps)
         uncond = generator.encode_prompts([""] * len(ps))
         noise = initial_noise(ss, generator.latent_shape, generator.device)
@@ -125,8 +138,11 @@ def sample(generator, prompts: list[str], seeds: list[int], cfg: SamplerConfig =
     generator.train(was_training)
     latents = torch.cat(out)
     step = cfg.decode_batch_size or len(latents)
-    videos = (np.concatenate([generator.codec.decode(latents[i:i + step]) for i in range(0, len(latents), step)])
-              if decode else np.zeros((0,), np.uint8))
+    videos = (
+        np.concatenate([generator.codec.decode(latents[i : i + step]) for i in range(0, len(latents), step)])
+        if decode
+        else np.zeros((0,), np.uint8)
+    )
     latents = latents.cpu()  # the batch's record leaves the device (Arrow tables, object store)
     config = asdict(cfg)
     if guidance is not None:

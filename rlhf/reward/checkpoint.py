@@ -61,8 +61,14 @@ from .model import DIMS, TrainableParts, VideoRewardModel, apply_trainable_parts
 from .processor import RELEASE_SAMPLING, FrameSampling, RewardProcessor, VisionGeometry
 
 # VideoReward's own normalisation constants (VideoAlign inference config).
-VIDEOREWARD_NORM = {"VQ_mean": 3.6757, "VQ_std": 2.2476, "MQ_mean": 1.1646, "MQ_std": 1.3811,
-                    "TA_mean": 2.8105, "TA_std": 2.5121}
+VIDEOREWARD_NORM = {
+    "VQ_mean": 3.6757,
+    "VQ_std": 2.2476,
+    "MQ_mean": 1.1646,
+    "MQ_std": 1.3811,
+    "TA_mean": 2.8105,
+    "TA_std": 2.5121,
+}
 PEFT_PREFIX = "base_model.model."  # what peft puts before the wrapped model's parameter names
 LORA_EXCLUDE = ["lm_head", "rm_head", "embed_tokens", "visual"]  # the release's lora_namespan_exclude
 
@@ -81,8 +87,9 @@ class RewardCheckpointInfo:
     separate_tokens: bool = True
     parts: TrainableParts = field(default_factory=TrainableParts)
     sampling: FrameSampling = field(default_factory=FrameSampling)
-    norm: dict = field(default_factory=lambda: {f"{d}_{s}": (0.0 if s == "mean" else 1.0)
-                                                for d in DIMS for s in ("mean", "std")})
+    norm: dict = field(
+        default_factory=lambda: {f"{d}_{s}": (0.0 if s == "mean" else 1.0) for d in DIMS for s in ("mean", "std")}
+    )
     template: str = "world"  # world (tokens.render_prompt) | detailed_special (the release's, in the chat template)
     use_rslora: bool = False
 
@@ -97,14 +104,14 @@ def canonical_name(key: str) -> str:
     or peft writes it -> its name in :class:`VideoRewardModel` without peft (``vlm.model.language_model.*``,
     ``vlm.model.visual.*``, ``vlm.lm_head.*``, ``rm_head.*``)."""
     k = key[4:] if key.startswith("vlm.") else key
-    k = k[len(PEFT_PREFIX):] if k.startswith(PEFT_PREFIX) else k
+    k = k[len(PEFT_PREFIX) :] if k.startswith(PEFT_PREFIX) else k
     k = k.replace(".base_layer.", ".").replace(".token_adapter.", ".")
     if k.startswith("rm_head."):
         return k
     if k.startswith("visual."):
         k = "model." + k
     elif k.startswith("model.") and not k.startswith(("model.language_model.", "model.visual.")):
-        k = "model.language_model." + k[len("model."):]
+        k = "model.language_model." + k[len("model.") :]
     return "vlm." + k
 
 
@@ -114,9 +121,9 @@ def release_name(canonical: str, peft: bool) -> str:
     if k.startswith("vlm."):
         k = k[4:]
         if k.startswith("model.language_model."):
-            k = "model." + k[len("model.language_model."):]
+            k = "model." + k[len("model.language_model.") :]
         elif k.startswith("model.visual."):
-            k = k[len("model."):]
+            k = k[len("model.") :]
     return (PEFT_PREFIX if peft else "") + k
 
 
@@ -131,7 +138,7 @@ def _release_state(model: VideoRewardModel) -> tuple[dict[str, torch.Tensor], di
     if peft:
         for k, v in get_peft_model_state_dict(model.vlm).items():
             if "lora_" in k:
-                lora[release_name("vlm." + k[len(PEFT_PREFIX):], True)] = v.detach().cpu().contiguous()
+                lora[release_name("vlm." + k[len(PEFT_PREFIX) :], True)] = v.detach().cpu().contiguous()
     rest, tokens = {}, False
     for k, v in model.named_parameters():
         if not v.requires_grad or "lora_" in k:
@@ -168,25 +175,51 @@ def release_config(model: VideoRewardModel, info: RewardCheckpointInfo) -> dict:
     s, parts = info.sampling, info.parts
     peft_cfg = getattr(model.vlm, "peft_config", {}).get("default")
     return {
-        "data_config": {"meta_data": "", "data_dir": "", "meta_data_test": None,
-                        "max_frame_pixels": s.max_pixels, "num_frames": s.num_frames or None, "fps": s.fps,
-                        "p_shuffle_frames": 0.0, "p_color_jitter": 0.0, "eval_dim": list(DIMS),
-                        "prompt_template_type": info.template, "add_noise": False, "sample_type": "uniform",
-                        "use_tied_data": True},
+        "data_config": {
+            "meta_data": "",
+            "data_dir": "",
+            "meta_data_test": None,
+            "max_frame_pixels": s.max_pixels,
+            "num_frames": s.num_frames or None,
+            "fps": s.fps,
+            "p_shuffle_frames": 0.0,
+            "p_color_jitter": 0.0,
+            "eval_dim": list(DIMS),
+            "prompt_template_type": info.template,
+            "add_noise": False,
+            "sample_type": "uniform",
+            "use_tied_data": True,
+        },
         "training_args": {},
-        "model_config": {"model_name_or_path": info.model_name_or_path, "output_dim": 3, "use_special_tokens": True,
-                         "reward_token": "special", "freeze_vision_tower": not parts.vision},
-        "peft_lora_config": {"lora_enable": peft_cfg is not None,
-                             "lora_r": int(peft_cfg.r) if peft_cfg else 0,
-                             "lora_alpha": int(peft_cfg.lora_alpha) if peft_cfg else 0,
-                             "lora_dropout": float(peft_cfg.lora_dropout) if peft_cfg else 0.0,
-                             "vision_lora": False, "lora_target_modules": None,
-                             "lora_namespan_exclude": LORA_EXCLUDE, "lora_task_type": "CAUSAL_LM",
-                             "use_rslora": bool(peft_cfg.use_rslora) if peft_cfg else False},
+        "model_config": {
+            "model_name_or_path": info.model_name_or_path,
+            "output_dim": 3,
+            "use_special_tokens": True,
+            "reward_token": "special",
+            "freeze_vision_tower": not parts.vision,
+        },
+        "peft_lora_config": {
+            "lora_enable": peft_cfg is not None,
+            "lora_r": int(peft_cfg.r) if peft_cfg else 0,
+            "lora_alpha": int(peft_cfg.lora_alpha) if peft_cfg else 0,
+            "lora_dropout": float(peft_cfg.lora_dropout) if peft_cfg else 0.0,
+            "vision_lora": False,
+            "lora_target_modules": None,
+            "lora_namespan_exclude": LORA_EXCLUDE,
+            "lora_task_type": "CAUSAL_LM",
+            "use_rslora": bool(peft_cfg.use_rslora) if peft_cfg else False,
+        },
         "inference_config": dict(info.norm),
-        "rlhf": {"format": 2, "separate_tokens": info.separate_tokens, "min_frame_pixels": s.min_pixels,
-                 "max_frames": s.max_frames, "min_frames": s.min_frames, "vision": parts.vision,
-                 "special_token_embeddings": parts.special_token_embeddings, "lm_head": parts.lm_head},
+        "rlhf": {
+            "format": 2,
+            "separate_tokens": info.separate_tokens,
+            "min_frame_pixels": s.min_pixels,
+            "max_frames": s.max_frames,
+            "min_frames": s.min_frames,
+            "vision": parts.vision,
+            "special_token_embeddings": parts.special_token_embeddings,
+            "lm_head": parts.lm_head,
+        },
     }
 
 
@@ -215,10 +248,16 @@ def save_checkpoint(model: VideoRewardModel, out_dir: str | Path, step: int, inf
     if lora:
         peft_cfg = model.vlm.peft_config["default"]
         save_file(lora, str(tmp / "adapter_model.safetensors"))
-        targets = sorted({k[len(PEFT_PREFIX):].split(".lora_")[0] for k in lora})
-        LoraConfig(r=peft_cfg.r, lora_alpha=peft_cfg.lora_alpha, lora_dropout=peft_cfg.lora_dropout,
-                   target_modules=targets, use_rslora=peft_cfg.use_rslora, task_type="CAUSAL_LM",
-                   bias="none").save_pretrained(str(tmp))
+        targets = sorted({k[len(PEFT_PREFIX) :].split(".lora_")[0] for k in lora})
+        LoraConfig(
+            r=peft_cfg.r,
+            lora_alpha=peft_cfg.lora_alpha,
+            lora_dropout=peft_cfg.lora_dropout,
+            target_modules=targets,
+            use_rslora=peft_cfg.use_rslora,
+            task_type="CAUSAL_LM",
+            bias="none",
+        ).save_pretrained(str(tmp))
     torch.save(rest, tmp / "non_lora_state_dict.pth")
     if ck.exists():
         shutil.rmtree(ck)
@@ -241,44 +280,60 @@ def read_info(root: Path) -> RewardCheckpointInfo:
         raise CheckpointError(f"checkpoint directory {root} lacks model_config.json")
     try:
         cfg = json.loads(path.read_text())
-        mc, lc, dc, ic = cfg["model_config"], cfg["peft_lora_config"], cfg.get("data_config", {}), cfg.get(
-            "inference_config") or {}
+        mc, lc, dc, ic = (
+            cfg["model_config"],
+            cfg["peft_lora_config"],
+            cfg.get("data_config", {}),
+            cfg.get("inference_config") or {},
+        )
     except (json.JSONDecodeError, KeyError) as e:
-        raise CheckpointError(f"{path} is not a VideoAlign model config ({e}); it needs model_config and "
-                              "peft_lora_config") from None
+        raise CheckpointError(
+            f"{path} is not a VideoAlign model config ({e}); it needs model_config and peft_lora_config"
+        ) from None
     ours = cfg.get("rlhf")
     legacy = "special_tokens" in mc  # this project before it wrote the release's layout
     release = ours is None and not legacy
     x = {**lc, **dc, **(ours or {})}
     if int(mc.get("output_dim", 3)) != 3:
-        raise CheckpointError(f"{path}: output_dim {mc['output_dim']} is not supported (VideoReward's head has 3 "
-                              "outputs, one per dimension)")
+        raise CheckpointError(
+            f"{path}: output_dim {mc['output_dim']} is not supported (VideoReward's head has 3 "
+            "outputs, one per dimension)"
+        )
     if release and (not mc.get("use_special_tokens", False) or mc.get("reward_token", "special") != "special"):
-        raise CheckpointError(f"{path}: reward_token {mc.get('reward_token')!r} / use_special_tokens "
-                              f"{mc.get('use_special_tokens')} is not supported: only the released model's "
-                              "special-token read-out (reward_token='special', use_special_tokens=true)")
+        raise CheckpointError(
+            f"{path}: reward_token {mc.get('reward_token')!r} / use_special_tokens "
+            f"{mc.get('use_special_tokens')} is not supported: only the released model's "
+            "special-token read-out (reward_token='special', use_special_tokens=true)"
+        )
     if dc.get("sample_type", "uniform") != "uniform":
         raise CheckpointError(f"{path}: sample_type {dc['sample_type']!r} is not supported (only 'uniform')")
     separate = (len(mc["special_tokens"]) == 3) if legacy else bool(x.get("separate_tokens", True))
     base_sampling = RELEASE_SAMPLING if release else FrameSampling()
     sampling = FrameSampling(
-        fps=float(dc.get("fps") or 2.0), num_frames=int(dc.get("num_frames") or 0),
+        fps=float(dc.get("fps") or 2.0),
+        num_frames=int(dc.get("num_frames") or 0),
         min_pixels=int(x.get("min_frame_pixels", base_sampling.min_pixels)),
         max_pixels=int(dc.get("max_frame_pixels", 240 * 320)),
         max_frames=int(x.get("max_frames", base_sampling.max_frames)),
-        min_frames=int(x.get("min_frames", base_sampling.min_frames)))
+        min_frames=int(x.get("min_frames", base_sampling.min_frames)),
+    )
     lora_on = bool(lc.get("lora_enable", True)) and int(lc.get("lora_r", 0)) > 0
     return RewardCheckpointInfo(
         model_name_or_path=mc.get("model_name_or_path", "backbone"),
         separate_tokens=separate,
-        parts=TrainableParts(lora_rank=int(lc.get("lora_r", 0)) if lora_on else 0,
-                             lora_alpha=int(lc.get("lora_alpha", 32)), lora_dropout=float(lc.get("lora_dropout", 0.0)),
-                             vision=bool(x.get("vision", not mc.get("freeze_vision_tower", False))),
-                             special_token_embeddings=bool(x.get("special_token_embeddings", True)),
-                             lm_head=bool(x.get("lm_head", False))),
+        parts=TrainableParts(
+            lora_rank=int(lc.get("lora_r", 0)) if lora_on else 0,
+            lora_alpha=int(lc.get("lora_alpha", 32)),
+            lora_dropout=float(lc.get("lora_dropout", 0.0)),
+            vision=bool(x.get("vision", not mc.get("freeze_vision_tower", False))),
+            special_token_embeddings=bool(x.get("special_token_embeddings", True)),
+            lm_head=bool(x.get("lm_head", False)),
+        ),
         sampling=sampling,
-        norm={k: float(ic[k]) if k in ic else (0.0 if k.endswith("mean") else 1.0)
-              for k in (f"{d}_{s}" for d in DIMS for s in ("mean", "std"))},
+        norm={
+            k: float(ic[k]) if k in ic else (0.0 if k.endswith("mean") else 1.0)
+            for k in (f"{d}_{s}" for d in DIMS for s in ("mean", "std"))
+        },
         template=str(dc.get("prompt_template_type") or "world"),
         use_rslora=bool(lc.get("use_rslora", False)),
     )
@@ -304,14 +359,18 @@ def _load_tokenizer(base: Path, info: RewardCheckpointInfo):
     tok = AutoTokenizer.from_pretrained(str(base))
     added = add_reward_tokens(tok, info.separate_tokens)
     tok.padding_side = "left"
-    missing = [t for t in (VIDEO_PAD, VISION_START, VISION_END) if tok.convert_tokens_to_ids(t) in (None, tok.unk_token_id)]
+    missing = [
+        t for t in (VIDEO_PAD, VISION_START, VISION_END) if tok.convert_tokens_to_ids(t) in (None, tok.unk_token_id)
+    ]
     if missing:
         raise CheckpointError(f"tokenizer of {base} lacks Qwen2-VL's token(s) {', '.join(missing)}")
     if info.template != "world" and not getattr(tok, "chat_template", None):
         tok.chat_template = _chat_template(base)
         if not tok.chat_template:
-            raise CheckpointError(f"{base} has no chat template (tokenizer_config.json, chat_template.json or "
-                                  f"chat_template.jinja): the {info.template!r} prompt lives inside it")
+            raise CheckpointError(
+                f"{base} has no chat template (tokenizer_config.json, chat_template.json or "
+                f"chat_template.jinja): the {info.template!r} prompt lives inside it"
+            )
     return tok, added
 
 
@@ -333,7 +392,9 @@ def load_checkpoint(path: str | Path, step: int = -1, cache_dir: str | Path | No
     ck = root / f"checkpoint-{step}"
     local_base = root / info.model_name_or_path
     try:
-        base = local_base if local_base.is_dir() else resolve(info.model_name_or_path, f"base model of {root}", cache_dir)
+        base = (
+            local_base if local_base.is_dir() else resolve(info.model_name_or_path, f"base model of {root}", cache_dir)
+        )
     except HubError as e:
         raise CheckpointError(str(e)) from None
     needed = [base / "config.json", ck / "non_lora_state_dict.pth"]
@@ -350,15 +411,20 @@ def load_checkpoint(path: str | Path, step: int = -1, cache_dir: str | Path | No
         vlm = Qwen2VLForConditionalGeneration(Qwen2VLConfig.from_pretrained(str(base)))
     else:
         vlm = Qwen2VLForConditionalGeneration.from_pretrained(str(base))
-    state = {canonical_name(k): v for k, v in
-             torch.load(ck / "non_lora_state_dict.pth", map_location="cpu", weights_only=True).items()}
+    state = {
+        canonical_name(k): v
+        for k, v in torch.load(ck / "non_lora_state_dict.pth", map_location="cpu", weights_only=True).items()
+    }
     embed = state.get("vlm.model.language_model.embed_tokens.weight")
     rows = embed.shape[0] if embed is not None else (len(tokenizer) if added else None)
     if rows is not None and rows != vlm.get_input_embeddings().weight.shape[0]:
         vlm.resize_token_embeddings(rows)  # the release: len(tokenizer) after adding the reward tokens
     if added and embed is None:
-        warnings.warn(f"{ck}/non_lora_state_dict.pth holds no embedding matrix: the reward tokens' embeddings keep "
-                      "transformers' resize initialisation", stacklevel=2)
+        warnings.warn(
+            f"{ck}/non_lora_state_dict.pth holds no embedding matrix: the reward tokens' embeddings keep "
+            "transformers' resize initialisation",
+            stacklevel=2,
+        )
     model = build_model(tokenizer, separate_tokens=info.separate_tokens, vlm=vlm)
     own = model.state_dict()
     unknown = [k for k in state if k not in own]
@@ -372,14 +438,18 @@ def load_checkpoint(path: str | Path, step: int = -1, cache_dir: str | Path | No
     if weightless:
         uncovered = [k for k, _ in model.named_parameters() if k not in state]
         if uncovered:
-            raise CheckpointError(f"{base} has no weights and {ck}/non_lora_state_dict.pth lacks {len(uncovered)} "
-                                  f"parameter(s) such as {uncovered[:2]}: restore the backbone weights")
+            raise CheckpointError(
+                f"{base} has no weights and {ck}/non_lora_state_dict.pth lacks {len(uncovered)} "
+                f"parameter(s) such as {uncovered[:2]}: restore the backbone weights"
+            )
     model.load_state_dict(state, strict=False)
     lora, targets = {}, None
     if info.parts.lora_rank > 0:
-        lora = {PEFT_PREFIX + canonical_name(k)[len("vlm."):]: v
-                for k, v in load_file(str(ck / "adapter_model.safetensors")).items()}
-        targets = sorted({k[len(PEFT_PREFIX):].split(".lora_")[0] for k in lora if ".lora_" in k})
+        lora = {
+            PEFT_PREFIX + canonical_name(k)[len("vlm.") :]: v
+            for k, v in load_file(str(ck / "adapter_model.safetensors")).items()
+        }
+        targets = sorted({k[len(PEFT_PREFIX) :].split(".lora_")[0] for k in lora if ".lora_" in k})
         if not targets:
             raise CheckpointError(f"{ck}/adapter_model.safetensors holds no LoRA weights (lora_A / lora_B)")
         ac = ck / "adapter_config.json"
@@ -387,8 +457,11 @@ def load_checkpoint(path: str | Path, step: int = -1, cache_dir: str | Path | No
             a = json.loads(ac.read_text())
             from dataclasses import replace
 
-            info.parts = replace(info.parts, lora_rank=int(a.get("r", info.parts.lora_rank)),
-                                 lora_alpha=int(a.get("lora_alpha", info.parts.lora_alpha)))
+            info.parts = replace(
+                info.parts,
+                lora_rank=int(a.get("r", info.parts.lora_rank)),
+                lora_alpha=int(a.get("lora_alpha", info.parts.lora_alpha)),
+            )
             info.use_rslora = bool(a.get("use_rslora", info.use_rslora))
     model = apply_trainable_parts(model, info.parts, targets, info.use_rslora)
     if lora:
@@ -401,8 +474,10 @@ def load_checkpoint(path: str | Path, step: int = -1, cache_dir: str | Path | No
             raise CheckpointError(f"{ck}/adapter_model.safetensors has unexpected keys {result.unexpected_keys[:3]}")
         n_lora = sum(1 for k, _ in model.vlm.named_parameters() if ".lora_" in k)
         if n_lora != sum(1 for k in lora if ".lora_" in k):
-            raise CheckpointError(f"{ck}/adapter_model.safetensors holds {len(targets) * 2} LoRA tensors for {n_lora} "
-                                  "LoRA parameters of the model")
+            raise CheckpointError(
+                f"{ck}/adapter_model.safetensors holds {len(targets) * 2} LoRA tensors for {n_lora} "
+                "LoRA parameters of the model"
+            )
     model.eval()
     return model, tokenizer, info, step
 
@@ -419,8 +494,12 @@ def export_checkpoint(run_dir: str | Path, dest: str | Path, step: int = -1, met
 
     root = Path(run_dir)
     model, _, info, step = load_checkpoint(root, step)
-    state = {canonical_name(k) for k in torch.load(root / f"checkpoint-{step}" / "non_lora_state_dict.pth",
-                                                   map_location="cpu", weights_only=True)}
+    state = {
+        canonical_name(k)
+        for k in torch.load(
+            root / f"checkpoint-{step}" / "non_lora_state_dict.pth", map_location="cpu", weights_only=True
+        )
+    }
     full = all(canonical_name(k) in state for k, _ in model.named_parameters() if not _in_adapter(k))
     dest = Path(dest)
     tmp = dest.with_name(dest.name + ".part")
@@ -432,8 +511,9 @@ def export_checkpoint(run_dir: str | Path, dest: str | Path, step: int = -1, met
     if info.model_name_or_path == "backbone":
         skip = {p.name for p in _weight_files(root / "backbone")} if full else set()
         shutil.copytree(root / "backbone", tmp / "backbone", ignore=lambda _d, names: [n for n in names if n in skip])
-    manifest = write_manifest(tmp, {"step": step, "source": str(root), "backbone_weights_included": not full,
-                                    **(meta or {})})
+    manifest = write_manifest(
+        tmp, {"step": step, "source": str(root), "backbone_weights_included": not full, **(meta or {})}
+    )
     if dest.exists():
         shutil.rmtree(dest)
     tmp.rename(dest)
@@ -454,29 +534,37 @@ class VideoReward:
     precision, and the scores come back as fp32 numbers whatever the precision.
     """
 
-    def __init__(self, model: VideoRewardModel, tokenizer, info: RewardCheckpointInfo,
-                 device: DeviceConfig | str = "cpu"):
+    def __init__(
+        self, model: VideoRewardModel, tokenizer, info: RewardCheckpointInfo, device: DeviceConfig | str = "cpu"
+    ):
         self.device_config = as_device_config(device)
         self.model = model.place(self.device_config).eval()
-        self.processor = RewardProcessor(tokenizer, info.sampling, info.separate_tokens,
-                                         geometry=VisionGeometry.of(self.model.base_model()), template=info.template)
+        self.processor = RewardProcessor(
+            tokenizer,
+            info.sampling,
+            info.separate_tokens,
+            geometry=VisionGeometry.of(self.model.base_model()),
+            template=info.template,
+        )
         self.info = info
         self.device = module_device(self.model)
         self.dtype = module_dtype(self.model)
         # (2, 3) mean and std per dimension, on the model's device in fp32: normalised where the raw
         # scores are computed, one transfer per batch.
-        self._norm = torch.tensor([[info.norm[f"{d}_{s}"] for d in DIMS] for s in ("mean", "std")],
-                                  dtype=torch.float32, device=self.device)
+        self._norm = torch.tensor(
+            [[info.norm[f"{d}_{s}"] for d in DIMS] for s in ("mean", "std")], dtype=torch.float32, device=self.device
+        )
 
     @classmethod
-    def default(cls, device: DeviceConfig | str = "cpu") -> "VideoReward":
+    def default(cls, device: DeviceConfig | str = "cpu") -> VideoReward:
         """The shipped moving-shapes reward model (``artefacts/reward_default``), checked against its manifest."""
         verify_manifest(DEFAULT_REWARD)
         return cls.from_checkpoint(DEFAULT_REWARD, device=device)
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, step: int = -1, device: DeviceConfig | str = "cpu",
-                        cache_dir: str | Path | None = None) -> "VideoReward":
+    def from_checkpoint(
+        cls, path: str | Path, step: int = -1, device: DeviceConfig | str = "cpu", cache_dir: str | Path | None = None
+    ) -> VideoReward:
         """A checkpoint directory or hub id (``KwaiVGI/VideoReward``) in the release's layout."""
         model, tok, info, _ = load_checkpoint(path, step, cache_dir)
         return cls(model, tok, info, device)
@@ -494,15 +582,19 @@ class VideoReward:
                 arr, r = v, (fps[i] if isinstance(fps, (list, tuple)) else fps)
             frames.append(arr)
             rates.append(r)
-        batch = {k: t.to(self.device, self.dtype) if t.is_floating_point() else t.to(self.device)
-                 for k, t in self.processor(frames, prompts, rates).items()}
+        batch = {
+            k: t.to(self.device, self.dtype) if t.is_floating_point() else t.to(self.device)
+            for k, t in self.processor(frames, prompts, rates).items()
+        }
         return self.model(**batch).float()
 
     def raw(self, videos: list, prompts: list[str], fps: float | list[float] = 8.0) -> np.ndarray:
         """(N, 3) float32 raw VQ, MQ, TA."""
         return self._raw(videos, prompts, fps).cpu().numpy()
 
-    def reward(self, videos: list, prompts: list[str], fps: float | list[float] = 8.0, use_norm: bool = True) -> list[dict]:
+    def reward(
+        self, videos: list, prompts: list[str], fps: float | list[float] = 8.0, use_norm: bool = True
+    ) -> list[dict]:
         raw = self._raw(videos, prompts, fps)
         if use_norm:
             raw = (raw - self._norm[0]) / self._norm[1]

@@ -22,14 +22,21 @@ log = logging.getLogger(__name__)
 
 
 def label_tensor(records: list[dict], dims=DIMS) -> torch.Tensor:
-    return torch.tensor([[LABEL_VALUE.get(r.get(d), MASK) if r.get(d) is not None else MASK for d in dims]
-                         for r in records], dtype=torch.long)
+    return torch.tensor(
+        [[LABEL_VALUE.get(r.get(d), MASK) if r.get(d) is not None else MASK for d in dims] for r in records],
+        dtype=torch.long,
+    )
 
 
 def score_tensor(records: list[dict], side: str, dims=DIMS) -> torch.Tensor:
     nan = float("nan")
-    return torch.tensor([[(r.get(f"score_{side}") or {}).get(d, nan) if r.get(f"score_{side}") else nan
-                          for d in dims] for r in records], dtype=torch.float32)
+    return torch.tensor(
+        [
+            [(r.get(f"score_{side}") or {}).get(d, nan) if r.get(f"score_{side}") else nan for d in dims]
+            for r in records
+        ],
+        dtype=torch.float32,
+    )
 
 
 @dataclass
@@ -53,8 +60,14 @@ class PairBatch:
         """This batch on ``device`` (the model's), pixel values in ``dtype`` (the model's); labels and
         scores keep their own types (scores are loss targets: fp32)."""
         inputs = {k: v.to(device, dtype) if v.is_floating_point() else v.to(device) for k, v in self.inputs.items()}
-        return replace(self, inputs=inputs, labels=self.labels.to(device), overall=self.overall.to(device),
-                       score_a=self.score_a.to(device), score_b=self.score_b.to(device))
+        return replace(
+            self,
+            inputs=inputs,
+            labels=self.labels.to(device),
+            overall=self.overall.to(device),
+            score_a=self.score_a.to(device),
+            score_b=self.score_b.to(device),
+        )
 
 
 def build_batch(records: list[dict], root: str | Path, processor, rows: list[int] | None = None) -> PairBatch | None:
@@ -94,8 +107,9 @@ def _batch(records: list[dict], inputs: dict, skipped: list[SkippedPair] | None 
     )
 
 
-def batch_from_frames(records: list[dict], frames_a: list, frames_b: list, fps_a: list, fps_b: list,
-                      processor) -> PairBatch:
+def batch_from_frames(
+    records: list[dict], frames_a: list, frames_b: list, fps_a: list, fps_b: list, processor
+) -> PairBatch:
     """A batch from decoded frames (used for pairs generated in memory)."""
     prompts = [r["prompt"] for r in records]
     return _batch(records, processor(frames_a + frames_b, prompts + prompts, list(fps_a) + list(fps_b)))

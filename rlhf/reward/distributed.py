@@ -30,9 +30,11 @@ def check_zero_stage(zero_stage: int, bf16: bool, prefix: str = "") -> None:
     if zero_stage not in (0, 1, 2, 3):
         raise ValueError(f"{prefix}zero_stage must be 0-3, got {zero_stage}")
     if bf16 and zero_stage == 0:
-        raise ValueError(f"{prefix}device.precision=bf16 needs {prefix}zero_stage=1, 2 or 3 (DeepSpeed ZeRO stage 1 shards "
-                         "only the optimiser state and costs nothing on one GPU); stage 0 with bf16 steps AdamW wrongly in "
-                         "DeepSpeed 0.19")
+        raise ValueError(
+            f"{prefix}device.precision=bf16 needs {prefix}zero_stage=1, 2 or 3 (DeepSpeed ZeRO stage 1 shards "
+            "only the optimiser state and costs nothing on one GPU); stage 0 with bf16 steps AdamW wrongly in "
+            "DeepSpeed 0.19"
+        )
 
 
 def deepspeed_config(batch_size: int, zero_stage: int, bf16: bool, grad_clip: float = 1.0) -> dict:

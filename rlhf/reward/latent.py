@@ -75,8 +75,12 @@ class LatentReward(torch.nn.Module):
         self.meta = dict(meta or {})
         torch.manual_seed(config.seed)
         d = config.features + 2 * config.keypoints
-        self.head = torch.nn.Sequential(torch.nn.LayerNorm(3 * d), torch.nn.Linear(3 * d, config.hidden),
-                                        torch.nn.SiLU(), torch.nn.Linear(config.hidden, len(DIMS)))
+        self.head = torch.nn.Sequential(
+            torch.nn.LayerNorm(3 * d),
+            torch.nn.Linear(3 * d, config.hidden),
+            torch.nn.SiLU(),
+            torch.nn.Linear(config.hidden, len(DIMS)),
+        )
         self._freeze()
 
     def _freeze(self) -> None:
@@ -91,7 +95,7 @@ class LatentReward(torch.nn.Module):
 
     # ---------------------------------------------------------------- construction
     @classmethod
-    def from_generator(cls, generator: str | Path, config: LatentRewardConfig = LatentRewardConfig()) -> "LatentReward":
+    def from_generator(cls, generator: str | Path, config: LatentRewardConfig = LatentRewardConfig()) -> LatentReward:
         """A fresh model whose backbone copies the first ``config.blocks`` blocks of ``generator``."""
         from diffusers import WanTransformer3DModel
 
@@ -100,22 +104,29 @@ class LatentReward(torch.nn.Module):
         config.validate()
         gen = load_generator(generator)
         if gen.config is None:
-            raise LatentRewardError(f"{generator}: latent reward models are built on world-layout generators "
-                                    "(generator.json); a Wan2.1 checkpoint needs its own save layout")
+            raise LatentRewardError(
+                f"{generator}: latent reward models are built on world-layout generators "
+                "(generator.json); a Wan2.1 checkpoint needs its own save layout"
+            )
         n = len(gen.transformer.blocks)
         if config.blocks > n:
             raise LatentRewardError(f"latent reward blocks = {config.blocks} but {generator} has {n} blocks")
         torch.manual_seed(config.seed)
-        trans = WanTransformer3DModel.from_config(gen.transformer.config, num_layers=config.blocks,
-                                                  out_channels=config.features)
-        keep = {k: v for k, v in gen.transformer.state_dict().items()
-                if not k.startswith("proj_out.") and not (k.startswith("blocks.") and int(k.split(".")[1]) >= config.blocks)}
+        trans = WanTransformer3DModel.from_config(
+            gen.transformer.config, num_layers=config.blocks, out_channels=config.features
+        )
+        keep = {
+            k: v
+            for k, v in gen.transformer.state_dict().items()
+            if not k.startswith("proj_out.") and not (k.startswith("blocks.") and int(k.split(".")[1]) >= config.blocks)
+        }
         missing, unexpected = trans.load_state_dict(keep, strict=False)
         if set(missing) != {"proj_out.weight", "proj_out.bias"} or unexpected:
             raise LatentRewardError(f"copying {generator}'s blocks: missing {missing}, unexpected {unexpected}")
         position = gen.position.detach().clone() if gen.position is not None else None
-        backbone = FlowGenerator(trans, gen.text, gen.codec, gen.video_shape, position,
-                                 replace(gen.config, layers=config.blocks), gen.layout)
+        backbone = FlowGenerator(
+            trans, gen.text, gen.codec, gen.video_shape, position, replace(gen.config, layers=config.blocks), gen.layout
+        )
         return cls(backbone, config, {"generator": str(generator)})
 
     @property
@@ -179,8 +190,9 @@ class LatentReward(torch.nn.Module):
         path.mkdir(parents=True, exist_ok=True)
         self.backbone.save(path / "backbone")
         save_file({k: v.detach().contiguous() for k, v in self.head.state_dict().items()}, path / "head.safetensors")
-        (path / "latent_reward.json").write_text(json.dumps(
-            {"config": asdict(self.config), "dims": list(DIMS), **self.meta}, indent=2))
+        (path / "latent_reward.json").write_text(
+            json.dumps({"config": asdict(self.config), "dims": list(DIMS), **self.meta}, indent=2)
+        )
         return path
 
     @classmethod
@@ -193,8 +205,10 @@ class LatentReward(torch.nn.Module):
         path = Path(path)
         meta_path = path / "latent_reward.json"
         if not meta_path.is_file():
-            raise LatentRewardError(f"{path} is not a latent reward model (no latent_reward.json); train one with "
-                                    "python jobs/train_latent_reward.py --out DIR")
+            raise LatentRewardError(
+                f"{path} is not a latent reward model (no latent_reward.json); train one with "
+                "python jobs/train_latent_reward.py --out DIR"
+            )
         try:
             meta = json.loads(meta_path.read_text())
             known = {f.name for f in fields(LatentRewardConfig)}
@@ -221,14 +235,17 @@ class LatentPairs:
         return len(self.a)
 
 
-def pairs_from_scores(latents: torch.Tensor, prompts: list[str], scores: np.ndarray,
-                      tie_margin: float = 0.01) -> LatentPairs:
+def pairs_from_scores(
+    latents: torch.Tensor, prompts: list[str], scores: np.ndarray, tie_margin: float = 0.01
+) -> LatentPairs:
     """Every within-prompt pair (i < j); per dimension A wins when its score exceeds B's by more than
     ``tie_margin``, B wins symmetrically, otherwise a tie."""
     scores = np.asarray(scores, dtype=np.float64)
     if scores.shape != (len(prompts), len(DIMS)) or latents.shape[0] != len(prompts):
-        raise LatentRewardError(f"need one latent and one VQ/MQ/TA score row per prompt: {latents.shape[0]} latents, "
-                                f"{len(prompts)} prompts, scores {scores.shape}")
+        raise LatentRewardError(
+            f"need one latent and one VQ/MQ/TA score row per prompt: {latents.shape[0]} latents, "
+            f"{len(prompts)} prompts, scores {scores.shape}"
+        )
     groups: dict[str, list[int]] = {}
     for i, p in enumerate(prompts):
         groups.setdefault(p, []).append(i)
@@ -269,19 +286,23 @@ def pairs_from_dataset(path: str | Path, codec, split: str = "train") -> LatentP
             videos.append(read_video(root / r[key]))
             prompts.append(r["prompt"])
         labels.append([2 if (v := label_value(r[d])) is None else v for d in DIMS])
-    latents = torch.cat([codec.encode(np.stack(videos[i:i + 256])) for i in range(0, len(videos), 256)])
+    latents = torch.cat([codec.encode(np.stack(videos[i : i + 256])) for i in range(0, len(videos), 256)])
     n = len(rows)
-    return LatentPairs(latents, prompts, np.arange(0, 2 * n, 2), np.arange(1, 2 * n, 2),
-                       torch.tensor(labels, dtype=torch.long))
+    return LatentPairs(
+        latents, prompts, np.arange(0, 2 * n, 2), np.arange(1, 2 * n, 2), torch.tensor(labels, dtype=torch.long)
+    )
 
 
 def merge_pairs(*sets: LatentPairs) -> LatentPairs:
     """One set of pairs over the concatenated latents of ``sets``."""
     offsets = np.cumsum([0] + [s.latents.shape[0] for s in sets[:-1]])
-    return LatentPairs(torch.cat([s.latents for s in sets]), [p for s in sets for p in s.prompts],
-                       np.concatenate([s.a + o for s, o in zip(sets, offsets)]),
-                       np.concatenate([s.b + o for s, o in zip(sets, offsets)]),
-                       torch.cat([s.labels for s in sets]))
+    return LatentPairs(
+        torch.cat([s.latents for s in sets]),
+        [p for s in sets for p in s.prompts],
+        np.concatenate([s.a + o for s, o in zip(sets, offsets)]),
+        np.concatenate([s.b + o for s, o in zip(sets, offsets)]),
+        torch.cat([s.labels for s in sets]),
+    )
 
 
 @dataclass
@@ -319,11 +340,12 @@ def step_order(n_pairs: int, step: int, batch: int, seed: int) -> np.ndarray:
     per_epoch = max(1, n_pairs // batch)
     epoch, k = divmod(step, per_epoch)
     perm = np.random.default_rng([seed, epoch]).permutation(n_pairs)
-    return perm[k * batch:(k + 1) * batch]
+    return perm[k * batch : (k + 1) * batch]
 
 
-def step_loss(model: LatentReward, pairs: LatentPairs, text: dict[str, torch.Tensor], step: int,
-              cfg: LatentTrainConfig) -> torch.Tensor:
+def step_loss(
+    model: LatentReward, pairs: LatentPairs, text: dict[str, torch.Tensor], step: int, cfg: LatentTrainConfig
+) -> torch.Tensor:
     """The fp32 BTT loss of optimiser step ``step``'s pairs; ``t``, noise and labels on the model's device."""
     from rlhf.generator.pretrain import shifted_times
 
@@ -343,8 +365,9 @@ def step_loss(model: LatentReward, pairs: LatentPairs, text: dict[str, torch.Ten
     return btt_loss(ra, rb, pairs.labels[idx].to(device), k=cfg.tie_k)
 
 
-def train_step(model: LatentReward, opt, pairs: LatentPairs, text: dict[str, torch.Tensor], step: int,
-               cfg: LatentTrainConfig) -> float:
+def train_step(
+    model: LatentReward, opt, pairs: LatentPairs, text: dict[str, torch.Tensor], step: int, cfg: LatentTrainConfig
+) -> float:
     loss = step_loss(model, pairs, text, step, cfg)
     opt.zero_grad(set_to_none=True)
     loss.backward()
@@ -360,8 +383,9 @@ def prompt_embeddings(model: LatentReward, prompts: list[str]) -> dict[str, torc
 
 
 @torch.no_grad()
-def evaluate(model: LatentReward, pairs: LatentPairs, times=(0.0, 0.25, 0.5, 0.75), seed: int = 0,
-             batch: int = 64) -> dict:
+def evaluate(
+    model: LatentReward, pairs: LatentPairs, times=(0.0, 0.25, 0.5, 0.75), seed: int = 0, batch: int = 64
+) -> dict:
     """Pairwise accuracy per dimension at fixed noise levels ``t`` (both clips noised alike, seeded)."""
     from .metrics import accuracy_with_ties, accuracy_without_ties
 

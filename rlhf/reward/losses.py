@@ -23,8 +23,9 @@ import torch.nn.functional as F
 
 def _check(r_a: torch.Tensor, r_b: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     if r_a.shape != r_b.shape or r_a.shape != labels.shape:
-        raise ValueError(f"r_a, r_b and labels must share a shape, got {tuple(r_a.shape)}, {tuple(r_b.shape)}, "
-                         f"{tuple(labels.shape)}")
+        raise ValueError(
+            f"r_a, r_b and labels must share a shape, got {tuple(r_a.shape)}, {tuple(r_b.shape)}, {tuple(labels.shape)}"
+        )
     if r_a.dim() not in (1, 2):
         raise ValueError(f"rewards must be (B,) or (B, D), got {tuple(r_a.shape)}")
     return labels.to(r_a.device)
@@ -61,8 +62,9 @@ def btt_probabilities(d: torch.Tensor, k: float = 5.0) -> tuple[torch.Tensor, to
     return torch.sigmoid(d - ln_k), torch.sigmoid(-d - ln_k), torch.exp(_log_p_tie(d, ln_k))
 
 
-def btt_loss(r_a: torch.Tensor, r_b: torch.Tensor, labels: torch.Tensor, k: float = 5.0,
-             reduction: str = "mean") -> torch.Tensor:
+def btt_loss(
+    r_a: torch.Tensor, r_b: torch.Tensor, labels: torch.Tensor, k: float = 5.0, reduction: str = "mean"
+) -> torch.Tensor:
     """Bradley-Terry-with-ties (Rao-Kupper, k > 1): negative log-likelihood of A, B or tie."""
     if not k > 1.0:
         raise ValueError(f"k must be > 1, got {k}")
@@ -76,8 +78,9 @@ def btt_loss(r_a: torch.Tensor, r_b: torch.Tensor, labels: torch.Tensor, k: floa
     return _reduce(per, (labels == 1) | (labels == -1) | (labels == 0), reduction)
 
 
-def regression_loss(pred_a: torch.Tensor, pred_b: torch.Tensor, score_a: torch.Tensor, score_b: torch.Tensor,
-                    reduction: str = "mean") -> torch.Tensor:
+def regression_loss(
+    pred_a: torch.Tensor, pred_b: torch.Tensor, score_a: torch.Tensor, score_b: torch.Tensor, reduction: str = "mean"
+) -> torch.Tensor:
     """Squared error of both videos' predictions to their per-video scores (MOS); NaN scores are masked.
 
     ``reduction="none"`` returns the per-pair sum of the two squared errors."""

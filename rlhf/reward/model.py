@@ -49,7 +49,9 @@ class BackboneConfig:
             raise ValueError(f"rope_theta must be > 1, got {self.rope_theta}")
         head_dim = self.text_hidden // self.text_heads
         if self.text_hidden % self.text_heads or head_dim % 4:
-            raise ValueError(f"text_hidden / text_heads must be a multiple of 4, got {self.text_hidden} / {self.text_heads}")
+            raise ValueError(
+                f"text_hidden / text_heads must be a multiple of 4, got {self.text_hidden} / {self.text_heads}"
+            )
         if self.text_heads % self.text_kv_heads:
             raise ValueError("text_heads must be a multiple of text_kv_heads")
         if self.vision_embed % self.vision_heads:
@@ -81,18 +83,31 @@ def qwen2vl_config(tokenizer, bc: BackboneConfig = BackboneConfig()):
     ids = tokenizer.convert_tokens_to_ids
     return Qwen2VLConfig(
         text_config=dict(
-            vocab_size=max(bc.vocab_size, len(tokenizer)), hidden_size=bc.text_hidden,
-            intermediate_size=bc.text_intermediate, num_hidden_layers=bc.text_layers,
-            num_attention_heads=bc.text_heads, num_key_value_heads=bc.text_kv_heads,
-            max_position_embeddings=4096, rope_parameters={"rope_type": "default", "rope_theta": bc.rope_theta,
-                                                           "mrope_section": mrope},
-            pad_token_id=tokenizer.pad_token_id, bos_token_id=None, eos_token_id=tokenizer.eos_token_id,
+            vocab_size=max(bc.vocab_size, len(tokenizer)),
+            hidden_size=bc.text_hidden,
+            intermediate_size=bc.text_intermediate,
+            num_hidden_layers=bc.text_layers,
+            num_attention_heads=bc.text_heads,
+            num_key_value_heads=bc.text_kv_heads,
+            max_position_embeddings=4096,
+            rope_parameters={"rope_type": "default", "rope_theta": bc.rope_theta, "mrope_section": mrope},
+            pad_token_id=tokenizer.pad_token_id,
+            bos_token_id=None,
+            eos_token_id=tokenizer.eos_token_id,
         ),
-        vision_config=dict(depth=bc.vision_depth, embed_dim=bc.vision_embed, hidden_size=bc.text_hidden,
-                           num_heads=bc.vision_heads, mlp_ratio=2, patch_size=bc.patch_size,
-                           temporal_patch_size=bc.temporal_patch_size),
-        image_token_id=ids(IMAGE_PAD), video_token_id=ids(VIDEO_PAD),
-        vision_start_token_id=ids(VISION_START), vision_end_token_id=ids(VISION_END),
+        vision_config=dict(
+            depth=bc.vision_depth,
+            embed_dim=bc.vision_embed,
+            hidden_size=bc.text_hidden,
+            num_heads=bc.vision_heads,
+            mlp_ratio=2,
+            patch_size=bc.patch_size,
+            temporal_patch_size=bc.temporal_patch_size,
+        ),
+        image_token_id=ids(IMAGE_PAD),
+        video_token_id=ids(VIDEO_PAD),
+        vision_start_token_id=ids(VISION_START),
+        vision_end_token_id=ids(VISION_END),
     )
 
 
@@ -131,13 +146,19 @@ class VideoRewardModel(nn.Module):
             m = m.model
         return m
 
-    def forward(self, input_ids, attention_mask, pixel_values_videos, video_grid_thw, mm_token_type_ids,
-                caption_mask=None):
+    def forward(
+        self, input_ids, attention_mask, pixel_values_videos, video_grid_thw, mm_token_type_ids, caption_mask=None
+    ):
         """Raw rewards (B, 3); with ``caption_mask`` (B, L) also the per-sequence mean negative
         log-likelihood of the masked (prompt) tokens given everything before them (B,)."""
-        out = self.base_model()(input_ids=input_ids, attention_mask=attention_mask,
-                                pixel_values_videos=pixel_values_videos, video_grid_thw=video_grid_thw,
-                                mm_token_type_ids=mm_token_type_ids, use_cache=False)
+        out = self.base_model()(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            pixel_values_videos=pixel_values_videos,
+            video_grid_thw=video_grid_thw,
+            mm_token_type_ids=mm_token_type_ids,
+            use_cache=False,
+        )
         hidden = out.last_hidden_state  # (B, L, H)
         rewards = self._read_rewards(input_ids, hidden)
         if caption_mask is None:
@@ -165,8 +186,13 @@ class VideoRewardModel(nn.Module):
         return scores[:, 0]
 
 
-def build_model(tokenizer, bc: BackboneConfig = BackboneConfig(), separate_tokens: bool = True,
-                seed: int = 0, vlm: nn.Module | None = None) -> VideoRewardModel:
+def build_model(
+    tokenizer,
+    bc: BackboneConfig = BackboneConfig(),
+    separate_tokens: bool = True,
+    seed: int = 0,
+    vlm: nn.Module | None = None,
+) -> VideoRewardModel:
     """A reward model on a fresh Qwen2-VL of size ``bc`` (or on ``vlm`` when given)."""
     from transformers import Qwen2VLForConditionalGeneration
 
@@ -182,8 +208,9 @@ def build_model(tokenizer, bc: BackboneConfig = BackboneConfig(), separate_token
 LORA_TARGETS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
 
 
-def apply_trainable_parts(model: VideoRewardModel, parts: TrainableParts, lora_targets: list[str] | None = None,
-                          use_rslora: bool = False) -> VideoRewardModel:
+def apply_trainable_parts(
+    model: VideoRewardModel, parts: TrainableParts, lora_targets: list[str] | None = None, use_rslora: bool = False
+) -> VideoRewardModel:
     """Freeze everything, then open LoRA on the language model, the vision tower, the special-token
     embedding rows and the head, as ``parts`` says. ``lora_targets``: the modules LoRA wraps (names inside
     the Qwen2-VL model, as a loaded adapter lists them); default every attention and MLP projection of the
@@ -195,8 +222,11 @@ def apply_trainable_parts(model: VideoRewardModel, parts: TrainableParts, lora_t
     token_ids = sorted(set(model.reward_token_ids.tolist()))
     if parts.lora_rank > 0:
         cfg = LoraConfig(
-            r=parts.lora_rank, lora_alpha=parts.lora_alpha, lora_dropout=parts.lora_dropout,
-            target_modules=list(lora_targets) if lora_targets else LORA_TARGETS, use_rslora=use_rslora,
+            r=parts.lora_rank,
+            lora_alpha=parts.lora_alpha,
+            lora_dropout=parts.lora_dropout,
+            target_modules=list(lora_targets) if lora_targets else LORA_TARGETS,
+            use_rslora=use_rslora,
             trainable_token_indices={"embed_tokens": token_ids} if parts.special_token_embeddings else None,
         )
         model.vlm = get_peft_model(model.vlm, cfg)

@@ -14,8 +14,16 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .tokens import (CAPTION_PREFIX, RELEASE_CAPTION_PREFIX, REWARD_TOKENS, SHARED_TOKEN, TEMPLATES, VIDEO_PAD,
-                     render_chat, render_prompt)
+from .tokens import (
+    CAPTION_PREFIX,
+    RELEASE_CAPTION_PREFIX,
+    REWARD_TOKENS,
+    SHARED_TOKEN,
+    TEMPLATES,
+    VIDEO_PAD,
+    render_chat,
+    render_prompt,
+)
 
 CLIP_MEAN = np.array([0.48145466, 0.4578275, 0.40821073], dtype=np.float32)
 CLIP_STD = np.array([0.26862954, 0.26130258, 0.27577711], dtype=np.float32)
@@ -32,7 +40,7 @@ class VisionGeometry:
     merge: int = MERGE
 
     @classmethod
-    def of(cls, vlm_or_config) -> "VisionGeometry":
+    def of(cls, vlm_or_config) -> VisionGeometry:
         cfg = getattr(vlm_or_config, "config", vlm_or_config)
         v = getattr(cfg, "vision_config", cfg)
         return cls(int(v.patch_size), int(v.temporal_patch_size), int(v.spatial_merge_size))
@@ -58,39 +66,53 @@ class FrameSampling:
         if min(self.min_pixels, self.max_pixels) < 28 * 28:
             raise ValueError(f"need min_pixels and max_pixels >= 784, got {self.min_pixels}, {self.max_pixels}")
         if self.num_frames < 0 or self.min_frames < 1 or self.max_frames < 2:
-            raise ValueError(f"need num_frames >= 0, min_frames >= 1, max_frames >= 2, got {self.num_frames}, "
-                             f"{self.min_frames}, {self.max_frames}")
+            raise ValueError(
+                f"need num_frames >= 0, min_frames >= 1, max_frames >= 2, got {self.num_frames}, "
+                f"{self.min_frames}, {self.max_frames}"
+            )
 
-    def indices(self, num_frames: int, src_fps: float, geometry: "VisionGeometry") -> np.ndarray:
+    def indices(self, num_frames: int, src_fps: float, geometry: VisionGeometry) -> np.ndarray:
         """Which frames of a ``num_frames``-frame clip at ``src_fps`` the reward model reads."""
         from rlhf.video import sample_indices
 
-        return sample_indices(num_frames, src_fps, self.fps, self.max_frames, geometry.temporal, self.min_frames,
-                              self.num_frames)
+        return sample_indices(
+            num_frames, src_fps, self.fps, self.max_frames, geometry.temporal, self.min_frames, self.num_frames
+        )
 
-    def size(self, height: int, width: int, geometry: "VisionGeometry") -> tuple[int, int]:
+    def size(self, height: int, width: int, geometry: VisionGeometry) -> tuple[int, int]:
         """The frame size the reward model reads."""
         from rlhf.video import smart_resize
 
         return smart_resize(height, width, geometry.patch * geometry.merge, self.min_pixels, self.max_pixels)
 
-    def sample(self, frames: np.ndarray, src_fps: float, geometry: "VisionGeometry", name: str = "<video>") -> np.ndarray:
+    def sample(self, frames: np.ndarray, src_fps: float, geometry: VisionGeometry, name: str = "<video>") -> np.ndarray:
         """The frames the reward model reads, resized, uint8."""
         from rlhf.video import sample_for_reward
 
         g = geometry
-        return sample_for_reward(frames, src_fps, self.fps, self.min_pixels, self.max_pixels, self.max_frames,
-                                 name=name, factor=g.patch * g.merge, frame_factor=g.temporal,
-                                 min_frames=self.min_frames, num_frames=self.num_frames)
+        return sample_for_reward(
+            frames,
+            src_fps,
+            self.fps,
+            self.min_pixels,
+            self.max_pixels,
+            self.max_frames,
+            name=name,
+            factor=g.patch * g.merge,
+            frame_factor=g.temporal,
+            min_frames=self.min_frames,
+            num_frames=self.num_frames,
+        )
 
 
 # The VideoAlign release's sampling (train.sh and vision_process.py): fps 2, frames within [128 * 28 * 28,
 # 448 * 448] pixels (its checkpoint's data_config.max_frame_pixels replaces the maximum), at least 4 frames.
-RELEASE_SAMPLING = FrameSampling(fps=2.0, min_pixels=128 * 28 * 28, max_pixels=448 * 448, max_frames=768,
-                                 min_frames=4)
+RELEASE_SAMPLING = FrameSampling(fps=2.0, min_pixels=128 * 28 * 28, max_pixels=448 * 448, max_frames=768, min_frames=4)
 
 
-def patchify(frames: np.ndarray, geometry: VisionGeometry = VisionGeometry()) -> tuple[torch.Tensor, tuple[int, int, int]]:
+def patchify(
+    frames: np.ndarray, geometry: VisionGeometry = VisionGeometry()
+) -> tuple[torch.Tensor, tuple[int, int, int]]:
     """``uint8 (T, H, W, 3)`` -> (patches (N, 3 * temporal * patch^2), grid (t, h, w)); Qwen2-VL's
     geometry needs T even and H, W multiples of 28 and gives patches of 1176 values."""
     P, TP, M = geometry.patch, geometry.temporal, geometry.merge
@@ -108,8 +130,15 @@ def patchify(frames: np.ndarray, geometry: VisionGeometry = VisionGeometry()) ->
 class RewardProcessor:
     """Batches (video, prompt) pairs for :class:`VideoRewardModel`; deterministic and padded."""
 
-    def __init__(self, tokenizer, sampling: FrameSampling = FrameSampling(), separate_tokens: bool = True,
-                 caption_mask: bool = False, geometry: VisionGeometry = VisionGeometry(), template: str = "world"):
+    def __init__(
+        self,
+        tokenizer,
+        sampling: FrameSampling = FrameSampling(),
+        separate_tokens: bool = True,
+        caption_mask: bool = False,
+        geometry: VisionGeometry = VisionGeometry(),
+        template: str = "world",
+    ):
         if template not in TEMPLATES:
             raise ValueError(f"prompt template must be one of {TEMPLATES}, got {template!r}")
         if template != "world" and not separate_tokens:
@@ -136,8 +165,9 @@ class RewardProcessor:
         if len(videos) != len(prompts):
             raise ValueError(f"{len(videos)} videos but {len(prompts)} prompts")
         fpss = fps if isinstance(fps, (list, tuple)) else [fps] * len(videos)
-        return self.encode([self.video_inputs(v, f, name=f"video {i}") for i, (v, f) in enumerate(zip(videos, fpss))],
-                           prompts)
+        return self.encode(
+            [self.video_inputs(v, f, name=f"video {i}") for i, (v, f) in enumerate(zip(videos, fpss))], prompts
+        )
 
     def encode(self, video_inputs: list[tuple[torch.Tensor, tuple[int, int, int]]], prompts: list[str]) -> dict:
         """A padded batch from already patchified videos (``video_inputs`` results) and their prompts."""
@@ -154,12 +184,15 @@ class RewardProcessor:
         }
         if self.caption_mask:
             prefix = CAPTION_PREFIX if self.template == "world" else RELEASE_CAPTION_PREFIX
-            out["caption_mask"] = prompt_token_mask(texts, prompts, enc["offset_mapping"], enc["attention_mask"], prefix)
+            out["caption_mask"] = prompt_token_mask(
+                texts, prompts, enc["offset_mapping"], enc["attention_mask"], prefix
+            )
         return out
 
 
-def prompt_token_mask(texts: list[str], prompts: list[str], offsets: torch.Tensor, attention: torch.Tensor,
-                      prefix: str = CAPTION_PREFIX) -> torch.Tensor:
+def prompt_token_mask(
+    texts: list[str], prompts: list[str], offsets: torch.Tensor, attention: torch.Tensor, prefix: str = CAPTION_PREFIX
+) -> torch.Tensor:
     """(B, L) bool: tokens whose characters overlap the prompt (after ``prefix``) inside its rendered text."""
     mask = torch.zeros(attention.shape, dtype=torch.bool)
     for i, (text, prompt) in enumerate(zip(texts, prompts)):

@@ -12,22 +12,32 @@ Shared-token variant (ablation): one ``<|reward|>`` at the end reads all three o
 
 from __future__ import annotations
 
-
 VISION_START, VISION_END, VIDEO_PAD, IMAGE_PAD = "<|vision_start|>", "<|vision_end|>", "<|video_pad|>", "<|image_pad|>"
 IM_START, IM_END, PAD = "<|im_start|>", "<|im_end|>", "<|endoftext|>"
 REWARD_TOKENS = {"VQ": "<|VQ_reward|>", "MQ": "<|MQ_reward|>", "TA": "<|TA_reward|>"}
 SHARED_TOKEN = "<|reward|>"
 CAPTION_PREFIX = "Caption: "  # the prompt text follows it in both templates
-SPECIAL_TOKENS = [PAD, IM_START, IM_END, VISION_START, VISION_END, VIDEO_PAD, IMAGE_PAD,
-                  *REWARD_TOKENS.values(), SHARED_TOKEN]
+SPECIAL_TOKENS = [
+    PAD,
+    IM_START,
+    IM_END,
+    VISION_START,
+    VISION_END,
+    VIDEO_PAD,
+    IMAGE_PAD,
+    *REWARD_TOKENS.values(),
+    SHARED_TOKEN,
+]
 
 
 def render_prompt(prompt: str, n_video_tokens: int, separate_tokens: bool = True) -> str:
     """The reward model's input text for one video with ``n_video_tokens`` placeholder tokens."""
     video = VISION_START + VIDEO_PAD * n_video_tokens + VISION_END
     if separate_tokens:
-        body = (f"Visual quality: {REWARD_TOKENS['VQ']} Motion quality: {REWARD_TOKENS['MQ']} "
-                f"{CAPTION_PREFIX}{prompt} Text alignment: {REWARD_TOKENS['TA']}")
+        body = (
+            f"Visual quality: {REWARD_TOKENS['VQ']} Motion quality: {REWARD_TOKENS['MQ']} "
+            f"{CAPTION_PREFIX}{prompt} Text alignment: {REWARD_TOKENS['TA']}"
+        )
     else:
         body = f"{CAPTION_PREFIX}{prompt} Rating: {SHARED_TOKEN}"
     return f"{IM_START}user\n{video}{body}{IM_END}"
@@ -41,11 +51,13 @@ def build_tokenizer(corpus: list[str], vocab_size: int = 512):
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
     tok.train_from_iterator(corpus + [render_prompt("", 0), render_prompt("", 0, False)], trainer)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token=PAD, eos_token=IM_END,
-                                   additional_special_tokens=SPECIAL_TOKENS[1:])
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token=PAD, eos_token=IM_END, additional_special_tokens=SPECIAL_TOKENS[1:]
+    )
     fast.padding_side = "left"
     return fast
 
@@ -108,8 +120,10 @@ RELEASE_CAPTION_PREFIX = "Textual prompt - "  # the prompt text follows it in th
 def release_prompt(prompt: str, template_type: str = "detailed_special") -> str:
     """The release's ``build_prompt(prompt, ["VQ", "MQ", "TA"], template_type)``."""
     if template_type != "detailed_special":
-        raise ValueError(f"prompt template {template_type!r} is not supported: VideoReward reads its rewards at "
-                         "the special tokens only 'detailed_special' contains")
+        raise ValueError(
+            f"prompt template {template_type!r} is not supported: VideoReward reads its rewards at "
+            "the special tokens only 'detailed_special' contains"
+        )
     return DETAILED_SPECIAL.format(text_prompt=prompt)
 
 
@@ -118,14 +132,22 @@ def render_chat(tokenizer, prompt: str, n_video_tokens: int, template_type: str 
     tokenizer's chat template with the generation prompt, the video placeholder expanded to
     ``n_video_tokens`` tokens (what Qwen2-VL's processor does)."""
     if not getattr(tokenizer, "chat_template", None):
-        raise ValueError("the tokenizer has no chat template (the base model's chat_template.json / "
-                         "tokenizer_config.json): the release's prompt lives inside it")
-    messages = [{"role": "user", "content": [{"type": "video"},
-                                             {"type": "text", "text": release_prompt(prompt, template_type)}]}]
+        raise ValueError(
+            "the tokenizer has no chat template (the base model's chat_template.json / "
+            "tokenizer_config.json): the release's prompt lives inside it"
+        )
+    messages = [
+        {
+            "role": "user",
+            "content": [{"type": "video"}, {"type": "text", "text": release_prompt(prompt, template_type)}],
+        }
+    ]
     text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     if text.count(VIDEO_PAD) != 1:
-        raise ValueError(f"the chat template rendered {text.count(VIDEO_PAD)} {VIDEO_PAD} for one video; "
-                         "expected Qwen2-VL's template")
+        raise ValueError(
+            f"the chat template rendered {text.count(VIDEO_PAD)} {VIDEO_PAD} for one video; "
+            "expected Qwen2-VL's template"
+        )
     return text.replace(VIDEO_PAD, VIDEO_PAD * n_video_tokens)
 
 

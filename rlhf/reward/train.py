@@ -18,9 +18,8 @@ import torch
 
 from rlhf.device import DeviceConfig, module_device, module_dtype
 
-from .distributed import check_zero_stage
-
 from .data import PairBatch, build_batch
+from .distributed import check_zero_stage
 from .losses import bt_loss, btt_loss, regression_loss
 from .metrics import accuracy_with_ties, accuracy_without_ties
 from .model import DIMS, BackboneConfig, TrainableParts
@@ -113,8 +112,15 @@ def caption_targets(batch: PairBatch, min_ta: float) -> torch.Tensor:
     return torch.cat(out)
 
 
-def pair_loss(model, batch: PairBatch, loss: str, tie_k: float, caption_weight: float = 0.0,
-              caption_min_ta: float = 0.9, reward_weight: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+def pair_loss(
+    model,
+    batch: PairBatch,
+    loss: str,
+    tie_k: float,
+    caption_weight: float = 0.0,
+    caption_min_ta: float = 0.9,
+    reward_weight: float = 1.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(scalar loss, detached margins (B, 3)). ``caption_weight`` > 0 adds that times the mean prompt
     NLL of the videos ``caption_targets`` picks (the batch needs ``caption_mask``); ``reward_weight``
     scales the preference loss (0 during a caption warm-up). The batch goes to the model's device and
@@ -151,7 +157,7 @@ def score_pairs(model, records: list[dict], root, processor, batch_size: int = 1
     model.eval()
     kept, ra, rb, skipped = [], [], [], []
     for s in range(0, len(records), batch_size):
-        chunk = records[s:s + batch_size]
+        chunk = records[s : s + batch_size]
         batch = build_batch(chunk, root, processor, rows=list(range(s + 1, s + 1 + len(chunk))))
         if batch is None:
             continue
@@ -190,7 +196,7 @@ def accuracy_table(records: list[dict], r_a: torch.Tensor, r_b: torch.Tensor, no
         table[d] = _accuracies(labels[keep, i], margins[keep, i])
     mean = np.array([norm[f"{d}_mean"] for d in DIMS])
     std = np.array([norm[f"{d}_std"] for d in DIMS])
-    overall_margin = (((r_a.numpy() - mean) / std).sum(1) - ((r_b.numpy() - mean) / std).sum(1))
+    overall_margin = ((r_a.numpy() - mean) / std).sum(1) - ((r_b.numpy() - mean) / std).sum(1)
     overall = label_tensor(records, ("Overall",)).numpy()[:, 0]
     keep = np.isin(overall, (-1, 0, 1))
     table["Overall"] = _accuracies(overall[keep], overall_margin[keep])
@@ -206,8 +212,10 @@ def _accuracies(human: np.ndarray, margin: np.ndarray) -> dict:
 
 
 def format_table(table: dict, ceiling: dict | None = None) -> str:
-    rows = ["| dim | pairs | acc w/ ties | acc w/o ties |" + (" ceiling w/ | ceiling w/o |" if ceiling else ""),
-            "|---|---|---|---|" + ("---|---|" if ceiling else "")]
+    rows = [
+        "| dim | pairs | acc w/ ties | acc w/o ties |" + (" ceiling w/ | ceiling w/o |" if ceiling else ""),
+        "|---|---|---|---|" + ("---|---|" if ceiling else ""),
+    ]
     for d in ("Overall", *DIMS):
         t = table.get(d, {})
         if not t.get("pairs"):

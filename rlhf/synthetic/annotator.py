@@ -52,7 +52,9 @@ def sample_label(diff: float, rng: np.random.Generator, cfg: AnnotatorConfig = A
     return "A" if u < p_a else ("B" if u < p_a + p_b else "same")
 
 
-def annotate(scores_a: dict, scores_b: dict, rng: np.random.Generator, cfg: AnnotatorConfig = AnnotatorConfig()) -> dict:
+def annotate(
+    scores_a: dict, scores_b: dict, rng: np.random.Generator, cfg: AnnotatorConfig = AnnotatorConfig()
+) -> dict:
     """One simulated rater's labels on every dimension of :data:`LABEL_DIMS`."""
     return {dim: sample_label(scores_a[dim] - scores_b[dim], rng, cfg) for dim in LABEL_DIMS}
 

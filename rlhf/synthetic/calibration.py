@@ -40,8 +40,14 @@ class DefectRow:
         return float(max(self.means[0, i] - self.means[:, i].min() for i in others))
 
 
-def defect_table(n_prompts: int = 24, levels=LEVELS, seed: int = 0, spec: RenderSpec = RenderSpec(),
-                 defects=None, grammar: str = "single") -> list[DefectRow]:
+def defect_table(
+    n_prompts: int = 24,
+    levels=LEVELS,
+    seed: int = 0,
+    spec: RenderSpec = RenderSpec(),
+    defects=None,
+    grammar: str = "single",
+) -> list[DefectRow]:
     """Mean oracle scores per defect and strength over ``n_prompts`` prompts of ``grammar`` ("single" or
     "pair"; one seed each); ``defects`` (default: every kind that applies to the grammar's prompts)."""
     rng = np.random.default_rng(seed)
@@ -51,11 +57,18 @@ def defect_table(n_prompts: int = 24, levels=LEVELS, seed: int = 0, spec: Render
     seeds = rng.integers(0, 2**31 - 1, size=n_prompts)
     rows = []
     for defect in defects:
-        means = np.array([
-            np.mean([[score(render(p, {defect: s}, int(sd), spec), p)[d] for d in DIMENSIONS]
-                     for p, sd in zip(chosen, seeds)], axis=0)
-            for s in levels
-        ])
+        means = np.array(
+            [
+                np.mean(
+                    [
+                        [score(render(p, {defect: s}, int(sd), spec), p)[d] for d in DIMENSIONS]
+                        for p, sd in zip(chosen, seeds)
+                    ],
+                    axis=0,
+                )
+                for s in levels
+            ]
+        )
         rows.append(DefectRow(defect, DEFECTS[defect], means))
     return rows
 

@@ -45,7 +45,9 @@ class PairSampling:
             if not 0.0 <= v <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {v}")
         if not 0.0 < self.min_strength <= self.max_strength <= 1.0:
-            raise ValueError(f"need 0 < min_strength <= max_strength <= 1, got {self.min_strength}, {self.max_strength}")
+            raise ValueError(
+                f"need 0 < min_strength <= max_strength <= 1, got {self.min_strength}, {self.max_strength}"
+            )
         if self.max_defects < 1:
             raise ValueError(f"max_defects must be >= 1, got {self.max_defects}")
 
@@ -60,8 +62,9 @@ class PairSpec:
     seed_b: int
 
 
-def _defects(rng: np.random.Generator, cfg: PairSampling, applicable: tuple[str, ...],
-             kinds: list[str] | None = None) -> dict[str, float]:
+def _defects(
+    rng: np.random.Generator, cfg: PairSampling, applicable: tuple[str, ...], kinds: list[str] | None = None
+) -> dict[str, float]:
     if kinds is None:
         if rng.random() < cfg.clean_prob:
             return {}
@@ -89,8 +92,9 @@ def pair_spec(seed: int, index: int, cfg: PairSampling = PairSampling()) -> Pair
     return PairSpec(index, prompt, a, b, int(seeds[0]), int(seeds[1]))
 
 
-def _contrast(rng: np.random.Generator, cfg: PairSampling, index: int, prompt, a: dict,
-              applicable: tuple[str, ...]) -> PairSpec:
+def _contrast(
+    rng: np.random.Generator, cfg: PairSampling, index: int, prompt, a: dict, applicable: tuple[str, ...]
+) -> PairSpec:
     """A pair that differs in one text-alignment defect only, that side drawn at random."""
     extra = [k for k in applicable if DEFECTS[k] == "TA" and k not in a]
     worse = {**a, **_defects(rng, cfg, applicable, [str(rng.choice(extra))])}
@@ -107,8 +111,9 @@ def score_pair(spec: PairSpec, render_spec: RenderSpec = RenderSpec()) -> tuple[
     return va, vb, score(va, spec.prompt), score(vb, spec.prompt)
 
 
-def labelled_pair(spec: PairSpec, seed: int, render_spec: RenderSpec, annotator: AnnotatorConfig,
-                  crf: int) -> tuple[dict, dict[str, bytes], dict[str, np.ndarray]]:
+def labelled_pair(
+    spec: PairSpec, seed: int, render_spec: RenderSpec, annotator: AnnotatorConfig, crf: int
+) -> tuple[dict, dict[str, bytes], dict[str, np.ndarray]]:
     """Render, encode and score one pair in memory -> (record, mp4 bytes per side, decoded frames per side).
 
     The oracle scores the *decoded* mp4, so labels describe exactly what a reward model will read
@@ -139,8 +144,9 @@ def labelled_pair(spec: PairSpec, seed: int, render_spec: RenderSpec, annotator:
     return record, data, frames
 
 
-def make_record(spec: PairSpec, out_dir: Path, seed: int, render_spec: RenderSpec, annotator: AnnotatorConfig,
-                crf: int) -> dict:
+def make_record(
+    spec: PairSpec, out_dir: Path, seed: int, render_spec: RenderSpec, annotator: AnnotatorConfig, crf: int
+) -> dict:
     """Label one pair and write its two mp4s under ``out_dir``; returns its preference record."""
     from rlhf.video import write_encoded
 

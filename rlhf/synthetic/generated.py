@@ -17,7 +17,7 @@ judged by the oracle on the decoded file; a pair's labels come from the raters s
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -47,8 +47,12 @@ def default_family() -> list[Member]:
     """The shipped generator as the online loop samples it (10 Euler steps, guidance 3: its within-prompt pairs
     are what a loop's reward must rank), and three other settings that make visibly different clips: the
     generator's own 20-step sampler, weaker and stronger guidance."""
-    return [Member("loop", steps=10, weight=2.0), Member("20steps", steps=20), Member("cfg1.5", steps=10, guidance=1.5),
-            Member("cfg6", steps=10, guidance=6.0)]
+    return [
+        Member("loop", steps=10, weight=2.0),
+        Member("20steps", steps=20),
+        Member("cfg1.5", steps=10, guidance=1.5),
+        Member("cfg6", steps=10, guidance=6.0),
+    ]
 
 
 @dataclass
@@ -101,8 +105,10 @@ def plan(seed: int, cfg: GeneratedSampling) -> tuple[list[ClipSpec], list[tuple[
     # Every prompt before repeats; "mixed" alternates the kinds, each in its own order.
     kinds = ("single", "pair") if cfg.grammar == "mixed" else (cfg.grammar,)
     pools = [split_prompts(cfg.split, kind) for kind in kinds]
-    orders = [np.random.default_rng([seed, 0xC0FFEE] + ([i] if i else [])).permutation(len(pool))
-              for i, pool in enumerate(pools)]
+    orders = [
+        np.random.default_rng([seed, 0xC0FFEE] + ([i] if i else [])).permutation(len(pool))
+        for i, pool in enumerate(pools)
+    ]
     for slot in range(cfg.prompts):
         pool, order, at = pools[slot % len(pools)], orders[slot % len(pools)], slot // len(pools)
         prompt = pool[order[at % len(pool)]].text
@@ -112,13 +118,14 @@ def plan(seed: int, cfg: GeneratedSampling) -> tuple[list[ClipSpec], list[tuple[
             member = cfg.members[int(rng.choice(len(cfg.members), p=weights))].name
             clips.append(ClipSpec(slot, k, prompt, member, int(rng.integers(0, 2**31 - 1))))
         every = [(a, b) for a in range(cfg.clips_per_prompt) for b in range(a + 1, cfg.clips_per_prompt)]
-        chosen = np.random.default_rng([seed, slot, 0xBEEF]).permutation(len(every))[:cfg.pairs_per_prompt]
+        chosen = np.random.default_rng([seed, slot, 0xBEEF]).permutation(len(every))[: cfg.pairs_per_prompt]
         pairs += [(slot, first + every[c][0], first + every[c][1]) for c in sorted(chosen)]
     return clips, pairs
 
 
-def _sample_member(member: Member, clips: list[ClipSpec], batch_size: int, bar,
-                   generator: str = "") -> dict[int, np.ndarray]:
+def _sample_member(
+    member: Member, clips: list[ClipSpec], batch_size: int, bar, generator: str = ""
+) -> dict[int, np.ndarray]:
     """Frames of ``clips`` (indices into the plan) sampled by ``member`` (``generator`` where it names none)."""
     from rlhf.generator.model import DEFAULT_GENERATOR, load_generator
     from rlhf.generator.sampler import SamplerConfig, sample
@@ -129,7 +136,7 @@ def _sample_member(member: Member, clips: list[ClipSpec], batch_size: int, bar,
     sampler = SamplerConfig(steps=member.steps, guidance=member.guidance, batch_size=batch_size)
     out = {}
     for s in range(0, len(clips), batch_size):
-        chunk = clips[s:s + batch_size]
+        chunk = clips[s : s + batch_size]
         batch = sample(gen, [c.prompt for c in chunk], [c.seed for c in chunk], sampler)
         for c, v in zip(chunk, batch.videos):
             out[(c.slot, c.k)] = v
@@ -137,8 +144,15 @@ def _sample_member(member: Member, clips: list[ClipSpec], batch_size: int, bar,
     return out
 
 
-def build_generated(out_dir: str | Path, seed: int, cfg: GeneratedSampling, annotator: AnnotatorConfig = AnnotatorConfig(),
-                    crf: int = 12, fps: float = 8.0, progress: bool = True) -> list[dict]:
+def build_generated(
+    out_dir: str | Path,
+    seed: int,
+    cfg: GeneratedSampling,
+    annotator: AnnotatorConfig = AnnotatorConfig(),
+    crf: int = 12,
+    fps: float = 8.0,
+    progress: bool = True,
+) -> list[dict]:
     """Sample, store and judge every clip of the plan, and label its pairs -> preference records (videos
     under ``out_dir/videos``). Records carry ``generator_a`` / ``generator_b`` (the member names),
     ``seed_a`` / ``seed_b`` and ``source = "generated"``."""
@@ -173,12 +187,24 @@ def build_generated(out_dir: str | Path, seed: int, cfg: GeneratedSampling, anno
     records = []
     for n, (slot, ia, ib) in enumerate(pairs):
         a, b = clips[ia], clips[ib]
-        labels = annotate(scores[(a.slot, a.k)], scores[(b.slot, b.k)], np.random.default_rng([seed, slot, n, 1]),
-                          annotator)
-        records.append({
-            "id": f"g{seed}-{n:07d}", "prompt": a.prompt, "video_a": names[(a.slot, a.k)],
-            "video_b": names[(b.slot, b.k)], **labels, "score_a": scores[(a.slot, a.k)],
-            "score_b": scores[(b.slot, b.k)], "split": parse_prompt(a.prompt).split, "source": "generated",
-            "generator_a": a.member, "generator_b": b.member, "seed_a": a.seed, "seed_b": b.seed,
-        })
+        labels = annotate(
+            scores[(a.slot, a.k)], scores[(b.slot, b.k)], np.random.default_rng([seed, slot, n, 1]), annotator
+        )
+        records.append(
+            {
+                "id": f"g{seed}-{n:07d}",
+                "prompt": a.prompt,
+                "video_a": names[(a.slot, a.k)],
+                "video_b": names[(b.slot, b.k)],
+                **labels,
+                "score_a": scores[(a.slot, a.k)],
+                "score_b": scores[(b.slot, b.k)],
+                "split": parse_prompt(a.prompt).split,
+                "source": "generated",
+                "generator_a": a.member,
+                "generator_b": b.member,
+                "seed_a": a.seed,
+                "seed_b": b.seed,
+            }
+        )
     return records

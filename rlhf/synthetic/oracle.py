@@ -74,8 +74,16 @@ CRISP_EDGE = 0.8  # edge width (px) the measurement reports for a crisp anti-ali
 SOFT_OK = 1.5  # edge width (px at 32 px) judged sharp: H.264 4:2:0 chroma widens crisp edges to ~1.4
 WHOLE_FRACTION = 0.8  # objects covering less than this share of the world's object area lose VQ and TA
 TA_WEIGHTS = {"colour": 0.25, "shape": 0.25, "direction": 0.25, "speed": 0.15, "background": 0.10}
-PAIR_TA_WEIGHTS = {"colour": 0.15, "shape": 0.15, "colour2": 0.15, "shape2": 0.15, "relation": 0.15,
-                   "direction": 0.10, "speed": 0.10, "background": 0.05}
+PAIR_TA_WEIGHTS = {
+    "colour": 0.15,
+    "shape": 0.15,
+    "colour2": 0.15,
+    "shape2": 0.15,
+    "relation": 0.15,
+    "direction": 0.10,
+    "speed": 0.10,
+    "background": 0.05,
+}
 RELATION_FADE = 0.15  # offsets between the objects below this (fraction of the frame) read as no relation
 
 
@@ -137,8 +145,9 @@ def noise_level(f: np.ndarray, den: np.ndarray) -> float:
     return float(1.4826 * np.median(np.abs(resid - np.median(resid))))
 
 
-def measure(frames: np.ndarray, object_area: float = 0.0, raw_shape: bool = False,
-            noise: float | None = None) -> Measurements:
+def measure(
+    frames: np.ndarray, object_area: float = 0.0, raw_shape: bool = False, noise: float | None = None
+) -> Measurements:
     """What the oracle measures on a clip of one object of coverage ``object_area`` (0: the single-object
     world's, ``render.OBJECT_AREA``). ``raw_shape``: place, size, colour and shape-match the object by the
     opacity of the unfiltered frames (on its blob grown by a pixel): a pair's objects are small enough that
@@ -177,8 +186,22 @@ def measure(frames: np.ndarray, object_area: float = 0.0, raw_shape: bool = Fals
     area = alpha.sum(axis=(1, 2))
     found &= area > 2.0
     contrast = float(np.median(contrast_t))
-    empty = Measurements(noise, 0.0, cast, contrast, float(found.mean()), 0.0, flicker, 0.0, 0.0, 0.0,
-                         {s: 1.0 for s in SHAPES}, np.zeros(2), background, object_area=object_area)
+    empty = Measurements(
+        noise,
+        0.0,
+        cast,
+        contrast,
+        float(found.mean()),
+        0.0,
+        flicker,
+        0.0,
+        0.0,
+        0.0,
+        {s: 1.0 for s in SHAPES},
+        np.zeros(2),
+        background,
+        object_area=object_area,
+    )
     if found.sum() < 2:
         return empty
 
@@ -222,9 +245,24 @@ def measure(frames: np.ndarray, object_area: float = 0.0, raw_shape: bool = Fals
         tmpl = np.clip(0.5 - _sdf(shape, px, py, r) / ramp, 0.0, 1.0)
         shape_err[shape] = np.abs(a - tmpl).sum(axis=(1, 2)) / A
     position = c.mean(axis=0) / np.array([W, H])
-    return Measurements(noise, softness, cast, contrast, float(found.mean()), jerk, flicker, size_cv,
-                        hue, chroma, shape_err, displacement, background, float(np.mean(size)) / (H * W),
-                        position, object_area)
+    return Measurements(
+        noise,
+        softness,
+        cast,
+        contrast,
+        float(found.mean()),
+        jerk,
+        flicker,
+        size_cv,
+        hue,
+        chroma,
+        shape_err,
+        displacement,
+        background,
+        float(np.mean(size)) / (H * W),
+        position,
+        object_area,
+    )
 
 
 def ta_parts(m: Measurements, prompt: Prompt, path_scale: float = 1.0) -> dict[str, float]:
@@ -244,12 +282,12 @@ def ta_parts(m: Measurements, prompt: Prompt, path_scale: float = 1.0) -> dict[s
         cos = float(np.dot(m.displacement, DIRECTIONS[prompt.direction]) / norm) if norm > 1e-9 else 0.0
         parts["direction"] = 0.5 + 0.5 * cos * min(1.0, norm / 0.1)
         target = SPEEDS[prompt.speed] * path_scale
-        parts["speed"] = float(np.exp(-np.log((norm + 0.05) / (target + 0.05)) ** 2 / (2 * 0.3**2)))
+        parts["speed"] = float(np.exp(-(np.log((norm + 0.05) / (target + 0.05)) ** 2) / (2 * 0.3**2)))
         # Present and whole: an object seen in few frames, or only a fragment of it, shows less of the prompt.
         seen = m.found * wholeness(m)
         for k in ("colour", "shape", "direction", "speed"):
             parts[k] *= seen
-    parts["background"] = float(np.exp(-((m.background - BACKGROUNDS[prompt.background]) / 0.12) ** 2))
+    parts["background"] = float(np.exp(-(((m.background - BACKGROUNDS[prompt.background]) / 0.12) ** 2)))
     return parts
 
 
@@ -358,10 +396,16 @@ def pair_ta_parts(ms: tuple[Measurements, Measurements], prompt: PairPrompt) -> 
     best = None
     for order in ((0, 1), (1, 0)):
         first, second = (ta_parts(ms[i], single, PAIR_PATH) for i, single in zip(order, singles))
-        out = {"colour": first["colour"], "shape": first["shape"], "colour2": second["colour"],
-               "shape2": second["shape"], "relation": _relation(ms[order[0]], ms[order[1]], prompt.relation),
-               "direction": 0.5 * (first["direction"] + second["direction"]),
-               "speed": 0.5 * (first["speed"] + second["speed"]), "background": first["background"]}
+        out = {
+            "colour": first["colour"],
+            "shape": first["shape"],
+            "colour2": second["colour"],
+            "shape2": second["shape"],
+            "relation": _relation(ms[order[0]], ms[order[1]], prompt.relation),
+            "direction": 0.5 * (first["direction"] + second["direction"]),
+            "speed": 0.5 * (first["speed"] + second["speed"]),
+            "background": first["background"],
+        }
         total = sum(PAIR_TA_WEIGHTS[k] * v for k, v in out.items())
         if best is None or total > best[0]:
             best = (total, out)

@@ -113,8 +113,16 @@ class Prompt(_Grammar):
     _form = "a <colour> <shape> moving <direction> <speed> on a <background> background"
 
     def __post_init__(self):
-        _check(self, (("colour", COLOURS), ("shape", SHAPES), ("direction", DIRECTIONS), ("speed", SPEEDS),
-                      ("background", BACKGROUNDS)))
+        _check(
+            self,
+            (
+                ("colour", COLOURS),
+                ("shape", SHAPES),
+                ("direction", DIRECTIONS),
+                ("speed", SPEEDS),
+                ("background", BACKGROUNDS),
+            ),
+        )
 
     @property
     def objects(self) -> tuple[tuple[str, str], ...]:
@@ -124,7 +132,6 @@ class Prompt(_Grammar):
     @property
     def text(self) -> str:
         return f"a {self.colour} {self.shape} moving {self.direction} {self.speed} on a {self.background} background"
-
 
 
 @dataclass(frozen=True, order=True)
@@ -147,8 +154,19 @@ class PairPrompt(_Grammar):
     _note = f" (relations: {', '.join(RELATIONS)})"
 
     def __post_init__(self):
-        _check(self, (("colour", COLOURS), ("shape", SHAPES), ("relation", RELATIONS), ("colour2", COLOURS),
-                      ("shape2", SHAPES), ("direction", DIRECTIONS), ("speed", SPEEDS), ("background", BACKGROUNDS)))
+        _check(
+            self,
+            (
+                ("colour", COLOURS),
+                ("shape", SHAPES),
+                ("relation", RELATIONS),
+                ("colour2", COLOURS),
+                ("shape2", SHAPES),
+                ("direction", DIRECTIONS),
+                ("speed", SPEEDS),
+                ("background", BACKGROUNDS),
+            ),
+        )
         if self.colour == self.colour2:
             raise PromptError(f"the two objects of a pair prompt need different colours, both are '{self.colour}'")
 
@@ -158,9 +176,10 @@ class PairPrompt(_Grammar):
 
     @property
     def text(self) -> str:
-        return (f"a {self.colour} {self.shape} {self.relation} a {self.colour2} {self.shape2} moving "
-                f"{self.direction} {self.speed} on a {self.background} background")
-
+        return (
+            f"a {self.colour} {self.shape} {self.relation} a {self.colour2} {self.shape2} moving "
+            f"{self.direction} {self.speed} on a {self.background} background"
+        )
 
 
 def parse_prompt(text: str) -> Prompt | PairPrompt:
@@ -169,10 +188,12 @@ def parse_prompt(text: str) -> Prompt | PairPrompt:
         return PairPrompt.parse(text)
     if _PATTERN.match(text or ""):
         return Prompt.parse(text)
-    raise PromptError(f"prompt {text!r} is not a prompt of the moving-shapes world: use 'a <colour> <shape> moving "
-                      "<direction> <speed> on a <background> background' or 'a <colour> <shape> <relation> a "
-                      f"<colour> <shape> moving <direction> <speed> on a <background> background' (relations: "
-                      f"{', '.join(RELATIONS)})")
+    raise PromptError(
+        f"prompt {text!r} is not a prompt of the moving-shapes world: use 'a <colour> <shape> moving "
+        "<direction> <speed> on a <background> background' or 'a <colour> <shape> <relation> a "
+        f"<colour> <shape> moving <direction> <speed> on a <background> background' (relations: "
+        f"{', '.join(RELATIONS)})"
+    )
 
 
 def as_prompt(prompt) -> Prompt | PairPrompt:
@@ -200,12 +221,7 @@ def all_prompts(grammar: str = "single") -> list:
 @lru_cache(maxsize=1)
 def _singles() -> tuple[Prompt, ...]:
     return tuple(
-        Prompt(c, s, d, v, b)
-        for c in COLOURS
-        for s in SHAPES
-        for d in DIRECTIONS
-        for v in SPEEDS
-        for b in BACKGROUNDS
+        Prompt(c, s, d, v, b) for c in COLOURS for s in SHAPES for d in DIRECTIONS for v in SPEEDS for b in BACKGROUNDS
     )
 
 
@@ -240,9 +256,16 @@ def is_heldout(p: Prompt | PairPrompt) -> bool:
     every attribute value (and every colour-shape pair, in either slot of a pair prompt) appears in both
     splits."""
     if isinstance(p, PairPrompt):
-        idx = (list(COLOURS).index(p.colour), SHAPES.index(p.shape), list(RELATIONS).index(p.relation),
-               list(COLOURS).index(p.colour2), SHAPES.index(p.shape2), list(DIRECTIONS).index(p.direction),
-               list(SPEEDS).index(p.speed), list(BACKGROUNDS).index(p.background))
+        idx = (
+            list(COLOURS).index(p.colour),
+            SHAPES.index(p.shape),
+            list(RELATIONS).index(p.relation),
+            list(COLOURS).index(p.colour2),
+            SHAPES.index(p.shape2),
+            list(DIRECTIONS).index(p.direction),
+            list(SPEEDS).index(p.speed),
+            list(BACKGROUNDS).index(p.background),
+        )
         return sum(k * i for k, i in zip((1, 2, 3, 4, 1, 2, 3, 4), idx)) % 5 == 0
     ci = list(COLOURS).index(p.colour)
     si = SHAPES.index(p.shape)

@@ -269,7 +269,7 @@ def _coverage(shape: str, centres: np.ndarray, r: float, H: int, W: int, morph=N
         fy0, fx0 = max(y0, 0), max(x0, 0)
         fy1, fx1 = min(y0 + 2 * half, H), min(x0 + 2 * half, W)
         if fy1 > fy0 and fx1 > fx0:
-            out[t, fy0:fy1, fx0:fx1] = box[fy0 - y0:fy1 - y0, fx0 - x0:fx1 - x0]
+            out[t, fy0:fy1, fx0:fx1] = box[fy0 - y0 : fy1 - y0, fx0 - x0 : fx1 - x0]
     return out
 
 
