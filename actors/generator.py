@@ -243,15 +243,17 @@ class GeneratorActor:
         }
         return meta, table, text
 
-    def evaluate(self, prompts: list[str], seeds: list[int], version: int, score_reward: bool = True) -> dict:
+    def evaluate(
+        self, prompts: list[str], seeds: list[int], version: int, score_reward: bool = True, keep: list[int] = ()
+    ) -> dict:
         """Scores of policy ``version``'s clips (0 = the initial policy) for evaluation: oracle (in the world) and
-        reward, no bulk data."""
+        reward; the mp4 of the clips at indices ``keep`` (``clips``: index -> bytes), for the report."""
         from rlhf.generator.sampler import sample
 
         self._use(version)
         batch = sample(self.gen, prompts, seeds, self.cfg.sampler, guidance=self.guide)
         mp4s = self._encode(batch.videos)
-        out = {"seeds": list(seeds)}
+        out = {"seeds": list(seeds), "clips": {i: mp4s[i] for i in keep}}
         if self.cfg.oracle:  # world=false: free-text prompts, no oracle
             out["oracle"] = _oracle_scores(mp4s, prompts)
         if score_reward:

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from rlhf.align.pairs import PairConfig, build_pairs
+from rlhf.dims import DIMS
 
 
 @dataclass
@@ -37,8 +38,7 @@ class PreferenceStats:
 
 
 def _weighted(batch: dict, cfg: PairConfig) -> np.ndarray:
-    w = cfg.weights
-    return w.VQ * batch["r_VQ"] + w.MQ * batch["r_MQ"] + w.TA * batch["r_TA"]
+    return cfg.weights.weighted(np.stack([batch[f"r_{d}"] for d in DIMS], axis=-1))
 
 
 def _order_key(seed: int, iteration: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:

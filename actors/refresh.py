@@ -31,7 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
-DIMS = ("VQ", "MQ", "TA")
+from rlhf.dims import DIMS
+
 LABEL_NAMES = {1: "A", -1: "B", 0: "same"}
 
 
@@ -166,7 +167,7 @@ def fine_tune(
     """Fine-tune ``init_from`` on the labelled pairs in ``data_dir`` and the ``replay`` dirs (plus fresh
     rendered pairs) with Ray Train on the connected cluster; returns ``out``, a checkpoint directory the reward
     service loads. The on-policy evaluation is on ``data_dir``'s pairs."""
-    from jobs.train_reward import TrainRewardJob, fit, prepare
+    from actors.reward_trainer import TrainRewardJob, fit, prepare
 
     data = ",".join(str(d) for d in [*replay, data_dir])
     job = TrainRewardJob(

@@ -19,11 +19,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from jobs.align_offline import AlignOfflineConfig, run, training_samples  # noqa: E402
-from jobs.evaluate import EvaluateConfig, evaluate  # noqa: E402
-from rlhf.align.pairs import RewardWeights  # noqa: E402
+from rlhf.align.offline_job import AlignOfflineConfig, run, training_samples  # noqa: E402
 from rlhf.artefacts import repo_relative, table_files  # noqa: E402
 from rlhf.config import parse_cli, to_dict  # noqa: E402
+from rlhf.dims import RewardWeights  # noqa: E402
+from rlhf.eval.policy_job import EvaluateConfig, evaluate  # noqa: E402
 
 ROW_NAMES = {"sft": "SFT", "rwr": "Flow-RWR", "dpo_timestep": "Flow-DPO (beta_t)", "dpo": "Flow-DPO (constant beta)"}
 
@@ -40,15 +40,7 @@ class AlignTableConfig:
     eval: EvaluateConfig = field(default_factory=lambda: EvaluateConfig(adapter="-"))
 
     def weight_list(self) -> list[RewardWeights]:
-        out = []
-        for spec in self.weightings.split(","):
-            parts = spec.split(":")
-            if len(parts) != 3:
-                raise ValueError(f"weighting {spec!r} must be VQ:MQ:TA, e.g. 1:1:1 or 0:0:1")
-            w = RewardWeights(*map(float, parts))
-            w.validate()
-            out.append(w)
-        return out
+        return RewardWeights.parse_list(self.weightings)
 
     def algo_list(self) -> list[str]:
         algos = [a.strip() for a in self.algos.split(",") if a.strip()]

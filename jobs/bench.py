@@ -433,8 +433,8 @@ def single_process_loop(ocfg, iterations: int) -> dict:
     import torch
 
     from actors.generator import _oracle_scores
+    from actors.online_config import prompt_batch
     from actors.preferences import block_rows, shuffled, to_tensors
-    from jobs.online_dpo import prompt_batch
     from rlhf.align.offline import read_prompts
     from rlhf.align.step import plain_update, train_step
     from rlhf.generator.model import DEFAULT_GENERATOR, load_generator
@@ -525,7 +525,7 @@ def _loop_summary(recs: list[dict], startup_s: float) -> dict:
 
 
 def bench_loop(cfg: BenchConfig) -> dict:
-    from jobs.online_dpo import OnlineConfig, run
+    from actors.online import OnlineConfig, run
     from rlhf.config import load_config
 
     tmp = Path(tempfile.mkdtemp(prefix="bench_loop_"))

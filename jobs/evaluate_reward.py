@@ -142,7 +142,7 @@ def ceiling_row(records: list[dict]) -> dict:
 
 
 def train_variant(cfg: EvaluateRewardConfig, name: str, overrides: dict) -> Path:
-    from jobs.train_reward import TrainRewardJob, run
+    from actors.reward_trainer import TrainRewardJob, run
     from rlhf.config import load_config
 
     out = Path(cfg.out) / name.replace(" ", "_").replace("+", "plus")

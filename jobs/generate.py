@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from rlhf.config import parse_cli, run_job, save_config  # noqa: E402
 from rlhf.device import DeviceConfig  # noqa: E402
+from rlhf.dims import RewardWeights  # noqa: E402
 from rlhf.generator.guidance import GuidanceConfig  # noqa: E402
 from rlhf.generator.model import DEFAULT_GENERATOR  # noqa: E402
 from rlhf.generator.sampler import SamplerConfig  # noqa: E402
@@ -45,7 +46,7 @@ class GenerateConfig:
     threads: int = 2
     device: DeviceConfig = field(default_factory=DeviceConfig)  # generator and latent reward (cuda/bf16 on a GPU)
     guidance_model: str = ""  # latent reward model directory (jobs/train_latent_reward.py)
-    guidance_weights: str = ""  # VQ,MQ,TA weights, e.g. 0.1,0.1,0.8 (sets guidance.VQ/MQ/TA)
+    guidance_weights: str = ""  # VQ:MQ:TA weights, e.g. 0.1:0.1:0.8 (sets guidance.weights)
     guidance: GuidanceConfig = field(default_factory=GuidanceConfig)  # scale 0 = unguided
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
 
@@ -55,8 +56,7 @@ class GenerateConfig:
         if not 0 <= self.crf <= 51:
             raise ValueError(f"crf must be in 0..51, got {self.crf}")
         if self.guidance_weights:
-            g = GuidanceConfig.parse_weights(self.guidance_weights)
-            self.guidance.VQ, self.guidance.MQ, self.guidance.TA = g.VQ, g.MQ, g.TA
+            self.guidance.weights = RewardWeights.parse(self.guidance_weights)
         self.guidance.validate()
         if self.guidance.scale > 0 and not self.guidance_model:
             raise ValueError(

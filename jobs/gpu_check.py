@@ -48,13 +48,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from jobs.bench_gpu import RewardShape, WanShape, bench_reward, bench_wan, timed  # noqa: E402
 from rlhf.align.step import AlgoConfig, plain_update, train_step  # noqa: E402
 from rlhf.device import DeviceConfig, DeviceError, seeded_generator  # noqa: E402
+from rlhf.dims import RewardWeights  # noqa: E402
 from rlhf.generator.guidance import GuidanceConfig  # noqa: E402
 from rlhf.generator.model import LORA_TARGETS, FlowGenerator  # noqa: E402
 from rlhf.generator.sampler import SamplerConfig, euler_sample  # noqa: E402
 from rlhf.memory import WanDims  # noqa: E402
+from rlhf.plain import RewardShape, WanShape, bench_reward, bench_wan, timed  # noqa: E402
 from rlhf.reward.data import PairBatch  # noqa: E402
 from rlhf.reward.latent import LatentReward, LatentRewardConfig  # noqa: E402
 from rlhf.reward.model import BackboneConfig, TrainableParts, apply_trainable_parts, build_model, qwen2vl_config  # noqa: E402
@@ -257,7 +258,7 @@ def project_wan(c: WanCheck, dc: DeviceConfig, warmup: int, reps: int) -> dict:
     backbone = FlowGenerator(scorer, None, WanLatentCodec(), c.video, fps=16)
     reward = LatentReward(backbone, LatentRewardConfig(blocks=c.nrg_blocks))
     reward.place(dc).eval()
-    guide = (reward.reward_fn(text), GuidanceConfig(scale=c.nrg_scale, VQ=1.0, MQ=1.0, TA=1.0))
+    guide = (reward.reward_fn(text), GuidanceConfig(scale=c.nrg_scale, weights=RewardWeights(1.0, 1.0, 1.0)))
     with torch.no_grad():
         nrg = measure(lambda: euler_sample(gen.velocity, noise, text, uncond, one_step, guide), device, warmup, reps)
     return {

@@ -29,10 +29,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from rlhf.artefacts import repo_relative  # noqa: E402
 from rlhf.config import parse_cli, run_job, save_config  # noqa: E402
+from rlhf.dims import DIMS, RewardWeights  # noqa: E402
 from rlhf.generator.model import DEFAULT_GENERATOR  # noqa: E402
 from rlhf.generator.sampler import SamplerConfig  # noqa: E402
-
-DIMS = ("VQ", "MQ", "TA")
 
 
 @dataclass
@@ -65,45 +64,29 @@ class NRGTableConfig:
     def validate(self) -> None:
         if not self.noise_model:
             raise ValueError("noise_model is required (train one with python jobs/train_latent_reward.py)")
-        for w in self.weight_rows() + self.table7_weights():
-            if min(w) < 0 or sum(w) == 0:
-                raise ValueError(f"weights must be >= 0 and not all zero, got {w}")
+        self.weight_rows(), self.table7_weights()  # parsing validates each weighting
         if self.scale <= 0 and not self.tune_scales:
             raise ValueError("scale must be > 0")
         if self.per_prompt < 1 or self.tune_prompts < 1 or self.n_prompts < 0:
             raise ValueError("per_prompt and tune_prompts must be >= 1 and n_prompts >= 0")
         self.sampler.validate()
 
-    @staticmethod
-    def _weights(text: str) -> tuple[float, float, float]:
-        try:
-            vq, mq, ta = (float(x) for x in text.split(":"))
-        except ValueError:
-            raise ValueError(f"weights must read VQ:MQ:TA like 0.1:0.1:0.8, got {text!r}") from None
-        return vq, mq, ta
+    def weight_rows(self) -> list[RewardWeights]:
+        return RewardWeights.parse_list(self.rows)
 
-    def weight_rows(self) -> list[tuple[float, float, float]]:
-        return [self._weights(r) for r in self.rows.split(",") if r.strip()]
-
-    def table7_weights(self) -> list[tuple[float, float, float]]:
-        return [self._weights(r) for r in self.table7_rows.split(",") if r.strip()]
+    def table7_weights(self) -> list[RewardWeights]:
+        return RewardWeights.parse_list(self.table7_rows)
 
 
-def label(w) -> str:
-    return ":".join(f"{x:g}" for x in w)
-
-
-def row_name(model: str, w, suffix: str = "") -> str:
+def row_name(model: str, w: RewardWeights, suffix: str = "") -> str:
     """File-safe row name: ``noise_0.1-0.1-0.8`` (+ ``suffix``)."""
-    return f"{model}_{label(w).replace(':', '-')}{suffix}"
+    return f"{model}_{w.label.replace(':', '-')}{suffix}"
 
 
-def guidance_config(cfg: NRGTableConfig, weights, scale: float, end: float | None = None):
+def guidance_config(cfg: NRGTableConfig, weights: RewardWeights, scale: float, end: float | None = None):
     from rlhf.generator.guidance import GuidanceConfig
 
-    return GuidanceConfig(
-        scale=scale, VQ=weights[0], MQ=weights[1], TA=weights[2], start=cfg.start, end=cfg.end if end is None else end
-    )
+    return GuidanceConfig(scale=scale, weights=weights, start=cfg.start, end=cfg.end if end is None else end)
 
 
 class Rows:
@@ -154,12 +137,10 @@ class Rows:
 def compare(row: dict, base: dict, weights) -> dict:
     import numpy as np
 
-    from rlhf.align.pairs import RewardWeights
     from rlhf.eval.judges import TIE_MARGINS
     from rlhf.eval.winrate import win_rates
 
-    w = weights or (1.0, 1.0, 1.0)
-    wr = win_rates(np.array(row["oracle"]), np.array(base["oracle"]), RewardWeights(*w), TIE_MARGINS["oracle"])
+    wr = win_rates(np.array(row["oracle"]), np.array(base["oracle"]), weights or RewardWeights(), TIE_MARGINS["oracle"])
     return {
         "win": {k: round(100 * v, 1) for k, v in wr.items()},
         "oracle_mean": dict(zip(DIMS, np.round(np.mean(row["oracle"], 0), 4).tolist())),
@@ -207,7 +188,7 @@ def run(cfg: NRGTableConfig) -> dict:
         for s in (float(x) for x in cfg.tune_scales.split(",")):
             for e in ends:
                 wins = {
-                    label(w): compare(tune.get(row_name("noise", w, f"_s{s:g}_e{e:g}"), noise_model, w, s, e), base, w)[
+                    w.label: compare(tune.get(row_name("noise", w, f"_s{s:g}_e{e:g}"), noise_model, w, s, e), base, w)[
                         "win"
                     ]["weighted"]
                     for w in tune_rows
@@ -234,31 +215,27 @@ def run(cfg: NRGTableConfig) -> dict:
         "seconds_per_clip": round(base["seconds"] / len(texts), 3),
         "clips": len(texts),
     }
-    report["table6"] = {
-        label(w): compare(rows.get(row_name("noise", w), noise_model, w, scale), base, w) for w in rows6
-    }
+    report["table6"] = {w.label: compare(rows.get(row_name("noise", w), noise_model, w, scale), base, w) for w in rows6}
     report["table7"] = {}
     for w in cfg.table7_weights():
-        report["table7"][f"{label(w)} w/ noise"] = compare(
+        report["table7"][f"{w.label} w/ noise"] = compare(
             rows.get(row_name("noise", w), noise_model, w, scale), base, w
         )
-    guided = [(w, report["table6"][label(w)]["win"]) for w in rows6]
+    guided = [(w, report["table6"][w.label]["win"]) for w in rows6]
     guided += [
-        (w, report["table7"][f"{label(w)} w/ noise"]["win"])
+        (w, report["table7"][f"{w.label} w/ noise"]["win"])
         for w in cfg.table7_weights()
-        if label(w) not in report["table6"]
+        if w.label not in report["table6"]
     ]
     report["steering"] = steering(guided)
     if cfg.clean_model:  # loaded last: the table can start while the "w/o noise" model still trains
         clean = LatentReward.load(cfg.clean_model)
         for w in cfg.table7_weights():
-            report["table7"][f"{label(w)} w/o noise"] = compare(
-                rows.get(row_name("clean", w), clean, w, scale), base, w
-            )
+            report["table7"][f"{w.label} w/o noise"] = compare(rows.get(row_name("clean", w), clean, w, scale), base, w)
     if cfg.control:  # what guidance does with the same architecture before any training
         untrained = LatentReward.from_generator(cfg.generator, noise_model.config)
-        for w in [cfg._weights(r) for r in cfg.control_rows.split(",")] if cfg.control_rows else cfg.table7_weights():
-            report["table7"][f"{label(w)} untrained (control)"] = compare(
+        for w in RewardWeights.parse_list(cfg.control_rows) if cfg.control_rows else cfg.table7_weights():
+            report["table7"][f"{w.label} untrained (control)"] = compare(
                 rows.get(row_name("untrained", w), untrained, w, scale), base, w
             )
     if cfg.cost_reps:
@@ -288,7 +265,7 @@ def guidance_cost(cfg: NRGTableConfig, gen, prompts: list[str], model, weights, 
     return {
         "seconds_per_clip": {k: [round(x, 4) for x in v] for k, v in times.items()},
         "guided_over_unguided": round(ratio, 2),
-        "weights": label(weights),
+        "weights": weights.label,
         "guided_fraction_of_steps": round(cfg.end - cfg.start, 2),
     }
 

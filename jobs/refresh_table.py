@@ -24,17 +24,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from actors.online import OnlineConfig  # noqa: E402
 from actors.refresh import RefreshConfig, reward_dir  # noqa: E402
-from jobs.online_dpo import OnlineConfig  # noqa: E402
 from rlhf.artefacts import repo_relative, table_files  # noqa: E402
 from rlhf.config import parse_cli, to_dict  # noqa: E402
+from rlhf.dims import DIMS  # noqa: E402
 
 ROWS = {
     "oracle": "(a) oracle as the reward",
     "frozen": "(b) learned reward, frozen",
     "refresh": "(c) learned reward + refresh",
 }
-DIMS = ("VQ", "MQ", "TA")
 
 
 @dataclass
@@ -111,7 +111,7 @@ def markdown(rows: dict[str, dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from jobs.online_dpo import run
+    from actors.online import run
 
     cfg = parse_cli(RefreshTableConfig, argv, __doc__.splitlines()[0])
     try:

@@ -16,10 +16,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 
 from rlhf.config import parse_cli  # noqa: E402
+from rlhf.dims import DIMS  # noqa: E402
 from rlhf.synthetic.annotator import AnnotatorConfig, annotate  # noqa: E402
 from rlhf.synthetic.calibration import LEVELS, defect_table, reference_scores  # noqa: E402
 from rlhf.synthetic.dataset import PairSampling, dataset_stats, pair_spec, score_pair  # noqa: E402
-from rlhf.synthetic.oracle import DIMENSIONS  # noqa: E402
 
 
 @dataclass
@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"Defect x dimension: mean oracle score over {cfg.prompts} prompts at strengths {', '.join(map(str, LEVELS))}"
     )
-    print(f"{'defect':16s} {'harms':5s} " + " | ".join(f"{d:^29s}" for d in DIMENSIONS) + "  mono  drop  cross")
+    print(f"{'defect':16s} {'harms':5s} " + " | ".join(f"{d:^29s}" for d in DIMS) + "  mono  drop  cross")
     rows = defect_table(cfg.prompts, seed=cfg.seed)
     for r in rows:
         cells = " | ".join(" ".join(f"{r.means[j, k]:.2f}" for j in range(len(LEVELS))) for k in range(3))
@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     print("\nReference videos (mean VQ / MQ / TA):")
     refs = reference_scores(cfg.prompts, cfg.seed)
     for name, m in refs.items():
-        print(f"  {name:14s} " + "  ".join(f"{d} {v:.2f}" for d, v in zip(DIMENSIONS, m)))
+        print(f"  {name:14s} " + "  ".join(f"{d} {v:.2f}" for d, v in zip(DIMS, m)))
 
     if cfg.dataset:
         from rlhf.data.schema import read_preferences

@@ -4,6 +4,7 @@
 #   2. deepspeed, source-only, built against that torch (--no-build-isolation, no ops),
 #   3. the project and its pinned dependencies, editable.
 #   4. Debian's chromium package (headless browser for the report test), when root and apt-get are there.
+#   5. Debian's prometheus package (a real scrape of the job's metrics in the online-loop test), likewise.
 # A second run with unchanged pyproject.toml and setup script is a no-op.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,19 +28,19 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PY" -m venv "$VENV" || fail "create virtual environment"
 fi
 
-step "1/4 torch 2.13.0 (CPU build)"
-pipq "torch==2.13.0" || fail "1/4 torch"
-step "2/4 deepspeed 0.19.8 (no ops, no build isolation)"
+step "1/5 torch 2.13.0 (CPU build)"
+pipq "torch==2.13.0" || fail "1/5 torch"
+step "2/5 deepspeed 0.19.8 (no ops, no build isolation)"
 if ! "$VENV/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.version('deepspeed') != '0.19.8')" 2>/dev/null; then
-  pipq setuptools wheel || fail "2/4 build tools"
-  DS_BUILD_OPS=0 pipq --no-build-isolation "deepspeed==0.19.8" || fail "2/4 deepspeed"
+  pipq setuptools wheel || fail "2/5 build tools"
+  DS_BUILD_OPS=0 pipq --no-build-isolation "deepspeed==0.19.8" || fail "2/5 deepspeed"
 fi
-step "3/4 project and pinned dependencies"
-pipq -e ".[dev]" || fail "3/4 project"
+step "3/5 project and pinned dependencies"
+pipq -e ".[dev]" || fail "3/5 project"
 if "$VENV/bin/pip" list 2>/dev/null | grep -qiE '^(torchvision|nvidia-)'; then
   fail "check: torchvision or nvidia-* got installed; they break this CPU environment"
 fi
-step "4/4 Chromium (Debian package: the report test renders report.html headless)"
+step "4/5 Chromium (Debian package: the report test renders report.html headless)"
 if ! command -v chromium >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     export DEBIAN_FRONTEND=noninteractive
@@ -47,6 +48,16 @@ if ! command -v chromium >/dev/null 2>&1; then
       || echo "[setup] warning: 'apt-get install chromium' failed; the report rendering test will be skipped" >&2
   else
     echo "[setup] warning: no chromium and no root apt-get; install the 'chromium' package for the report test" >&2
+  fi
+fi
+step "5/5 Prometheus (Debian package: the online-loop test scrapes the job's metrics with it)"
+if ! command -v prometheus >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    export DEBIAN_FRONTEND=noninteractive
+    (apt-get install -y -q --no-install-recommends prometheus >/dev/null 2>&1 || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q --no-install-recommends prometheus >/dev/null 2>&1; }) \
+      || echo "[setup] warning: 'apt-get install prometheus' failed; the Prometheus scrape check will be skipped" >&2
+  else
+    echo "[setup] warning: no prometheus and no root apt-get; install the 'prometheus' package for the scrape check" >&2
   fi
 fi
 echo "$want" > "$STAMP"

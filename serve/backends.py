@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from rlhf.device import DeviceConfig
+from rlhf.dims import DIMS
 
-DIMS = ("VQ", "MQ", "TA")
 WORLD_FPS = 8.0  # frame rate of the moving-shapes world, used when a caller gives none
 # vllm 0.32.0 is the release built for torch 2.13.0; it pins transformers<5.20, so it lives in the replica's
 # own runtime_env rather than in the project's environment.

@@ -30,7 +30,15 @@ import numpy as np
 from rlhf.config import ConfigError, load_config, parse_override
 from rlhf.device import DeviceConfig
 
-from .backends import DIMS, VLLM_RUNTIME_ENV, WORLD_FPS, RewardBackend, RewardRequestError, RewardServiceError, make_backend
+from .backends import (
+    DIMS,
+    VLLM_RUNTIME_ENV,
+    WORLD_FPS,
+    RewardBackend,
+    RewardRequestError,
+    RewardServiceError,
+    make_backend,
+)
 
 logger = logging.getLogger("ray.serve")
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from rlhf.align.offline import PromptFileError, read_prompts
-from rlhf.align.pairs import RewardWeights
+from rlhf.dims import RewardWeights
 from rlhf.eval.winrate import reward_hacking, steering, win_rate, win_rates
 from rlhf.synthetic import render as render_mod
 from rlhf.synthetic.oracle import score
@@ -69,7 +69,7 @@ def test_empty_prompt_file_and_unknown_split_are_refused(tmp_path):
 
 
 def test_unknown_algorithm_is_refused(capsys, tmp_path):
-    from jobs.align_offline import main
+    from rlhf.align.offline_job import main
 
     with pytest.raises(SystemExit) as exit_:
         main(["--out", str(tmp_path), "--algo", "ppo"])
@@ -80,8 +80,8 @@ def test_unknown_algorithm_is_refused(capsys, tmp_path):
 def test_align_offline_and_evaluate_end_to_end(tmp_path):
     """A tiny generator aligned for a few steps with the oracle: the adapter loads, changes the policy, and
     the evaluation reports per-dimension win rates in [0, 1] for the same prompts and seeds."""
-    from jobs.align_offline import main as align_main
-    from jobs.evaluate import main as eval_main
+    from rlhf.align.offline_job import main as align_main
+    from rlhf.eval.policy_job import main as eval_main
     from rlhf.generator.model import FlowGenerator
     from tests.test_generator import TINY
 
@@ -132,11 +132,11 @@ def test_align_offline_and_evaluate_end_to_end(tmp_path):
 
 def test_steering_reads_each_dimension_against_its_own_weight():
     rows = [
-        ((0, 0, 1), {"VQ": 40.0, "MQ": 50.0, "TA": 70.0}),
-        ((0.1, 0.1, 0.8), {"VQ": 45.0, "MQ": 52.0, "TA": 66.0}),
-        ((0.1, 0.1, 0.6), {"VQ": 55.0, "MQ": 48.0, "TA": 60.0}),
-        ((0.5, 0.5, 0), {"VQ": 60.0, "MQ": 58.0, "TA": 50.0}),
-        ((0, 1, 0), {"VQ": 42.0, "MQ": 65.0, "TA": 51.0}),
+        (RewardWeights(0, 0, 1), {"VQ": 40.0, "MQ": 50.0, "TA": 70.0}),
+        (RewardWeights(0.1, 0.1, 0.8), {"VQ": 45.0, "MQ": 52.0, "TA": 66.0}),
+        (RewardWeights(0.1, 0.1, 0.6), {"VQ": 55.0, "MQ": 48.0, "TA": 60.0}),
+        (RewardWeights(0.5, 0.5, 0), {"VQ": 60.0, "MQ": 58.0, "TA": 50.0}),
+        (RewardWeights(0, 1, 0), {"VQ": 42.0, "MQ": 65.0, "TA": 51.0}),
     ]
     s = steering(rows)
     # VQ weights 0 (rows 1, 5: mean 41), 0.1 (rows 2, 3: mean 50), 0.5 (60): rising
@@ -145,7 +145,7 @@ def test_steering_reads_each_dimension_against_its_own_weight():
     assert [w for w, _ in s["MQ"]["curve"]] == [0.0, 0.1, 0.5, 1.0] and s["MQ"]["monotone"]
     # TA 0 (mean of 50, 51 = 50.5), 0.6 (60), 0.8 (66), 1 (70)
     assert s["TA"]["curve"] == [(0.0, 50.5), (0.6, 60.0), (0.8, 66.0), (1.0, 70.0)] and s["TA"]["monotone"]
-    rows[1] = ((0.1, 0.1, 0.8), {"VQ": 45.0, "MQ": 52.0, "TA": 75.0})  # 0.8 now above 1
+    rows[1] = (RewardWeights(0.1, 0.1, 0.8), {"VQ": 45.0, "MQ": 52.0, "TA": 75.0})  # 0.8 now above 1
     assert not steering(rows)["TA"]["monotone"]
 
 

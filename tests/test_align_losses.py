@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from rlhf.align import flow_dpo_loss, flow_rwr_loss, sft_loss
-from rlhf.align.pairs import PairConfig, RewardWeights, best_of_groups, build_pairs
+from rlhf.align.pairs import PairConfig, best_of_groups, build_pairs
+from rlhf.dims import RewardWeights
 
 
 def _const(values):

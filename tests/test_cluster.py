@@ -233,7 +233,7 @@ def readme_recipe() -> tuple[str, str]:
 def test_readme_recipe_declares_room_for_every_role():
     """The recipe's head offers enough logical CPUs for the default job's roles, binds 127.0.0.1, and the
     job runs the venv's python (the recipe activates it first)."""
-    from jobs.online_dpo import OnlineConfig
+    from actors.online import OnlineConfig
 
     start, job = readme_recipe()
     cpus = int(re.search(r"--num-cpus[= ](\d+)", start).group(1))

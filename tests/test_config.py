@@ -1,12 +1,15 @@
-"""Typed job configs: YAML + key=value overrides, strict keys and types."""
+"""Typed job configs: YAML + key=value overrides, strict keys and types, --help from the field comments."""
 
+import dataclasses
+import re
+import typing
 from dataclasses import dataclass, field
 from typing import Literal
 
 import pytest
 import yaml
 
-from rlhf.config import ConfigError, load_config, parse_cli, save_config
+from rlhf.config import HELP_WIDTH, ConfigError, describe_keys, keys_help, load_config, parse_cli, save_config
 
 
 @dataclass
@@ -110,3 +113,148 @@ def test_cli_flags_and_overrides(capsys):
         parse_cli(Job, ["nope=1"], "test")
     assert e.value.code == 2
     assert "unknown config key 'nope'" in capsys.readouterr().err
+
+
+@dataclass
+class Schedule:
+    warmup: int = 100  # linear warm-up steps
+    # cosine decay to lr x floor,
+    # reached at the last step
+    floor: float = 0.1
+    kind: Literal["cosine", "constant"] = "cosine"
+
+
+@dataclass
+class Recipe:
+    out: str = "runs/x"  # run directory
+    name: str = ""  # run name ("" = the directory's)
+    answer: str = "yes"  # YAML reads a bare yes as true, so the default is shown quoted
+    ckpt: str | None = None  # resume from here
+    # not the meaning of workers: a field's own comment wins
+    workers: int = 2  # processes
+    tags: list[str] = field(default_factory=list)
+    # a comment with a blank line under it belongs to no field
+
+    seed: int = 0
+    lr: float = 5e-4  # AdamW
+    schedule: Schedule = field(default_factory=lambda: Schedule(warmup=5))  # learning-rate schedule
+
+
+RECIPE_KEYS = [
+    ("out", "str", "runs/x", "run directory"),
+    ("name", "str", '""', 'run name ("" = the directory\'s)'),
+    ("answer", "str", '"yes"', "YAML reads a bare yes as true, so the default is shown quoted"),
+    ("ckpt", "str | None", "null", "resume from here"),
+    ("workers", "int", "2", "processes"),
+    ("tags", "list[str]", "[]", ""),
+    ("seed", "int", "0", ""),
+    ("lr", "float", "0.0005", "AdamW"),
+    ("schedule", "Schedule", "", "learning-rate schedule"),
+    ("schedule.warmup", "int", "5", "linear warm-up steps"),  # the outer default, not Schedule's 100
+    ("schedule.floor", "float", "0.1", "cosine decay to lr x floor, reached at the last step"),
+    ("schedule.kind", "Literal['cosine', 'constant']", "cosine", ""),
+]
+
+
+def test_describe_keys_gives_type_default_and_comment_of_every_key():
+    assert describe_keys(Recipe) == RECIPE_KEYS
+
+
+@dataclass
+class LongRecipe(Recipe):
+    out: str = "runs/long"  # redeclared: this comment replaces the base's
+    epochs: int = 3  # passes over the data
+
+
+def test_inherited_fields_keep_their_base_class_comment():
+    rows = {key: (typ, default, meaning) for key, typ, default, meaning in describe_keys(LongRecipe)}
+    assert rows["out"] == ("str", "runs/long", "redeclared: this comment replaces the base's")
+    assert rows["workers"] == ("int", "2", "processes")
+    assert rows["schedule.floor"] == ("float", "0.1", "cosine decay to lr x floor, reached at the last step")
+    assert rows["epochs"] == ("int", "3", "passes over the data")
+
+
+def test_help_lists_every_key_with_type_default_and_meaning(capsys):
+    with pytest.raises(SystemExit) as e:
+        parse_cli(Recipe, ["--help"], "Train a recipe.", {"--out": ("out", str, "run directory")})
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^  --out OUT\s+run directory \(= out\)$", out, re.M)
+    assert re.search(r"^  KEY\s+TYPE\s+DEFAULT\s+MEANING$", out, re.M)
+    for row in RECIPE_KEYS:
+        line = "  " + r"\s+".join(re.escape(cell) for cell in row if cell)
+        assert re.search(f"^{line}$", out, re.M), f"no help line for {row[0]}"
+
+
+@dataclass
+class Verbose:
+    # the learning rate of the optimiser that trains the low-rank adapter, warmed up linearly over warmup steps
+    # and then decayed along a cosine to lr x lr_floor at the very last optimiser step of the run
+    lr: float = 1e-4
+    members: list[int] = field(default_factory=lambda: list(range(40)))  # ranks of the members
+
+
+def test_help_table_fits_its_width_wrapping_meanings_and_cutting_long_defaults():
+    lines = keys_help(Verbose).splitlines()
+    assert max(len(line) for line in lines) <= HELP_WIDTH
+    meaning_col = lines[0].index("MEANING")
+    lr_lines = [line for line in lines if line.startswith("  lr ") or line[:meaning_col].isspace()]
+    assert len(lr_lines) == 3
+    assert " ".join(line[meaning_col:] for line in lr_lines) == describe_keys(Verbose)[0][3]
+    members = next(line for line in lines if line.startswith("  members "))
+    # 32 characters: the default's first 31 ("[" and ten "d, ") and the cut mark
+    assert "  [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, …  ranks of the members" in members
+
+
+def _uncommented(roots: list[type]) -> dict[str, list[str]]:
+    """Declaring class -> "its commented/all field count" line and its fields without a comment, over
+    every dataclass reachable from ``roots`` through nested config fields."""
+    found: dict[str, dict[str, bool]] = {}
+    seen, todo = set(), list(roots)
+    while todo:
+        cls = todo.pop(0)
+        if cls in seen:
+            continue
+        seen.add(cls)
+        hints = typing.get_type_hints(cls)
+        meanings = {key: meaning for key, _t, _d, meaning in describe_keys(cls) if "." not in key}
+        for f in dataclasses.fields(cls):
+            owner = next(k for k in cls.__mro__ if f.name in vars(k).get("__annotations__", {}))
+            found.setdefault(f"{owner.__module__}.{owner.__qualname__}", {})[f.name] = bool(meanings[f.name])
+            if dataclasses.is_dataclass(hints[f.name]):
+                todo.append(hints[f.name])
+    return {
+        f"{name} ({sum(fields.values())}/{len(fields)} commented)": [f for f, ok in fields.items() if not ok]
+        for name, fields in found.items()
+    }
+
+
+def test_real_job_configs_describe_every_key_and_report_their_comment_share(capsys):
+    from actors.generator import GeneratorActorConfig
+    from actors.online import OnlineConfig
+    from actors.reward_data import TrainRewardJob
+    from rlhf.align.offline_job import AlignOfflineConfig
+    from rlhf.eval.policy_job import EvaluateConfig
+    from rlhf.generator.pretrain_job import PretrainConfig
+    from rlhf.reward.latent_job import LatentRewardJobConfig
+    from rlhf.synthetic.dataset_job import MakeDatasetConfig
+
+    roots = [
+        OnlineConfig,
+        GeneratorActorConfig,
+        TrainRewardJob,
+        PretrainConfig,
+        AlignOfflineConfig,
+        EvaluateConfig,
+        MakeDatasetConfig,
+        LatentRewardJobConfig,
+    ]
+    for root in roots:
+        with pytest.raises(ConfigError) as e:
+            load_config(root, None, ["no_such_key=1"])
+        valid = str(e.value).split("valid keys: ")[1].split(", ")
+        assert [key for key, _t, default, _m in describe_keys(root) if default] == valid, root.__name__
+    with capsys.disabled():
+        print()
+        for name, missing in _uncommented(roots).items():
+            print(f"{name}; without a comment: {', '.join(missing) or '-'}")

@@ -10,6 +10,7 @@ import torch
 
 from rlhf.align.step import AlgoConfig, batch_loss, plain_update, train_step
 from rlhf.device import DeviceConfig, DeviceError, seeded_generator
+from rlhf.dims import RewardWeights
 from rlhf.generator.codec import SpaceToDepthCodec, WanVAECodec
 from rlhf.generator.guidance import GuidanceConfig
 from rlhf.generator.model import DEFAULT_GENERATOR, FlowGenerator, GeneratorConfig, GeneratorError, load_generator
@@ -123,7 +124,7 @@ def test_sampler_guidance_and_step_make_every_tensor_on_the_models_device():
             text,
             text,
             SamplerConfig(steps=2, guidance=3.0),
-            (latent_reward, GuidanceConfig(scale=1.0, VQ=1, MQ=1, TA=1)),
+            (latent_reward, GuidanceConfig(scale=1.0, weights=RewardWeights(1, 1, 1))),
         )
         lat = torch.zeros(2, *g.latent_shape, device="meta")
         rng = seeded_generator(0, g.device)

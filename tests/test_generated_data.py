@@ -40,7 +40,7 @@ def test_mixed_plan_alternates_single_and_pair_prompts_of_the_split():
 
 
 def test_make_dataset_writes_generated_pairs_judged_on_the_stored_clips(tmp_path):
-    from jobs.make_dataset import main
+    from rlhf.synthetic.dataset_job import main
 
     out = tmp_path / "ds"
     assert (

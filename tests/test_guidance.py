@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from rlhf.dims import RewardWeights
 from rlhf.generator.guidance import GuidanceConfig, reward_gradient
 from rlhf.generator.sampler import SamplerConfig, euler_sample, initial_noise
 
@@ -27,7 +28,7 @@ def test_zero_scale_reproduces_unguided_sampling_exactly():
     noise = initial_noise([1, 2, 3], (2, 2, 3, 3))
     text = torch.tensor([0.5, -1.0, 2.0])
     plain = euler_sample(toy_velocity, noise, text, None, cfg)
-    g = GuidanceConfig(scale=0.0, VQ=1, MQ=1, TA=1)
+    g = GuidanceConfig(scale=0.0, weights=RewardWeights(1, 1, 1))
     same = euler_sample(toy_velocity, noise, text, None, cfg, (quadratic_reward(torch.tensor([5.0, 6.0, 7.0])), g))
     assert torch.equal(plain, same)
 
@@ -40,14 +41,24 @@ def test_one_guided_step_moves_up_the_chosen_dimension_by_the_derived_amount():
     text = torch.tensor([0.0])
     w = 0.1
     out = euler_sample(
-        toy_velocity, x0, text, None, cfg, (quadratic_reward(target), GuidanceConfig(scale=w, VQ=0, MQ=0, TA=1))
+        toy_velocity,
+        x0,
+        text,
+        None,
+        cfg,
+        (quadratic_reward(target), GuidanceConfig(scale=w, weights=RewardWeights(0, 0, 1))),
     )
     # v = x - 0 = 0 at x = 0; grad of -(x - 3)^2 at 0 is 6 -> x' = 0 + 1 * 0.1 * 6 = 0.6
     torch.testing.assert_close(out, torch.full_like(x0, 0.6))
     r = quadratic_reward(target)
     assert float(r(out, None)[0, 2]) > float(r(x0, None)[0, 2])  # TA reward rose
     vq_only = euler_sample(
-        toy_velocity, x0, text, None, cfg, (quadratic_reward(target), GuidanceConfig(scale=w, VQ=1, MQ=0, TA=0))
+        toy_velocity,
+        x0,
+        text,
+        None,
+        cfg,
+        (quadratic_reward(target), GuidanceConfig(scale=w, weights=RewardWeights(1, 0, 0))),
     )
     torch.testing.assert_close(vq_only, x0)  # VQ's optimum is the start: no push
 
@@ -67,16 +78,18 @@ def test_guidance_applies_only_inside_its_step_range():
 def test_no_gradient_reaches_model_parameters():
     lin = torch.nn.Linear(4, 3)
     x = torch.randn(2, 4)
-    g = reward_gradient(lambda x, t: lin(x), x, None, GuidanceConfig(scale=1.0, VQ=1, MQ=1, TA=1))
+    g = reward_gradient(lambda x, t: lin(x), x, None, GuidanceConfig(scale=1.0, weights=RewardWeights(1, 1, 1)))
     assert lin.weight.grad is None and lin.bias.grad is None and not x.requires_grad
     torch.testing.assert_close(g, lin.weight.sum(0).expand(2, 4))  # d/dx sum_d (W x + b)_d
 
 
 def test_bad_guidance_configs_are_refused():
     with pytest.raises(ValueError, match="three numbers"):
-        GuidanceConfig.parse_weights("0.1,0.9")
+        RewardWeights.parse("0.1,0.9")
     with pytest.raises(ValueError, match="not all zero"):
-        GuidanceConfig(scale=1.0, VQ=0, MQ=0, TA=0).validate()
+        GuidanceConfig(scale=1.0, weights=RewardWeights(0, 0, 0)).validate()
     with pytest.raises(ValueError, match="start"):
         GuidanceConfig(start=0.8, end=0.2).validate()
-    assert GuidanceConfig.parse_weights("0.1,0.1,0.8").TA == 0.8
+    assert RewardWeights.parse("0.1,0.1,0.8").TA == 0.8
+    assert RewardWeights.parse("0.1:0.1:0.8") == RewardWeights(0.1, 0.1, 0.8)
+    assert [w.label for w in RewardWeights.parse_list("1:1:1,0:0:1")] == ["1:1:1", "0:0:1"]

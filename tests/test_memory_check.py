@@ -133,7 +133,7 @@ def test_flow_dpo_step_estimate_is_within_25_percent_of_the_h100_measurement():
 
 
 def test_the_wan_config_loads_and_every_role_fits(capsys):
-    from jobs.online_dpo import OnlineConfig, main
+    from actors.online import OnlineConfig, main
     from rlhf.config import load_config
 
     cfg = load_config(OnlineConfig, path=CONFIG)
@@ -147,7 +147,7 @@ def test_the_wan_config_loads_and_every_role_fits(capsys):
 
 
 def test_an_oversized_trainer_fails_with_its_shortfall_and_fixes(capsys):
-    from jobs.online_dpo import main
+    from actors.online import main
 
     rc = main(
         [
@@ -173,7 +173,7 @@ def test_an_oversized_trainer_fails_with_its_shortfall_and_fixes(capsys):
 
 
 def test_the_embedded_default_runs_on_cpu_and_needs_no_gpu(capsys):
-    from jobs.online_dpo import main
+    from actors.online import main
 
     assert main(["--check"]) == 0
     out = capsys.readouterr().out

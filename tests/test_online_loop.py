@@ -66,7 +66,7 @@ HTTP_PORT = free_port()  # Serve keeps the HTTP options of its first start in a 
 
 
 def run_job(out: Path, *overrides: str) -> dict:
-    from jobs.online_dpo import OnlineConfig, run
+    from actors.online import OnlineConfig, run
     from rlhf.config import load_config
 
     cfg = load_config(
@@ -124,6 +124,54 @@ def test_online_loop_end_to_end(full, ray_session):
             break
         time.sleep(2)
     assert "videoalign_policy_version" in text and "videoalign_phase_seconds" in text
+    # every metric the Grafana dashboard (docs/grafana) queries is exported by this run, and a real Prometheus
+    # scrape of the endpoint stores it. ray_videoalign_reward_onpolicy_accuracy is set only on an iteration
+    # followed by a reward refresh, which this run has none of (a gauge never set is not exported).
+    import re
+    import shutil
+    import tempfile
+
+    from tests.prometheus import panel_metrics, scrape_with_prometheus
+
+    wanted = panel_metrics(ROOT / "docs" / "grafana" / "videoalign_dashboard.json")
+    wanted -= {"ray_videoalign_reward_onpolicy_accuracy"}
+    assert "ray_videoalign_loss" in wanted and "ray_videoalign_videos_total" in wanted
+
+    def missing(page: str) -> set[str]:
+        return {n for n in wanted if not re.search(rf"^{n}[{{ ]", page, re.M)}
+
+    deadline = time.time() + 20  # the gauges of one record() may reach the endpoint in two exports
+    while missing(text) and time.time() < deadline:
+        time.sleep(2)
+        text = urllib.request.urlopen(ray_session, timeout=5).read().decode()
+    assert not missing(text), f"not exported: {sorted(missing(text))}"
+    if shutil.which("prometheus"):  # Debian's package (scripts/setup.sh installs it when run as root)
+        with tempfile.TemporaryDirectory() as tmp:
+            found = scrape_with_prometheus(ray_session, wanted, tmp, timeout_s=30)
+        assert all(found.values()), f"not stored by Prometheus: {sorted(n for n, ok in found.items() if not ok)}"
+
+
+def test_run_writes_tensorboard_events_that_tensorboard_reads(full):
+    """TensorBoard's own reader finds, in ``full``'s run directory, each iteration's scalars equal to its
+    metrics.jsonl record and the evaluation's clips (pretrained | aligned) as animated GIFs."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out, _ = full
+    recs = records(out)
+    acc = EventAccumulator(str(out / "tensorboard"), size_guidance={"scalars": 0, "images": 0})
+    acc.Reload()
+    for tag, value in (("reward/VQ", lambda r: r["reward"]["VQ"]), ("loss", lambda r: r["loss"]),
+                       ("oracle/weighted", lambda r: r["oracle"]["weighted"]),
+                       ("phase_seconds/train", lambda r: r["phases"]["train"])):  # fmt: skip
+        events = acc.Scalars(tag)
+        assert [e.step for e in events] == [r["iteration"] for r in recs], tag
+        assert [e.value for e in events] == pytest.approx([value(r) for r in recs], rel=1e-6), tag
+    clips = json.loads((out / "eval_clips" / "clips.json").read_text())
+    images = acc.Tags()["images"]
+    assert len(images) == len(clips) == 2 and all(c["prompt"] in t for c, t in zip(clips, images))
+    gif = acc.Images(images[0])[0]
+    assert gif.encoded_image_string[:6] == b"GIF89a"
+    assert gif.width == 2 * gif.height  # two square clips side by side
 
 
 def test_report_renders_in_headless_chromium(full, tmp_path):
@@ -384,7 +432,7 @@ def off(ray_session, tmp_path_factory):
     samples iteration 2, and the node of a generator actor lost while it samples iteration 3. The reward
     batches wait up to 1 s to fill (max 16), so requests are queued on the replica when it dies; scores do
     not depend on batching."""
-    from jobs.online_dpo import OnlineConfig, run
+    from actors.online import OnlineConfig, run
     from rlhf.config import load_config
     from tests.chaos import Chaos, add_node
 
@@ -495,8 +543,7 @@ def refreshed(ray_session, tmp_path_factory):
     iteration 1, so iteration 1's refresh (reward version 2) and iteration 2 are done again."""
     import shutil
 
-    from actors.storage import RunStorage
-    from jobs.online_dpo import write_state
+    from actors.run import RunDir
 
     base = tmp_path_factory.mktemp("online")
     out, copy = base / "refresh", base / "refresh_resumed"
@@ -505,7 +552,7 @@ def refreshed(ray_session, tmp_path_factory):
     storage = copy / "checkpoints"
     for redone in ("refresh/iter_00002", "reward/v002"):  # made again by the resumed run
         shutil.rmtree(storage / redone)
-    write_state(RunStorage(str(storage)), "iter_00001", json.loads((storage / "iter_00001" / "state.json").read_text()))
+    RunDir(copy).write_state("iter_00001", json.loads((storage / "iter_00001" / "state.json").read_text()))
     resumed = run_job(copy, *REFRESH, "resume=true")
     return out, summary, copy, resumed
 

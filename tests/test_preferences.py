@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from actors.preferences import block_rows, shuffled
-from rlhf.align.pairs import PairConfig, RewardWeights
+from rlhf.align.pairs import PairConfig
+from rlhf.dims import RewardWeights
 
 
 def block(prompts, vq, mq, ta, seeds=None):

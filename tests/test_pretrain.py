@@ -5,9 +5,9 @@ import json
 import pytest
 import torch
 
-from jobs.pretrain import main
 from rlhf.artefacts import verify_manifest
 from rlhf.generator.model import load_generator
+from rlhf.generator.pretrain_job import main
 
 TINY = [
     "generator.layers=1",

@@ -229,7 +229,7 @@ def test_reward_training_config_names_device_instead_of_use_gpu_and_bf16():
 
 
 def test_latent_reward_job_trains_in_fp32_only():
-    from jobs.train_latent_reward import LatentRewardJobConfig
+    from rlhf.reward.latent_job import LatentRewardJobConfig
 
     cfg = load_config(LatentRewardJobConfig, overrides=["device.device=cuda", "device.gradient_checkpointing=true"])
     assert cfg.device == DeviceConfig(device="cuda", gradient_checkpointing=True)  # no GPU needed to configure

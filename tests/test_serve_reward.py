@@ -27,13 +27,7 @@ from rlhf.synthetic.oracle import score as oracle_score  # noqa: E402
 from rlhf.synthetic.prompts import split_prompts  # noqa: E402
 from rlhf.synthetic.render import render  # noqa: E402
 from rlhf.video import encode_video, read_video  # noqa: E402
-from serve.backends import (  # noqa: E402
-    VLLM_MISSING,
-    RewardRequestError,
-    RewardServiceError,
-    TransformersBackend,
-    make_backend,
-)
+from serve.backends import VLLM_MISSING, RewardRequestError, RewardServiceError, TransformersBackend, make_backend  # noqa: E402
 from serve.reward_service import SERVE_KEYS, RewardClient, RewardServiceConfig, app  # noqa: E402
 
 MAX_BODY = 64 * 1024  # small, so that the oversized-body test sends little

@@ -175,7 +175,7 @@ def test_lr_multiplier_warmup_and_cosine_by_hand():
 
 
 def test_generated_share_of_the_stream_visits_every_pair_once_per_pass_on_any_rank():
-    from jobs.train_reward import TrainRewardJob, generated_pairs
+    from actors.reward_data import TrainRewardJob, generated_pairs
 
     cfg = TrainRewardJob(batch_size=4, generated_fraction=0.5, generated_data="x", seed=3)
     records = [{"id": str(i)} for i in range(6)]
@@ -194,7 +194,7 @@ def test_generated_share_of_the_stream_visits_every_pair_once_per_pass_on_any_ra
 def test_a_fine_tune_records_the_sampling_and_parts_it_inherits(tmp_path):
     # artefacts/reward_default was trained with jobs/configs/train_reward.yaml: fps 8, 12544 pixels a frame, at most
     # 64 frames, full fine-tune (no LoRA) with the vision tower; a fine-tune keeps those whatever its file says.
-    from jobs.train_reward import TrainRewardJob, prepare
+    from actors.reward_trainer import TrainRewardJob, prepare
     from rlhf.reward.model import TrainableParts
     from rlhf.reward.processor import FrameSampling
 

@@ -90,8 +90,7 @@ def start_lora(gen, cfg: TrainConfig) -> None:
 
 def weighted_rewards(scores: np.ndarray, cfg: PairConfig) -> np.ndarray:
     """``(n, 3)`` VQ/MQ/TA scores -> the weighted reward of each sample."""
-    w = cfg.weights
-    return np.asarray(scores, np.float64) @ np.array([w.VQ, w.MQ, w.TA])
+    return cfg.weights.weighted(scores)
 
 
 def training_set(prompts: list[str], rewards: np.ndarray, cfg: TrainConfig) -> dict:

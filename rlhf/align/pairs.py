@@ -15,37 +15,16 @@ from dataclasses import dataclass, field
 
 import torch
 
-DIMENSIONS = ("VQ", "MQ", "TA")
+from rlhf.dims import RewardWeights
+
 PAIR_MODES = ("best_worst", "margin")
-
-
-@dataclass
-class RewardWeights:
-    VQ: float = 1.0
-    MQ: float = 1.0
-    TA: float = 1.0
-
-    def validate(self) -> None:
-        ws = [self.VQ, self.MQ, self.TA]
-        if any(w < 0 for w in ws) or sum(ws) == 0:
-            raise ValueError(f"reward weights must be >= 0 and not all zero, got VQ:MQ:TA = {ws}")
-
-    def combine(self, scores: dict[str, float]) -> float:
-        missing = [d for d in DIMENSIONS if d not in scores]
-        if missing:
-            raise KeyError(f"scores lack {missing}: expected keys {DIMENSIONS}, got {sorted(scores)}")
-        return self.VQ * scores["VQ"] + self.MQ * scores["MQ"] + self.TA * scores["TA"]
-
-    @property
-    def label(self) -> str:
-        return ":".join(f"{w:g}" for w in (self.VQ, self.MQ, self.TA))
 
 
 @dataclass
 class PairConfig:
     mode: str = "best_worst"  # best_worst | margin
     margin: float = 0.0  # minimum weighted-reward gap of a pair
-    weights: RewardWeights = field(default_factory=RewardWeights)
+    weights: RewardWeights = field(default_factory=RewardWeights)  # VQ:MQ:TA weights of the pair reward
 
     def validate(self) -> None:
         if self.mode not in PAIR_MODES:

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 
 import torch
 
+from rlhf.generator.model import noised
+
 from .flow_dpo import BETA_SCHEDULES, flow_dpo_loss
 from .flow_rwr import flow_rwr_loss
 from .pairs import logit_normal_times
@@ -53,12 +55,6 @@ class AlgoConfig:
     def pairwise(self) -> bool:
         """Flow-DPO trains on (winner, loser) pairs; RWR and SFT on single samples."""
         return self.algo.startswith("dpo")
-
-
-def noised(x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``x_t = (1 - t) x0 + t noise`` and the velocity target ``v = noise - x0`` (the library's convention)."""
-    tb = t.view(-1, *([1] * (x0.ndim - 1)))
-    return (1 - tb) * x0 + tb * noise, noise - x0
 
 
 def _draw(n: int, shape, cfg: AlgoConfig, rng: torch.Generator | None, device: torch.device):

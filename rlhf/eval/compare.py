@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from rlhf.align.pairs import RewardWeights
+from rlhf.dims import RewardWeights
 
 from .judges import TIE_MARGINS
 from .winrate import reward_hacking, win_rates

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from rlhf.synthetic.oracle import DIMENSIONS, PAIR_TA_WEIGHTS, measure, measure_pair, pair_ta_parts, score
+from rlhf.dims import DIMS
+from rlhf.synthetic.oracle import PAIR_TA_WEIGHTS, measure, measure_pair, pair_ta_parts, score
 from rlhf.synthetic.prompts import COLOURS, DIRECTIONS, SHAPES, SPEEDS, Prompt, split_prompts
 
 ATTRIBUTES = ("colour", "shape", "direction", "speed")
@@ -53,7 +54,7 @@ def oracle_summary(videos, prompts: list) -> dict[str, float]:
 
     videos = as_stored(videos)
     scores = [score(v, p) for v, p in zip(videos, prompts)]
-    out = {d: float(np.mean([s[d] for s in scores])) for d in (*DIMENSIONS, "Overall")}
+    out = {d: float(np.mean([s[d] for s in scores])) for d in (*DIMS, "Overall")}
     singles = [(v, p) for v, p in zip(videos, prompts) if p.kind == "single"]
     if singles:
         out.update({f"acc_{a}": v for a, v in attribute_accuracy(*zip(*singles)).items()})

@@ -23,10 +23,10 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from rlhf.dims import DIMS
 from rlhf.reward.metrics import accuracy_with_ties, accuracy_without_ties
 from rlhf.synthetic.annotator import AnnotatorConfig, label_probabilities
 
-DIMS = ("VQ", "MQ", "TA")
 ORACLE_TIE = 0.01  # |oracle difference| at or under this is a tie in the oracle order (judges.TIE_MARGINS)
 
 

@@ -1,21 +1,25 @@
 """``report.html`` for a run directory: one self-contained file that opens from disk, with no server.
 
     python -m rlhf.eval.report runs/online_dpo            # writes runs/online_dpo/report.html
-    python -m rlhf.eval.report runs/online_dpo --clips 8
 
 What it shows, from what the run wrote (``config.yaml``, ``metrics.jsonl``, ``evaluation.json``,
-``summary.json``, ``adapter/``):
+``summary.json``, ``eval_clips/``):
 
-* side-by-side videos: the pretrained and the aligned policy on the same held-out prompts and seeds (the
-  final evaluation's seeds), sampled here with the run's sampler settings, H.264 embedded as data URIs,
-  with each clip's oracle scores where the prompt is a moving-shapes prompt;
-* reward and oracle curves over iterations, one per dimension (VQ, MQ, TA, weighted), inline SVG;
+* side-by-side videos: the pretrained and the aligned policy on the same prompt and seed, the final
+  evaluation's own clips as the job kept them (``eval_clips/clips.json``: a few varied prompts, paths
+  relative to the run directory); nothing is sampled here. The mp4 bytes are embedded as data URIs, with
+  each clip's oracle scores when the job wrote them (moving-shapes world only);
+* reward and oracle curves over iterations, one chart per dimension (VQ, MQ, TA, weighted), inline SVG.
+  The served reward is normalised (about -2..2) and the oracle scores lie in 0..1, so each chart has
+  two y axes (reward on the left, oracle on the right, dashed) and both curves use the chart's height;
+* loss, Flow-DPO implicit accuracy and, with reward refresh, its on-policy accuracy and labels spent;
 * the win-rate tables of the final evaluation (oracle, and the learned reward with its hacking flag);
 * time per phase (seconds per iteration, and each phase's share of the loop);
 * the config.
 
 The page checks itself on load (every video decodable, every plot drawn) and writes the result into
-``#report-status``: tests read it from headless Chromium; a person sees it at the bottom of the page.
+``#report-status`` as JSON (videos_total, videos_loaded, videos_failed, plots_total, plots_drawn): tests
+read it from headless Chromium; a person sees it at the bottom of the page.
 """
 
 from __future__ import annotations
@@ -23,12 +27,17 @@ from __future__ import annotations
 import argparse
 import base64
 import html
+import itertools
 import json
+import math
 import sys
 from pathlib import Path
 
-DIMS = ("VQ", "MQ", "TA")
+from rlhf.dims import DIMS
+
 COLOURS = {"VQ": "#1f77b4", "MQ": "#ff7f0e", "TA": "#2ca02c", "weighted": "#444444"}
+PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b")  # series not named in COLOURS
+CLIPS = "eval_clips/clips.json"  # written by the online job's final evaluation (actors/online_eval.py)
 
 
 class ReportError(ValueError):
@@ -49,18 +58,85 @@ def _records(run: Path) -> list[dict]:
     return recs
 
 
-def _json(path: Path) -> dict | None:
-    return json.loads(path.read_text()) if path.is_file() else None
+def _json(path: Path) -> dict | list | None:
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ReportError(f"{path} is not JSON ({e}); the run may have been cut mid-write") from None
 
 
-def _config(run: Path) -> tuple[dict, str]:
-    import yaml
-
+def _config_text(run: Path) -> str:
     p = run / "config.yaml"
-    if not p.is_file():
-        return {}, "(no config.yaml)"
-    text = p.read_text()
-    return yaml.safe_load(text) or {}, text
+    return p.read_text() if p.is_file() else "(no config.yaml)"
+
+
+# ----------------------------------------------------------------------------------------------- axes
+def nice_ticks(lo: float, hi: float, target: int = 5) -> tuple[list[float], int]:
+    """Round tick values covering ``[lo, hi]`` and the decimals to print them with.
+
+    The step is 1, 2 or 5 times a power of ten, the one nearest ``(hi - lo) / (target - 1)`` (Heckbert,
+    "Nice numbers for graph labels", Graphics Gems 1990); the ticks run from the multiple of the step at
+    or below ``lo`` to the one at or above ``hi``, so there are about ``target`` of them (4 to 7)."""
+    if hi - lo <= 1e-9 * max(1.0, abs(lo), abs(hi)):  # a constant series: a unit-wide band around it
+        lo, hi = lo - 0.5, hi + 0.5
+    raw = (hi - lo) / (target - 1)
+    mag = 10.0 ** math.floor(math.log10(raw))
+    f = raw / mag
+    step = (1 if f < 1.5 else 2 if f < 3 else 5 if f < 7 else 10) * mag
+    first, last = math.floor(lo / step + 1e-9), math.ceil(hi / step - 1e-9)
+    decimals = max(0, -math.floor(math.log10(step) + 1e-9))
+    return [round(k * step, decimals + 3) for k in range(first, last + 1)], decimals
+
+
+def iteration_ticks(x0: int, x1: int, most: int = 10) -> list[int]:
+    """Integer ticks in ``[x0, x1]``: multiples of the smallest of 1, 2, 5, 10, 20, ... giving ``most`` or fewer."""
+    steps = (m * 10**k for k in itertools.count() for m in (1, 2, 5))
+    step = next(s for s in steps if math.floor(x1 / s) - math.ceil(x0 / s) + 1 <= most)
+    return [k * step for k in range(math.ceil(x0 / step), math.floor(x1 / step) + 1)]
+
+
+def _fmt(v: float, decimals: int) -> str:
+    return f"{0.0 if abs(v) < 10.0**-decimals / 2 else v:.{decimals}f}"  # no "-0.0"
+
+
+def _legend(entries: list[tuple[str, str, str]], x: float, y: float, width: float) -> tuple[list[str], float]:
+    """A boxed legend from ``(label, colour, mark)`` entries (mark: line, dashed or box), flowing into rows
+    ``width`` wide; returns its SVG and its height."""
+    row_h, pad, char_w = 15, 5, 6.2  # char_w: an 11px system-ui character, generously
+    rows: list[list[tuple[float, str, str, str]]] = [[]]
+    cx, box_w = pad, 0.0
+    for label, colour, mark in entries:
+        w = 20 + char_w * len(label)
+        if rows[-1] and cx + w > width - pad:
+            rows.append([])
+            cx = pad
+        rows[-1].append((cx, label, colour, mark))
+        box_w = max(box_w, cx + w + pad)
+        cx += w + 14
+    height = len(rows) * row_h + 2 * pad - 2
+    parts = [f'<rect class="legend" x="{x}" y="{y}" width="{box_w:.0f}" height="{height}" fill="#fff" stroke="#ccc"/>']
+    for i, row in enumerate(rows):
+        ty = y + pad + i * row_h + 10
+        for cx, label, colour, mark in row:
+            if mark == "box":
+                parts.append(f'<rect x="{x + cx:.1f}" y="{ty - 8}" width="14" height="9" fill="{colour}"/>')
+            else:
+                dash = ' stroke-dasharray="5 3"' if mark == "dashed" else ""
+                parts.append(
+                    f'<line x1="{x + cx:.1f}" y1="{ty - 4}" x2="{x + cx + 16:.1f}" y2="{ty - 4}" stroke="{colour}" '
+                    f'stroke-width="2"{dash}/>'
+                )
+            parts.append(f'<text class="legend" x="{x + cx + 20:.1f}" y="{ty}">{html.escape(label)}</text>')
+    return parts, height
+
+
+def _y_label(text: str, x: float, y: float, angle: int) -> str:
+    return (
+        f'<text class="ylabel" x="{x}" y="{y}" transform="rotate({angle} {x} {y})" text-anchor="middle">'
+        f"{html.escape(text)}</text>"
+    )
 
 
 # ----------------------------------------------------------------------------------------------- plots
@@ -68,125 +144,180 @@ def line_plot(
     title: str,
     xs: list[float],
     series: dict[str, list[float | None]],
-    width: int = 420,
-    height: int = 220,
+    width: int = 440,
+    height: int = 250,
     y_label: str = "",
+    right: dict[str, list[float | None]] | None = None,
+    right_label: str = "",
 ) -> str:
-    """An inline SVG line chart (one polyline per series, axes with min / max ticks, a legend)."""
-    pad_l, pad_r, pad_t, pad_b = 52, 12, 26, 34
-    vals = [v for ys in series.values() for v in ys if v is not None]
-    if not xs or not vals:
-        return f'<svg class="plot" width="{width}" height="{height}"><text x="10" y="20">{html.escape(title)}: no data</text></svg>'
-    x0, x1 = min(xs), max(xs) if max(xs) > min(xs) else min(xs) + 1
-    y0, y1 = min(vals), max(vals)
-    if y1 - y0 < 1e-12:
-        y0, y1 = y0 - 0.5, y1 + 0.5
-    sx = lambda x: pad_l + (x - x0) / (x1 - x0) * (width - pad_l - pad_r)  # noqa: E731
-    sy = lambda y: height - pad_b - (y - y0) / (y1 - y0) * (height - pad_t - pad_b)  # noqa: E731
+    """An inline SVG line chart over iterations ``xs``: one polyline per series, round y ticks with grid
+    lines, integer iteration ticks, axis labels with units and a legend box above the plot area.
+
+    ``right``: series drawn against a second y axis on the right (dashed, own ticks, ``right_label``), for
+    quantities on another scale (the oracle's 0..1 next to the normalised reward); the legend then says
+    which axis each series belongs to."""
+    left_vals = [v for ys in series.values() for v in ys if v is not None]
+    right_vals = [v for ys in (right or {}).values() for v in ys if v is not None]
+    if not xs or not (left_vals or right_vals):
+        return (
+            f'<svg class="plot" width="{width}" height="{height}"><text x="10" y="20">'
+            f"{html.escape(title)}: no data</text></svg>"
+        )
+    axes = {
+        side: (s, vals) for side, s, vals in (("left", series, left_vals), ("right", right or {}, right_vals)) if vals
+    }
+    two = len(axes) == 2
+    named = [(side, name, ys) for side, (s, _) in axes.items() for name, ys in s.items()]
+    drawn = [(side, name, ys, COLOURS.get(name, PALETTE[i % len(PALETTE)])) for i, (side, name, ys) in enumerate(named)]
+    entries = [
+        (f"{name} ({side} axis)" if two else name, colour, "dashed" if side == "right" else "line")
+        for side, name, _, colour in drawn
+    ]
+    pad_l, pad_r, pad_b = 64, 64 if two else 16, 38
+    legend, legend_h = _legend(entries, pad_l, 24, width - pad_l - 8)
+    pad_t = 24 + legend_h + 10
+    x_lo, x_hi = min(xs), max(xs)
+    if x_hi == x_lo:  # one iteration: centred
+        x_lo, x_hi = x_lo - 0.5, x_hi + 0.5
+    left_edge, right_edge, top, bottom = pad_l, width - pad_r, pad_t, height - pad_b
+    sx = lambda x: left_edge + (x - x_lo) / (x_hi - x_lo) * (right_edge - left_edge)  # noqa: E731
     parts = [
         f'<svg class="plot" width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img">',
         f'<text x="{width / 2}" y="16" text-anchor="middle" font-weight="bold">{html.escape(title)}</text>',
-        f'<line x1="{pad_l}" y1="{height - pad_b}" x2="{width - pad_r}" y2="{height - pad_b}" stroke="#888"/>',
-        f'<line x1="{pad_l}" y1="{pad_t}" x2="{pad_l}" y2="{height - pad_b}" stroke="#888"/>',
-        f'<text x="{pad_l - 4}" y="{sy(y1) + 4}" text-anchor="end">{y1:.3g}</text>',
-        f'<text x="{pad_l - 4}" y="{sy(y0) + 4}" text-anchor="end">{y0:.3g}</text>',
-        f'<text x="{sx(x0)}" y="{height - pad_b + 14}" text-anchor="middle">{x0:g}</text>',
-        f'<text x="{sx(x1)}" y="{height - pad_b + 14}" text-anchor="middle">{x1:g}</text>',
-        f'<text x="{(width + pad_l) / 2}" y="{height - 4}" text-anchor="middle">iteration</text>',
+        f'<rect class="plot-area" x="{left_edge}" y="{top}" width="{right_edge - left_edge}" '
+        f'height="{bottom - top}" fill="#fff"/>',
     ]
-    if y_label:
-        parts.append(
-            f'<text x="12" y="{height / 2}" transform="rotate(-90 12 {height / 2})" text-anchor="middle">'
-            f"{html.escape(y_label)}</text>"
-        )
-    for i, (name, ys) in enumerate(series.items()):
-        pts = [(sx(x), sy(y)) for x, y in zip(xs, ys) if y is not None]
-        colour = COLOURS.get(name, "#777")
-        if pts:
+    scales = {}
+    for side, (_, vals) in axes.items():
+        ticks, dec = nice_ticks(min(vals), max(vals))
+        y0, y1 = ticks[0], ticks[-1]
+        sy = scales[side] = lambda y, y0=y0, y1=y1: bottom - (y - y0) / (y1 - y0) * (bottom - top)  # noqa: E731
+        ax = left_edge if side == "left" else right_edge
+        out = -1 if side == "left" else 1
+        for t in ticks:
+            y = sy(t)
+            if side == "left":
+                parts.append(
+                    f'<line class="grid" x1="{left_edge}" y1="{y:.1f}" x2="{right_edge}" y2="{y:.1f}" stroke="#e6e6e6"/>'
+                )
+            parts.append(f'<line x1="{ax}" y1="{y:.1f}" x2="{ax + 4 * out}" y2="{y:.1f}" stroke="#888"/>')
             parts.append(
-                f'<polyline class="series" data-name="{html.escape(name)}" fill="none" stroke="{colour}" '
-                f'stroke-width="2" points="{" ".join(f"{x:.1f},{y:.1f}" for x, y in pts)}"/>'
+                f'<text class="ytick" data-axis="{side}" x="{ax + 7 * out}" y="{y + 4:.1f}" '
+                f'text-anchor="{"end" if side == "left" else "start"}">{_fmt(t, dec)}</text>'
             )
-            parts += [f'<circle cx="{x:.1f}" cy="{y:.1f}" r="2.5" fill="{colour}"/>' for x, y in pts]
-        parts.append(f'<text x="{pad_l + 8 + 70 * i}" y="{pad_t + 10}" fill="{colour}">{html.escape(name)}</text>')
+        parts.append(f'<line x1="{ax}" y1="{top}" x2="{ax}" y2="{bottom}" stroke="#888"/>')
+        label = y_label if side == "left" else right_label
+        if label:
+            parts.append(
+                _y_label(label, 12 if side == "left" else width - 10, (top + bottom) / 2, -90 if side == "left" else 90)
+            )
+    parts.append(f'<line x1="{left_edge}" y1="{bottom}" x2="{right_edge}" y2="{bottom}" stroke="#888"/>')
+    for t in iteration_ticks(math.ceil(x_lo), math.floor(x_hi)):
+        x = sx(t)
+        parts.append(f'<line x1="{x:.1f}" y1="{bottom}" x2="{x:.1f}" y2="{bottom + 4}" stroke="#888"/>')
+        parts.append(f'<text class="xtick" x="{x:.1f}" y="{bottom + 15}" text-anchor="middle">{t}</text>')
+    parts.append(
+        f'<text class="xlabel" x="{(left_edge + right_edge) / 2}" y="{height - 5}" text-anchor="middle">iteration</text>'
+    )
+    for side, name, ys, colour in drawn:
+        sy = scales[side]
+        pts = [(sx(x), sy(y)) for x, y in zip(xs, ys) if y is not None]
+        if not pts:
+            continue
+        dash = ' stroke-dasharray="5 3"' if side == "right" else ""
+        parts.append(
+            f'<polyline class="series" data-name="{html.escape(name)}" data-axis="{side}" fill="none" '
+            f'stroke="{colour}" stroke-width="2"{dash} points="{" ".join(f"{x:.1f},{y:.1f}" for x, y in pts)}"/>'
+        )
+        parts += [f'<circle cx="{x:.1f}" cy="{y:.1f}" r="2.5" fill="{colour}"/>' for x, y in pts]
+    parts += legend
     parts.append("</svg>")
     return "".join(parts)
 
 
-def phase_bars(recs: list[dict], width: int = 860, height: int = 240) -> str:
+def phase_bars(recs: list[dict], width: int = 860, height: int = 260) -> str:
     """Stacked bars: seconds of each phase per iteration (driver-side phases; actor-side ones overlap)."""
     phases = ["rollout_wait", "data", "train", "checkpoint"]
     colours = ["#1f77b4", "#9467bd", "#d62728", "#8c564b"]
-    totals = [max(r["phases"].get("iteration", 0.0), 1e-9) for r in recs]
-    top = max(totals) if totals else 1.0
-    pad_l, pad_b, pad_t = 52, 30, 26
-    bw = (width - pad_l - 10) / max(len(recs), 1)
+    stacks = [[float(r["phases"].get(ph, 0.0)) for ph in phases] for r in recs]
+    top_s = max([r["phases"].get("iteration", 0.0) for r in recs] + [sum(s) for s in stacks] + [0.0]) or 1.0
+    ticks, dec = nice_ticks(0.0, top_s)
+    legend, legend_h = _legend([(ph, c, "box") for ph, c in zip(phases, colours)], 60, 24, width - 68)
+    pad_l, pad_r, pad_t, pad_b = 60, 12, 24 + legend_h + 10, 38
+    bottom, top = height - pad_b, pad_t
+    sy = lambda v: bottom - v / ticks[-1] * (bottom - top)  # noqa: E731
+    bw = (width - pad_l - pad_r) / max(len(recs), 1)
     parts = [
         f'<svg class="plot" width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img">',
         '<text x="10" y="16" font-weight="bold">seconds per iteration, by phase</text>',
-        f'<text x="{pad_l - 4}" y="{pad_t + 4}" text-anchor="end">{top:.3g}s</text>',
     ]
-    for i, r in enumerate(recs):
-        y = height - pad_b
-        for ph, c in zip(phases, colours):
-            v = float(r["phases"].get(ph, 0.0))
-            h = v / top * (height - pad_t - pad_b)
+    for t in ticks:
+        y = sy(t)
+        parts.append(
+            f'<line class="grid" x1="{pad_l}" y1="{y:.1f}" x2="{width - pad_r}" y2="{y:.1f}" stroke="#e6e6e6"/>'
+        )
+        parts.append(
+            f'<text class="ytick" data-axis="left" x="{pad_l - 7}" y="{y + 4:.1f}" text-anchor="end">{_fmt(t, dec)}</text>'
+        )
+    parts.append(f'<line x1="{pad_l}" y1="{top}" x2="{pad_l}" y2="{bottom}" stroke="#888"/>')
+    parts.append(f'<line x1="{pad_l}" y1="{bottom}" x2="{width - pad_r}" y2="{bottom}" stroke="#888"/>')
+    parts.append(_y_label("time (s)", 12, (top + bottom) / 2, -90))
+    labelled = set(iteration_ticks(0, len(recs) - 1)) if recs else set()  # at most ~10 bar labels
+    for i, (r, stack) in enumerate(zip(recs, stacks)):
+        y = bottom
+        for ph, c, v in zip(phases, colours, stack):
+            h = bottom - sy(v)
             y -= h
             parts.append(
                 f'<rect x="{pad_l + i * bw + 1:.1f}" y="{y:.1f}" width="{max(bw - 2, 1):.1f}" height="{h:.1f}" '
                 f'fill="{c}"><title>iteration {r["iteration"]} {ph} {v:.2f}s</title></rect>'
             )
-        parts.append(
-            f'<text x="{pad_l + (i + 0.5) * bw:.1f}" y="{height - pad_b + 14}" text-anchor="middle">{r["iteration"]}</text>'
-        )
-    for j, (ph, c) in enumerate(zip(phases, colours)):
-        parts.append(f'<text x="{pad_l + 240 + 110 * j}" y="16" fill="{c}">{ph}</text>')
+        if i in labelled:
+            parts.append(
+                f'<text class="xtick" x="{pad_l + (i + 0.5) * bw:.1f}" y="{bottom + 15}" text-anchor="middle">'
+                f"{r['iteration']}</text>"
+            )
+    parts.append(
+        f'<text class="xlabel" x="{(pad_l + width - pad_r) / 2}" y="{height - 5}" text-anchor="middle">iteration</text>'
+    )
+    parts += legend
     parts.append("</svg>")
     return "".join(parts)
 
 
 # ----------------------------------------------------------------------------------------------- clips
-def sample_clips(run: Path, cfg: dict, n: int) -> list[dict]:
-    """``n`` held-out prompts, pretrained vs aligned, same seeds as the final evaluation."""
-    import torch
-
-    from rlhf.align.offline import read_prompts
-    from rlhf.config import load_config
-    from rlhf.generator.lora import is_adapter_dir
-    from rlhf.generator.model import DEFAULT_GENERATOR, load_generator
-    from rlhf.generator.sampler import SamplerConfig, sample
-    from rlhf.video import encode_video
-
-    if n <= 0 or not is_adapter_dir(run / "adapter"):
-        return []
-    torch.manual_seed(0)
-    # the job's evaluation prompts: eval_prompts, else the world's held-out ones, or the run's prompts (world=false)
-    spec = cfg.get("eval_prompts") or ("heldout" if cfg.get("world", True) else cfg.get("prompts"))
-    prompts = read_prompts(spec)[:n]
-    per = int(cfg.get("eval_seeds") or 1)  # the evaluation's first seed of each prompt
-    seeds = [10_000 + i * per for i in range(len(prompts))]
-    scfg = load_config(SamplerConfig, values=cfg.get("sampler") or {})
-    gen = load_generator(cfg.get("generator") or DEFAULT_GENERATOR)
-    before = sample(gen, prompts, seeds, scfg).videos
-    gen.load_lora(run / "adapter")
-    after = sample(gen, prompts, seeds, scfg).videos
-    out = []
-    for p, s, a, b in zip(prompts, seeds, before, after):
-        clips = {"pretrained": encode_video(a, crf=12), "aligned": encode_video(b, crf=12)}
-        out.append({"prompt": p, "seed": s, **clips, "oracle": {k: _oracle(m, p) for k, m in clips.items()}})
-    return out
-
-
-def _oracle(mp4: bytes, prompt: str) -> dict | None:
-    """The oracle's scores of the clip as embedded (stored quality); None for a prompt outside the grammar."""
-    from rlhf.synthetic.oracle import score
-    from rlhf.synthetic.prompts import PromptError
-    from rlhf.video import read_video
-
-    try:
-        return score(read_video(mp4), prompt)
-    except PromptError:
+def read_clips(run: Path) -> list[dict] | None:
+    """The final evaluation's side-by-side clips listed in ``eval_clips/clips.json``, each with its mp4
+    bytes under ``pretrained_mp4`` / ``aligned_mp4``; None when the run kept no clips."""
+    listing = run / CLIPS
+    entries = _json(listing)
+    if entries is None:
         return None
+    if not isinstance(entries, list):
+        raise ReportError(f"{listing} holds a {type(entries).__name__}; expected a list of clip entries")
+    out = []
+    for i, e in enumerate(entries):
+        missing = [k for k in ("prompt", "seed", "pretrained", "aligned") if not isinstance(e, dict) or k not in e]
+        if missing:
+            raise ReportError(
+                f"{listing} entry {i} lacks {missing}: each entry needs prompt, seed, pretrained and aligned "
+                "(paths relative to the run directory)"
+            )
+        clip = dict(e)
+        for name in ("pretrained", "aligned"):
+            path = run / e[name]
+            try:
+                mp4 = path.read_bytes()
+            except OSError as err:
+                raise ReportError(
+                    f"clip {path} (the {name} clip of {e['prompt']!r}, listed in {listing}) cannot be read: "
+                    f"{err.strerror or err}; rerun the evaluation or delete the entry"
+                ) from None
+            if not mp4:
+                raise ReportError(f"clip {path} (the {name} clip of {e['prompt']!r}, listed in {listing}) is empty")
+            clip[f"{name}_mp4"] = mp4
+        out.append(clip)
+    return out
 
 
 def _video(mp4: bytes, label: str) -> str:
@@ -239,13 +370,7 @@ SELF_CHECK = """
 
 
 def render_html(
-    run: Path,
-    cfg: dict,
-    cfg_text: str,
-    recs: list[dict],
-    evaluation: dict | None,
-    summary: dict | None,
-    clips: list[dict],
+    run: Path, cfg_text: str, recs: list[dict], evaluation: dict | None, summary: dict | None, clips: list[dict] | None
 ) -> str:
     its = [r["iteration"] for r in recs]
     title = f"VideoAlign online run: {run.name}"
@@ -262,23 +387,39 @@ def render_html(
         )
     h.append("<h2>Pretrained vs aligned (same prompt, same seed)</h2>")
     if clips:
+        h.append("<p>Clips of the final evaluation, on prompts it chose to differ from one another.</p>")
         for c in clips:
             h.append(
                 f"<div class='pair'><div class='prompt'>{html.escape(c['prompt'])}<br>seed {c['seed']}</div>"
-                + _video(c["pretrained"], "pretrained " + _scores(c["oracle"]["pretrained"]))
-                + _video(c["aligned"], "aligned " + _scores(c["oracle"]["aligned"]))
+                + _video(c["pretrained_mp4"], "pretrained " + _scores(c.get("pretrained_oracle")))
+                + _video(c["aligned_mp4"], "aligned " + _scores(c.get("aligned_oracle")))
                 + "</div>"
             )
     else:
-        h.append("<p>(no adapter in this run directory, or clips turned off)</p>")
+        h.append(
+            f"<p>(no evaluation clips in this run: {CLIPS} is missing or empty, eval_n_prompts=0 or report_clips=0)</p>"
+        )
     h.append("<h2>Reward and oracle over iterations</h2><div class='plots'>")
     for d in (*DIMS, "weighted"):
-        series = {"reward": [r["reward"].get(d) for r in recs], "oracle": [r.get("oracle", {}).get(d) for r in recs]}
-        h.append(line_plot(f"{d}", its, {f"reward {d}": series["reward"], f"oracle {d}": series["oracle"]}))
-    h.append(line_plot("training loss", its, {"loss": [r.get("loss") for r in recs]}))
+        h.append(
+            line_plot(
+                f"{d}: served reward and oracle",
+                its,
+                {f"reward {d}": [r["reward"].get(d) for r in recs]},
+                y_label="reward (normalised)",
+                right={f"oracle {d}": [(r.get("oracle") or {}).get(d) for r in recs]},
+                right_label="oracle score (0-1)" if d in DIMS else "oracle score (weighted sum)",
+            )
+        )
+    h.append(line_plot("training loss", its, {"loss": [r.get("loss") for r in recs]}, y_label="loss"))
     if any(r.get("implicit_accuracy") is not None for r in recs):
         h.append(
-            line_plot("implicit accuracy (Flow-DPO)", its, {"accuracy": [r.get("implicit_accuracy") for r in recs]})
+            line_plot(
+                "implicit accuracy (Flow-DPO)",
+                its,
+                {"accuracy": [r.get("implicit_accuracy") for r in recs]},
+                y_label="fraction",
+            )
         )
     refreshed = [r for r in recs if r.get("refresh")]
     if (
@@ -289,10 +430,16 @@ def render_html(
                 "served reward's on-policy accuracy w/o ties (before each refresh)",
                 [r["iteration"] for r in refreshed],
                 {d: [_finite(r["refresh"]["onpolicy_before"][d]["without_ties"]) for r in refreshed] for d in DIMS},
+                y_label="fraction",
             )
         )
         h.append(
-            line_plot("labels spent on reward refresh", its, {"pairs labelled": [r.get("labels_spent") for r in recs]})
+            line_plot(
+                "labels spent on reward refresh",
+                its,
+                {"pairs labelled": [r.get("labels_spent") for r in recs]},
+                y_label="pairs",
+            )
         )
     h.append("</div>")
     h.append("<h2>Win rates of the final policy against the pretrained one</h2>")
@@ -365,21 +512,18 @@ def render_html(
     return "\n".join(h)
 
 
-def build_report(run_dir: str | Path, clips: int = 4, out: str | Path | None = None) -> Path:
+def build_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
     """Write ``report.html`` into ``run_dir`` (or ``out``); returns its path."""
     run = Path(run_dir)
     if not run.is_dir():
         raise ReportError(f"run directory {run} does not exist")
-    recs = _records(run)
-    cfg, cfg_text = _config(run)
     page = render_html(
         run,
-        cfg,
-        cfg_text,
-        recs,
+        _config_text(run),
+        _records(run),
         _json(run / "evaluation.json"),
         _json(run / "summary.json"),
-        sample_clips(run, cfg, clips),
+        read_clips(run),
     )
     path = Path(out) if out else run / "report.html"
     tmp = path.with_suffix(".part")
@@ -391,11 +535,10 @@ def build_report(run_dir: str | Path, clips: int = 4, out: str | Path | None = N
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="Write report.html for an online run directory.")
     ap.add_argument("run", help="run directory (jobs/online_dpo.py --out)")
-    ap.add_argument("--clips", type=int, default=4, help="held-out prompts shown pretrained vs aligned (0 = none)")
     ap.add_argument("--out", default=None, help="output file (default RUN/report.html)")
     a = ap.parse_args(argv)
     try:
-        path = build_report(a.run, a.clips, a.out)
+        path = build_report(a.run, a.out)
     except ReportError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

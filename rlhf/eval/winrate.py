@@ -15,7 +15,7 @@ import math
 
 import numpy as np
 
-from rlhf.align.pairs import DIMENSIONS, RewardWeights
+from rlhf.dims import DIMS, RewardWeights
 
 
 def win_rate(policy: np.ndarray, base: np.ndarray, tie: float) -> float:
@@ -28,9 +28,8 @@ def win_rates(policy: np.ndarray, base: np.ndarray, weights: RewardWeights, tie:
     p, b = np.asarray(policy), np.asarray(base)
     if p.shape != b.shape or p.ndim != 2 or p.shape[1] != 3:
         raise ValueError(f"score matrices must both be (n, 3), got {p.shape} and {b.shape}")
-    w = np.array([weights.VQ, weights.MQ, weights.TA])
-    out = {d: win_rate(p[:, i], b[:, i], tie) for i, d in enumerate(DIMENSIONS)}
-    out["weighted"] = win_rate(p @ w, b @ w, tie * float(w.sum()))
+    out = {d: win_rate(p[:, i], b[:, i], tie) for i, d in enumerate(DIMS)}
+    out["weighted"] = win_rate(weights.weighted(p), weights.weighted(b), tie * sum(weights.as_list()))
     return out
 
 
@@ -39,18 +38,18 @@ def reward_hacking(learned: dict[str, float], oracle: dict[str, float], n: int) 
     if learned["weighted"] <= 0.5:
         return []
     se = math.sqrt(0.25 / max(n, 1))
-    return [d for d in DIMENSIONS if oracle[d] < 0.5 - 2 * se]
+    return [d for d in DIMS if oracle[d] < 0.5 - 2 * se]
 
 
-def steering(rows: list[tuple[tuple[float, float, float], dict[str, float]]]) -> dict[str, dict]:
+def steering(rows: list[tuple[RewardWeights, dict[str, float]]]) -> dict[str, dict]:
     """Does each dimension's win rate rise with that dimension's weight? ``rows``: (VQ, MQ, TA weights,
     win rates per dimension) of guided rows against one unguided baseline. Per dimension: the mean win rate
     at each distinct weight, in increasing weight, and ``monotone`` (never lower at a larger weight)."""
     out = {}
-    for i, d in enumerate(DIMENSIONS):
+    for i, d in enumerate(DIMS):
         levels: dict[float, list[float]] = {}
         for w, win in rows:
-            levels.setdefault(float(w[i]), []).append(float(win[d]))
+            levels.setdefault(float(w.as_list()[i]), []).append(float(win[d]))
         curve = [(w, float(np.mean(v))) for w, v in sorted(levels.items())]
         out[d] = {"curve": curve, "monotone": all(b[1] >= a[1] for a, b in zip(curve, curve[1:]))}
     return out

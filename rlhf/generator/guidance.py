@@ -19,38 +19,27 @@ generator's and the reward model's parameters receive none.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
+
+from rlhf.dims import RewardWeights
 
 
 @dataclass
 class GuidanceConfig:
     scale: float = 0.0  # w; 0 = unguided
-    VQ: float = 0.0  # dimension weights of r
-    MQ: float = 0.0
-    TA: float = 1.0
+    weights: RewardWeights = field(default_factory=lambda: RewardWeights(0.0, 0.0, 1.0))  # VQ:MQ:TA of r
     start: float = 0.0  # guide steps i with start <= i / steps < end
     end: float = 1.0
 
     def validate(self) -> None:
         if self.scale < 0:
             raise ValueError(f"guidance scale must be >= 0, got {self.scale}")
-        if min(self.VQ, self.MQ, self.TA) < 0 or (self.scale > 0 and self.VQ + self.MQ + self.TA == 0):
-            raise ValueError(f"guidance weights must be >= 0 and not all zero, got {self.VQ}:{self.MQ}:{self.TA}")
+        if self.scale > 0:
+            self.weights.validate()
         if not 0.0 <= self.start <= self.end <= 1.0:
             raise ValueError(f"need 0 <= start <= end <= 1, got start {self.start}, end {self.end}")
-
-    @classmethod
-    def parse_weights(cls, text: str, **kw) -> GuidanceConfig:
-        """``"0.1,0.1,0.8"`` (VQ, MQ, TA) -> a config with those weights."""
-        try:
-            vq, mq, ta = (float(x) for x in text.split(","))
-        except ValueError:
-            raise ValueError(
-                f"guidance weights must be three numbers VQ,MQ,TA like 0.1,0.1,0.8, got {text!r}"
-            ) from None
-        return cls(VQ=vq, MQ=mq, TA=ta, **kw)
 
     def active(self, step: int, steps: int) -> bool:
         return self.scale > 0 and self.start <= step / steps < self.end
@@ -58,13 +47,12 @@ class GuidanceConfig:
 
 def reward_gradient(reward_fn, x: torch.Tensor, t: torch.Tensor, cfg: GuidanceConfig) -> torch.Tensor:
     """``grad_x`` of ``sum_b (w . r(x_t, t))_b``; ``reward_fn(x, t) -> (B, 3)`` VQ/MQ/TA."""
-    w = torch.tensor([cfg.VQ, cfg.MQ, cfg.TA], dtype=torch.float32, device=x.device)
     with torch.enable_grad():
         xg = x.detach().float().requires_grad_(True)
         r = reward_fn(xg, t)
         if r.ndim != 2 or r.shape[1] != 3 or r.shape[0] != x.shape[0]:
             raise ValueError(f"the latent reward must return (batch, 3) VQ/MQ/TA scores, got {tuple(r.shape)}")
-        (grad,) = torch.autograd.grad((r.float() @ w).sum(), xg)
+        (grad,) = torch.autograd.grad(cfg.weights.weighted(r.float()).sum(), xg)
     return grad.to(x.dtype)
 
 

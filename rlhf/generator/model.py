@@ -53,6 +53,12 @@ REFERENCE_ADAPTER = "reference"  # frozen copy of the adapter a run started from
 DEFAULT_GENERATOR = Path(__file__).resolve().parents[2] / "artefacts" / "generator_default"
 
 
+def noised(x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``x_t = (1 - t) x0 + t noise`` and the velocity target ``v = noise - x0`` (the library's convention)."""
+    tb = t.view(-1, *([1] * (x0.ndim - 1)))
+    return (1 - tb) * x0 + tb * noise, noise - x0
+
+
 class GeneratorError(ValueError):
     """A generator checkpoint or adapter that cannot be loaded as asked."""
 

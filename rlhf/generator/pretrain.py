@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from rlhf.generator.model import noised
 from rlhf.synthetic.prompts import check_grammar, draw_prompt
 from rlhf.synthetic.render import RenderSpec, render
 
@@ -73,9 +74,8 @@ def flow_matching_loss(
     gen, x0: torch.Tensor, text: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, reduce: bool = True
 ) -> torch.Tensor:
     """Per-sample (or mean) ``|v_theta(x_t) - (noise - x0)|^2`` averaged over every non-batch dim."""
-    tb = t.view(-1, 1, 1, 1, 1)
-    x_t = (1 - tb) * x0 + tb * noise
-    err = (gen.velocity(x_t, t, text).float() - (noise - x0)).pow(2).flatten(1).mean(1)
+    x_t, v = noised(x0, noise, t)
+    err = (gen.velocity(x_t, t, text).float() - v).pow(2).flatten(1).mean(1)
     return err.mean() if reduce else err
 
 

@@ -56,8 +56,9 @@ import torch
 from rlhf.artefacts import verify_manifest as _verify
 from rlhf.artefacts import write_manifest
 from rlhf.device import DeviceConfig, as_device_config, module_device, module_dtype
+from rlhf.dims import DIMS
 
-from .model import DIMS, TrainableParts, VideoRewardModel, apply_trainable_parts, build_model
+from .model import TrainableParts, VideoRewardModel, apply_trainable_parts, build_model
 from .processor import RELEASE_SAMPLING, FrameSampling, RewardProcessor, VisionGeometry
 
 # VideoReward's own normalisation constants (VideoAlign inference config).

@@ -14,8 +14,7 @@ from pathlib import Path
 import torch
 
 from rlhf.data.schema import LABEL_VALUE
-
-from .model import DIMS
+from rlhf.dims import DIMS
 
 MASK = 9  # any value other than 1, -1, 0 is "not annotated" for the losses
 log = logging.getLogger(__name__)

@@ -39,8 +39,7 @@ import numpy as np
 import torch
 
 from rlhf.device import DeviceConfig, as_device_config, seeded_generator
-
-DIMS = ("VQ", "MQ", "TA")
+from rlhf.dims import DIMS
 
 
 class LatentRewardError(ValueError):
@@ -330,7 +329,7 @@ def pair_inputs(pairs: LatentPairs, idx: np.ndarray, t: torch.Tensor, gen: torch
     from ``gen`` (a generator on that device, ``rlhf.device.seeded_generator``)."""
     x0a, x0b = pairs.latents[pairs.a[idx]].to(t.device), pairs.latents[pairs.b[idx]].to(t.device)
     noise = torch.randn(x0a.shape, generator=gen, device=t.device)
-    from rlhf.align.step import noised
+    from rlhf.generator.model import noised
 
     return noised(x0a, noise, t)[0], noised(x0b, noise, t)[0]
 

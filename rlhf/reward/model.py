@@ -19,8 +19,6 @@ from torch import nn
 
 from rlhf.device import DeviceConfig, place
 
-DIMS = ("VQ", "MQ", "TA")
-
 
 @dataclass(frozen=True)
 class BackboneConfig:

@@ -17,12 +17,13 @@ import numpy as np
 import torch
 
 from rlhf.device import DeviceConfig, module_device, module_dtype
+from rlhf.dims import DIMS
 
 from .data import PairBatch, build_batch
 from .distributed import check_zero_stage
 from .losses import bt_loss, btt_loss, regression_loss
 from .metrics import accuracy_with_ties, accuracy_without_ties
-from .model import DIMS, BackboneConfig, TrainableParts
+from .model import BackboneConfig, TrainableParts
 from .processor import FrameSampling
 
 

@@ -11,7 +11,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .oracle import DIMENSIONS, score
+from rlhf.dims import DIMS
+
+from .oracle import score
 from .prompts import all_prompts
 from .render import DEFECTS, RenderSpec, defects_for, render
 
@@ -26,17 +28,17 @@ class DefectRow:
 
     @property
     def monotone(self) -> bool:
-        col = self.means[:, DIMENSIONS.index(self.harms)]
+        col = self.means[:, DIMS.index(self.harms)]
         return bool(np.all(np.diff(col) < 0))
 
     @property
     def drop(self) -> float:
-        col = self.means[:, DIMENSIONS.index(self.harms)]
+        col = self.means[:, DIMS.index(self.harms)]
         return float(col[0] - col.min())
 
     @property
     def crosstalk(self) -> float:
-        others = [i for i, d in enumerate(DIMENSIONS) if d != self.harms]
+        others = [i for i, d in enumerate(DIMS) if d != self.harms]
         return float(max(self.means[0, i] - self.means[:, i].min() for i in others))
 
 
@@ -61,7 +63,7 @@ def defect_table(
             [
                 np.mean(
                     [
-                        [score(render(p, {defect: s}, int(sd), spec), p)[d] for d in DIMENSIONS]
+                        [score(render(p, {defect: s}, int(sd), spec), p)[d] for d in DIMS]
                         for p, sd in zip(chosen, seeds)
                     ],
                     axis=0,
@@ -81,7 +83,7 @@ def reference_scores(n: int = 24, seed: int = 0, spec: RenderSpec = RenderSpec()
     shape = (spec.frames, spec.height, spec.width, 3)
 
     def mean(videos):
-        return np.mean([[score(v, p)[d] for d in DIMENSIONS] for v, p in zip(videos, chosen)], axis=0)
+        return np.mean([[score(v, p)[d] for d in DIMS] for v, p in zip(videos, chosen)], axis=0)
 
     return {
         "clean render": mean([render(p, None, i, spec) for i, p in enumerate(chosen)]),

@@ -67,7 +67,6 @@ import numpy as np
 
 from .prompts import BACKGROUNDS, COLOURS, DIRECTIONS, RELATIONS, SPEEDS, PairPrompt, Prompt, as_prompt
 
-DIMENSIONS = ("VQ", "MQ", "TA")
 _LUMA = np.array([0.299, 0.587, 0.114])
 MAX_NOISE = 0.2  # above this noise level no object is detected at all
 CRISP_EDGE = 0.8  # edge width (px) the measurement reports for a crisp anti-aliased edge
