@@ -14,7 +14,7 @@ the actor when ``num_gpus`` > 0: ``cuda``); clips are decoded to the host for en
 
 Scoring: each clip is encoded as the datasets store it (H.264, crf 12, at the generator's frame rate,
 so that the reward's fps-based frame sampling sees the clip's true duration) and sent to the reward
-deployment through :class:`serve.reward_service.RewardClient` (batched on the replica, retried on
+deployment through :class:`serve.client.RewardClient` (batched on the replica, retried on
 failure). In the moving-shapes world the actor also scores the same stored clips with the oracle, so
 every claim about the policy stays measurable; the oracle does not train anything unless the run
 chose it as its reward.
@@ -163,7 +163,7 @@ class GeneratorActor:
         return time.time() - t0
 
     def _scores(self, mp4s: list[bytes], prompts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        from serve.reward_service import RewardClient
+        from serve.client import RewardClient
 
         if self.client is None:
             self.client = RewardClient(

@@ -1,3 +1,5 @@
+# Long on purpose: the orchestrator of the online loop reads top to bottom (start-up, one iteration, recovery,
+# shutdown), like an OpenRLHF actor group; its config, evaluation and run layer live beside it.
 """The online job: Flow-DPO / Flow-RWR of the video generator on Ray (``jobs/online_dpo.py`` runs ``main``).
 
 One iteration: the driver takes the next prompt batch (a seeded function of the iteration: resumable);
@@ -36,15 +38,14 @@ from actors.generator import GeneratorActorConfig, start_generators
 from actors.online_config import OnlineConfig, prompt_batch
 from actors.online_eval import describe, evaluate, iteration_record, progress_line, result_lines, summarize
 from actors.preferences import preference_dataset, stats_of
-from actors.refresh import due, earlier_refreshes, fine_tune, label_rollouts, labels_dir, roll_deployment, state_of
+from actors.refresh import due, refresh_served, roll_deployment, state_of
 from actors.refresh import summary_line as refresh_line
 from actors.run import Metrics, RunDir, get, log_clips, quiet_ray_data, split_even, stop_on_sigterm
 from actors.trainer import COORDINATOR_NAME, TrainerError, TrainerGroup
 from actors.weights import ObjectStoreSync, weight_store
 from rlhf.config import parse_cli, to_dict
-from rlhf.eval.onpolicy import onpolicy_table
 from rlhf.generator.lora import is_adapter_dir, read_adapter, save_adapter
-from serve.reward_service import deploy, shutdown
+from serve.deployment import deploy, shutdown
 
 log = logging.getLogger("videoalign.online")
 
@@ -143,43 +144,9 @@ class OnlineRun:
 
     def refresh_reward(self, it: int, tables: list, version: int) -> dict:
         """Label pairs of iteration ``it``'s clips, fine-tune the served reward on them and roll the deployment
-        to it (actors/refresh.py); returns the refresh's record."""
-        import pyarrow as pa
-        import ray
-
-        cfg, r = self.cfg, self.cfg.refresh
-        t0 = time.time()
-        new_version = self.reward_state["version"] + 1
-        data_dir = Path(self.storage.location(labels_dir(it)))
-        labelled = label_rollouts(pa.concat_tables(ray.get(tables)), r.pairs, cfg.seed, it, version, data_dir)
-        before = onpolicy_table(labelled["served"], labelled["oracle"], labelled["pairs"], labelled["labels"])
-        t1 = time.time()
-        out = Path(self.storage.location(f"reward/v{new_version:03d}"))
-        replay = [Path(self.storage.location(d)) for d in earlier_refreshes(r, it, cfg.iterations)] if r.replay else []
-        fine_tune(
-            r,
-            self.reward_state["model"],
-            data_dir,
-            out,
-            seed=cfg.seed * 1000 + new_version,
-            hub_cache=cfg.hub_cache,
-            device=cfg.trainer.device,
-            replay=replay,
-        )
-        t2 = time.time()
-        roll_s = roll_deployment(cfg.reward, str(out), new_version)
-        spent = self.reward_state["labels_spent"] + len(labelled["pairs"])
-        self.reward_state = state_of(str(out), new_version, spent)
-        return {
-            "version": new_version,
-            "model": str(out),
-            "pairs": len(labelled["pairs"]),
-            "labels_spent": spent,
-            "onpolicy_before": before,
-            "label_s": t1 - t0,
-            "train_s": t2 - t1,
-            "roll_s": roll_s,
-        }
+        to it (``actors.refresh.refresh_served``); returns the refresh's record."""
+        rec, self.reward_state = refresh_served(self.cfg, self.storage, self.reward_state, it, tables, version)
+        return rec
 
     def start_trainer(self, state: dict | None) -> None:
         """The trainer group, from ``state``'s checkpoint if given; the weight store is brought to the

@@ -19,7 +19,7 @@ from rlhf.device import DeviceConfig
 from rlhf.generator.guidance import GuidanceConfig
 from rlhf.generator.sampler import SamplerConfig
 from rlhf.synthetic.prompts import PromptError, parse_prompt
-from serve.reward_service import RewardServiceConfig
+from serve.config import RewardServiceConfig
 
 MODES = ("sync", "one_step_off")
 

@@ -201,7 +201,7 @@ def fine_tune(
 def roll_deployment(reward_cfg, model: str, version: int) -> float:
     """Serve the reward ``model`` as ``version``: the app is re-run with the new config and Serve replaces its
     replicas (each old one stops after the requests it holds are answered). Returns the seconds it took."""
-    from serve.reward_service import deploy
+    from serve.deployment import deploy
 
     t0 = time.time()
     deploy(dataclasses.replace(reward_cfg, model=model, version=version))
@@ -241,3 +241,39 @@ def summary_line(rec: dict) -> str:
         + ", ".join(f"{d} {100 * acc[d]['without_ties']:.1f}%" for d in DIMS)
         + f"; fine-tune {rec['train_s']:.0f} s, roll {rec['roll_s']:.0f} s"
     )
+
+
+def refresh_served(cfg, storage, reward_state: dict, it: int, tables: list, version: int) -> tuple[dict, dict]:
+    """One refresh of the online job ``cfg`` after iteration ``it``: label pairs of its clips (``tables``,
+    sampled with policy ``version``), measure the served reward on them, fine-tune it and roll the deployment
+    to the new version. Returns the refresh's record and the new served-reward state."""
+    import pyarrow as pa
+    import ray
+
+    from rlhf.eval.onpolicy import onpolicy_table
+
+    r = cfg.refresh
+    t0 = time.time()
+    new_version = reward_state["version"] + 1
+    data_dir = Path(storage.location(labels_dir(it)))
+    labelled = label_rollouts(pa.concat_tables(ray.get(tables)), r.pairs, cfg.seed, it, version, data_dir)
+    before = onpolicy_table(labelled["served"], labelled["oracle"], labelled["pairs"], labelled["labels"])
+    t1 = time.time()
+    out = Path(storage.location(f"reward/v{new_version:03d}"))
+    replay = [Path(storage.location(d)) for d in earlier_refreshes(r, it, cfg.iterations)] if r.replay else []
+    fine_tune(r, reward_state["model"], data_dir, out, seed=cfg.seed * 1000 + new_version,
+              hub_cache=cfg.hub_cache, device=cfg.trainer.device, replay=replay)  # fmt: skip
+    t2 = time.time()
+    roll_s = roll_deployment(cfg.reward, str(out), new_version)
+    spent = reward_state["labels_spent"] + len(labelled["pairs"])
+    rec = {
+        "version": new_version,
+        "model": str(out),
+        "pairs": len(labelled["pairs"]),
+        "labels_spent": spent,
+        "onpolicy_before": before,
+        "label_s": t1 - t0,
+        "train_s": t2 - t1,
+        "roll_s": roll_s,
+    }
+    return rec, state_of(str(out), new_version, spent)

@@ -1,3 +1,5 @@
+# Long on purpose: the trainer group's three parts (the driver-side TrainerGroup, the coordinator actor and the
+# workers' loop) exchange the same task and result dicts; they read best side by side.
 """The trainer group: Ray Train workers running DeepSpeed with LoRA, started once, fed every iteration.
 
 ``TorchTrainer.fit()`` costs ~20 s of start-up on this machine, so the group is started once per job

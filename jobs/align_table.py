@@ -161,17 +161,20 @@ def main(argv: list[str] | None = None) -> int:
             (Path(a.out) / "row.json").write_text(json.dumps(rows[-1], indent=2))
             print(f"[{w.label}] {ROW_NAMES[algo]}: oracle {ev['oracle']['win_rate']}", flush=True)
         tables.append({"weights": w.label, "rows": rows})
-    result = {
-        "generator": repo_relative(cfg.align.generator),
-        "reward": judge.name,
-        "group": cfg.align.group,
-        "train_samples": len(samples.prompts),
-        "eval_n": tables[0]["rows"][0]["eval"]["n"],
-        "sample_seconds": sample_seconds,
-        "total_seconds": time.time() - t0,
-        "command": "python jobs/align_table.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "tables": tables,
-    }
+    # recorded with repository-relative paths (the generator, a command line naming absolute paths)
+    result = repo_relative(
+        {
+            "generator": cfg.align.generator,
+            "reward": judge.name,
+            "group": cfg.align.group,
+            "train_samples": len(samples.prompts),
+            "eval_n": tables[0]["rows"][0]["eval"]["n"],
+            "sample_seconds": sample_seconds,
+            "total_seconds": time.time() - t0,
+            "command": "python jobs/align_table.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+            "tables": tables,
+        }
+    )
     out_md, out_json = table_files(cfg.out)
     out_md.parent.mkdir(parents=True, exist_ok=True)
     out_json.write_text(json.dumps(result, indent=2))

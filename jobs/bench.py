@@ -1,3 +1,5 @@
+# Long on purpose: every benchmark's figure is a ratio against a baseline measured in the same run (these machines are
+# noisy), so the benchmarks and their baselines run from one job; issue 21 reworks it.
 """Benchmarks: figures measured side by side in one run, written as JSON and Markdown and printed as a table.
 
     python jobs/bench.py                          # every benchmark (about 20 minutes on 2 cores)
@@ -324,7 +326,9 @@ def bench_hot(cfg: BenchConfig) -> dict:
 def _hot_reward(cfg: BenchConfig) -> dict:
     from rlhf.video import read_video
     from serve.backends import OracleBackend, TransformersBackend
-    from serve.reward_service import RewardClient, RewardServiceConfig, deploy, shutdown
+    from serve.client import RewardClient
+    from serve.config import RewardServiceConfig
+    from serve.deployment import deploy, shutdown
 
     mp4s, prompts = _clips(cfg.hot_clips, seed=7)
     backend = OracleBackend() if cfg.service_model == "oracle" else TransformersBackend(cfg.service_model, threads=1)
@@ -395,7 +399,8 @@ def _http_load(port: int, prefix: str, bodies: list[bytes], concurrency: int) ->
 def bench_service(cfg: BenchConfig) -> dict:
     import base64
 
-    from serve.reward_service import RewardServiceConfig, deploy, shutdown
+    from serve.config import RewardServiceConfig
+    from serve.deployment import deploy, shutdown
 
     mp4s, prompts = _clips(cfg.service_requests, seed=11)
     bodies = [

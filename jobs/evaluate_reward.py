@@ -33,6 +33,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from rlhf.artefacts import repo_relative  # noqa: E402
 from rlhf.config import parse_cli, save_config  # noqa: E402
 from rlhf.eval.onpolicy import OnPolicyConfig  # noqa: E402
 from rlhf.generator.sampler import SamplerConfig  # noqa: E402
@@ -193,7 +194,7 @@ def policy_clips(cfg: EvaluateRewardConfig, progress: bool = True):
 def evaluate_on_policy_rows(cfg: EvaluateRewardConfig, progress: bool = True) -> dict:
     """On-policy table of every checkpoint of ``cfg`` on the policy's clips; writes onpolicy.md/json."""
     from rlhf.eval.onpolicy import evaluate_on_policy, format_onpolicy, reward_scores
-    from rlhf.reward.checkpoint import VideoReward
+    from rlhf.reward.inference import VideoReward
 
     if not cfg.checkpoints:
         raise ValueError("on-policy evaluation needs --checkpoint DIR (a reward model to evaluate)")
@@ -212,9 +213,10 @@ def evaluate_on_policy_rows(cfg: EvaluateRewardConfig, progress: bool = True) ->
         for name, r in rows.items()
     )
     out = Path(cfg.out)
-    (out / "onpolicy.md").write_text(md + "\n")
+    # recorded with repository-relative paths (the policy, the adapter, the checkpoints naming the rows)
+    (out / "onpolicy.md").write_text(repo_relative(md) + "\n")
     (out / "onpolicy.json").write_text(
-        json.dumps({"policy": cfg.policy, "adapter": cfg.adapter, "rows": rows}, indent=2)
+        json.dumps(repo_relative({"policy": cfg.policy, "adapter": cfg.adapter, "rows": rows}), indent=2)
     )
     print(md)
     return rows
@@ -223,7 +225,7 @@ def evaluate_on_policy_rows(cfg: EvaluateRewardConfig, progress: bool = True) ->
 def evaluate_defect_rows(cfg: EvaluateRewardConfig) -> dict:
     """Minimal-pair probe of every checkpoint of ``cfg``; writes defects.md/json."""
     from rlhf.eval.defects import format_probe, probe_defects
-    from rlhf.reward.checkpoint import VideoReward
+    from rlhf.reward.inference import VideoReward
 
     if not cfg.checkpoints:
         raise ValueError("the defect probe needs --checkpoint DIR (a reward model to probe)")
@@ -233,8 +235,8 @@ def evaluate_defect_rows(cfg: EvaluateRewardConfig) -> dict:
     }
     md = format_probe(rows, cfg.defects, cfg.split)
     out = Path(cfg.out)
-    (out / "defects.md").write_text(md + "\n")
-    (out / "defects.json").write_text(json.dumps({"grammar": cfg.defects, "rows": rows}, indent=2))
+    (out / "defects.md").write_text(repo_relative(md) + "\n")
+    (out / "defects.json").write_text(json.dumps(repo_relative({"grammar": cfg.defects, "rows": rows}), indent=2))
     print(md)
     return rows
 
@@ -301,8 +303,10 @@ def main(argv: list[str] | None = None) -> int:
             + "\n".join(f"| {n} | " + " | ".join(f"{p[a]:.0%}" for a in attrs) + " |" for n, p in probes.items())
         )
     out = Path(cfg.out)
-    (out / "table.md").write_text(f"{len(records)} {cfg.split} pairs of {data}\n\n{md}\n")
-    (out / "table.json").write_text(json.dumps({"rows": rows, "runs": details, "pairs": len(records)}, indent=2))
+    (out / "table.md").write_text(repo_relative(f"{len(records)} {cfg.split} pairs of {data}\n\n{md}\n"))
+    (out / "table.json").write_text(
+        json.dumps(repo_relative({"rows": rows, "runs": details, "pairs": len(records)}), indent=2)
+    )
     print(md)
     return 0
 

@@ -1,3 +1,5 @@
+# Long on purpose: the GPU check is one prepared script that runs as a whole on a lent accelerator (minutes of
+# device time); each check sits beside the plain reference figure it is compared with.
 """GPU check through the project's own code, each figure beside the plain-PyTorch copy of ``bench_gpu.py``.
 
     python jobs/gpu_check.py --out runs/bench/gpu_check.json             # on a CUDA machine, bf16

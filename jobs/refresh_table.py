@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     out_md, out_json = table_files(cfg.out)
     out_md.parent.mkdir(parents=True, exist_ok=True)
-    out_md.write_text(note + md + "\n")
+    out_md.write_text(repo_relative(note + md) + "\n")
     out_json.write_text(json.dumps(repo_relative({"config": to_dict(cfg), "rows": results}), indent=2, default=str))
     print(md)
     return 0

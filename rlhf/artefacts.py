@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -23,18 +24,25 @@ def sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+# The repository root where it stands as a path of its own: not inside a longer name or path (``/x/work/main``,
+# ``/work/main2``). Followed by ``/`` and a name it is dropped (``/work/main/runs/x`` -> ``runs/x``); standing
+# alone it becomes ``.``.
+_ROOT_IN_TEXT = re.compile(rf"(?<![\w.~/-]){re.escape(str(REPO))}(?:(?P<sep>/)(?=[\w.~-])|(?![\w.~-]))")
+
+
 def repo_relative(value):
-    """``value`` with every absolute path inside the repository written relative to it (recursively through
-    dicts and lists): committed records must not name one machine's directories."""
+    """``value`` as a committed record should hold it: every absolute path inside the repository written
+    relative to the repository root, whether the string is the path itself or holds it (a command line, a
+    comma-separated list, a markdown sentence), recursively through dict keys and values, lists and tuples.
+    Paths outside the repository, and everything else, stay as given; a ``Path`` is recorded as a string."""
+    if isinstance(value, Path):
+        value = str(value)
+    if isinstance(value, str):
+        return _ROOT_IN_TEXT.sub(lambda m: "" if m.group("sep") else ".", value)
     if isinstance(value, dict):
-        return {k: repo_relative(v) for k, v in value.items()}
+        return {repo_relative(k): repo_relative(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return type(value)(repo_relative(v) for v in value)
-    if isinstance(value, str) and value.startswith("/"):
-        try:
-            return str(Path(value).relative_to(REPO))
-        except ValueError:
-            return value
     return value
 
 

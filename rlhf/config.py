@@ -1,3 +1,5 @@
+# Long on purpose: typed configs: loading, coercion, overrides, errors and the --help that reads field comments
+# walk the same dataclass fields; one walker, one file.
 """Typed job configs: dataclasses loaded from YAML with ``key.sub=value`` overrides.
 
 Every job declares one dataclass (fields documented where declared). ``load_config`` builds it from

@@ -1,3 +1,5 @@
+# Long on purpose: the memory model of every role (Wan transformer, UMT5, VAE, the Qwen2-VL reward, DeepSpeed's
+# ZeRO states, activations) and the check against cluster.yaml share one byte accounting; split, its parts would drift.
 """GPU memory of the online loop's roles, estimated from the models' dimensions (no weights, no Ray).
 
 ``python jobs/online_dpo.py --config FILE --check`` uses this module to say, before anything is

@@ -1,3 +1,5 @@
+# Long on purpose: the plain-PyTorch reference the project's code is measured against must stay self-contained
+# (torch only, no project imports), so that it is an independent second implementation.
 """GPU hot paths at a realistic size, in plain PyTorch (no Ray, diffusers or transformers needed).
 
     python jobs/bench_gpu.py --out runs/bench/gpu.json          # on a CUDA machine

@@ -5,13 +5,13 @@ needs it runs.
 """
 
 _EXPORTS = {
-    "RewardServiceConfig": "reward_service",
-    "RewardDeployment": "reward_service",
-    "RewardClient": "reward_service",
-    "build_app": "reward_service",
-    "deploy": "reward_service",
-    "shutdown": "reward_service",
-    "app": "reward_service",
+    "RewardServiceConfig": "config",
+    "RewardDeployment": "deployment",
+    "RewardClient": "client",
+    "build_app": "deployment",
+    "deploy": "deployment",
+    "shutdown": "deployment",
+    "app": "deployment",
     "RewardBackend": "backends",
     "TransformersBackend": "backends",
     "OracleBackend": "backends",

@@ -49,11 +49,9 @@ class RewardRequestError(ValueError):
 
 def scores_from_raw(raw: np.ndarray | list[float], norm: dict[str, float]) -> dict:
     """``{"raw", "normalised"}`` for one video from its raw (VQ, MQ, TA) and ``{D_mean, D_std}``."""
-    r = {d: float(v) for d, v in zip(DIMS, raw)}
-    n = {d: (r[d] - norm[f"{d}_mean"]) / norm[f"{d}_std"] for d in DIMS}
-    r["Overall"] = r["VQ"] + r["MQ"] + r["TA"]
-    n["Overall"] = n["VQ"] + n["MQ"] + n["TA"]
-    return {"raw": r, "normalised": n}
+    from rlhf.reward.inference import normalise, with_overall
+
+    return {"raw": with_overall(raw), "normalised": with_overall(normalise(np.asarray(raw, np.float64), norm))}
 
 
 class RewardBackend:
@@ -101,7 +99,8 @@ class OracleBackend(RewardBackend):
 
 
 def _load_video_reward(model: str, device: DeviceConfig | str):
-    from rlhf.reward.checkpoint import CheckpointError, VideoReward
+    from rlhf.reward.checkpoint import CheckpointError
+    from rlhf.reward.inference import VideoReward
 
     try:
         return VideoReward.default(device) if model == "default" else VideoReward.from_checkpoint(model, device=device)
@@ -208,7 +207,7 @@ class VLLMBackend(RewardBackend):
 
 
 def make_backend(cfg) -> RewardBackend:
-    """The backend a :class:`serve.reward_service.RewardServiceConfig` asks for."""
+    """The backend a :class:`serve.config.RewardServiceConfig` asks for."""
     if cfg.model == "oracle":
         return OracleBackend()
     if cfg.model != "default" and not Path(cfg.model).is_dir():

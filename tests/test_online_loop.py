@@ -563,7 +563,7 @@ def test_reward_refresh_labels_fine_tunes_and_rolls_the_served_reward(refreshed)
     served scores a refresh dataset records for iteration 1's clips are those of reward version 1, recomputed
     here from the stored mp4s with VideoReward.from_checkpoint."""
     from rlhf.data.schema import read_preferences
-    from rlhf.reward.checkpoint import VideoReward
+    from rlhf.reward.inference import VideoReward
     from rlhf.synthetic.oracle import score
     from rlhf.video import read_video
 

@@ -14,15 +14,16 @@ import torch
 from rlhf.config import ConfigError, load_config
 from rlhf.device import DeviceConfig, DeviceError, module_dtype
 from rlhf.generator.model import DEFAULT_GENERATOR
-from rlhf.reward.checkpoint import RewardCheckpointInfo, VideoReward
+from rlhf.reward.checkpoint import RewardCheckpointInfo
 from rlhf.reward.data import batch_from_frames
+from rlhf.reward.inference import VideoReward
 from rlhf.reward.latent import LatentPairs, LatentReward, LatentRewardConfig, LatentTrainConfig, step_loss
 from rlhf.reward.model import TrainableParts, apply_trainable_parts, build_model
 from rlhf.reward.processor import RewardProcessor
 from rlhf.reward.tokens import world_tokenizer
 from rlhf.reward.train import RewardTrainConfig, pair_loss
 from rlhf.synthetic.render import render
-from serve.reward_service import RewardServiceConfig
+from serve.config import RewardServiceConfig
 from tests.device_guard import DeviceGuard
 
 P1 = "a red circle moving left slowly on a black background"

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from rlhf.reward.checkpoint import CheckpointError, RewardCheckpointInfo, VideoReward, load_checkpoint
+from rlhf.reward.checkpoint import CheckpointError, RewardCheckpointInfo, load_checkpoint
+from rlhf.reward.inference import VideoReward
 from rlhf.reward.model import TrainableParts, apply_trainable_parts, build_model
 from rlhf.reward.processor import CLIP_MEAN, CLIP_STD, RewardProcessor, VisionGeometry, patchify
 from rlhf.reward.tokens import REWARD_TOKENS, VIDEO_PAD, world_tokenizer

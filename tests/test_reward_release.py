@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from rlhf.reward.checkpoint import CheckpointError, VideoReward, load_checkpoint, save_checkpoint
+from rlhf.reward.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from rlhf.reward.inference import VideoReward
 from rlhf.reward.tokens import release_prompt
 from tests.hub_cache import cache_repo
 

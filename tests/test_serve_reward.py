@@ -28,7 +28,9 @@ from rlhf.synthetic.prompts import split_prompts  # noqa: E402
 from rlhf.synthetic.render import render  # noqa: E402
 from rlhf.video import encode_video, read_video  # noqa: E402
 from serve.backends import VLLM_MISSING, RewardRequestError, RewardServiceError, TransformersBackend, make_backend  # noqa: E402
-from serve.reward_service import SERVE_KEYS, RewardClient, RewardServiceConfig, app  # noqa: E402
+from serve.client import RewardClient  # noqa: E402
+from serve.config import RewardServiceConfig  # noqa: E402
+from serve.deployment import SERVE_KEYS, app  # noqa: E402
 
 MAX_BODY = 64 * 1024  # small, so that the oversized-body test sends little
 CONFIG_FILE = Path(__file__).resolve().parents[1] / "serve" / "reward_config.yaml"
@@ -60,7 +62,7 @@ def _stored(video: np.ndarray) -> np.ndarray:
 def service(tmp_path_factory):
     import ray
 
-    from serve.reward_service import deploy, shutdown
+    from serve.deployment import deploy, shutdown
 
     started = not ray.is_initialized()
     if started:
@@ -592,7 +594,7 @@ def test_a_failing_item_inside_a_batch_fails_alone():
     import asyncio
 
     from serve.backends import OracleBackend
-    from serve.reward_service import RewardDeployment
+    from serve.deployment import RewardDeployment
 
     class FailsOnBlue(OracleBackend):
         def score(self, videos, prompts, fps=8.0):
@@ -617,7 +619,7 @@ def test_a_failing_item_inside_a_batch_fails_alone():
 
 
 def test_learned_backend_gives_videoreward_normalised_scores():
-    from rlhf.reward.checkpoint import VideoReward
+    from rlhf.reward.inference import VideoReward
 
     videos, prompts = _clips(3, seed=11)
     frames = [_stored(v) for v in videos]
@@ -639,7 +641,7 @@ def test_rolling_to_a_new_reward_version_drops_and_repeats_no_request(service):
     names the version that scored it, answers from before the roll are version 0, and once the roll is over
     every answer is version 1 from a new replica."""
     from actors.refresh import roll_deployment, wait_running
-    from serve.reward_service import deploy, shutdown
+    from serve.deployment import deploy, shutdown
 
     cfg = RewardServiceConfig(
         model="oracle",

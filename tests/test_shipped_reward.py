@@ -3,7 +3,8 @@ the way the moving-shapes renderer defines them (independently of the model's ow
 
 import numpy as np
 
-from rlhf.reward.checkpoint import DEFAULT_REWARD, VideoReward, verify_manifest
+from rlhf.reward.checkpoint import DEFAULT_REWARD, verify_manifest
+from rlhf.reward.inference import VideoReward
 from rlhf.synthetic.prompts import split_prompts
 from rlhf.synthetic.render import render
 from rlhf.video import encode_video, read_video

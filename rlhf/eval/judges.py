@@ -40,7 +40,7 @@ class LearnedJudge:
     name = "learned"
 
     def __init__(self, checkpoint: str = "default", batch: int = 32):
-        from rlhf.reward.checkpoint import VideoReward
+        from rlhf.reward.inference import VideoReward
 
         self.model = VideoReward.default() if checkpoint == "default" else VideoReward.from_checkpoint(checkpoint)
         self.batch = batch

@@ -1,3 +1,5 @@
+# Long on purpose: report.html is one self-contained page: its plots, clips, tables and the self-check script the
+# tests read are written together so that the page and its check cannot disagree.
 """``report.html`` for a run directory: one self-contained file that opens from disk, with no server.
 
     python -m rlhf.eval.report runs/online_dpo            # writes runs/online_dpo/report.html

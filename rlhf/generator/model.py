@@ -1,3 +1,5 @@
+# Long on purpose: self-contained model code (diffusers' habit): the Wan transformer, the text encoder, the codecs
+# and the LoRA life cycle (policy, reference, save/load) of one FlowGenerator read together.
 """The video flow generator: a diffusers ``WanTransformer3DModel``, a UMT5 text encoder and a codec.
 
 Convention (everywhere in ``rlhf``): ``x_t = (1 - t) x0 + t noise``, ``t`` in [0, 1], ``t = 1`` is

@@ -1,3 +1,5 @@
+# Long on purpose: the VideoAlign release's checkpoint layout, both ways (save, load, export, verify), in one place:
+# a format written in two files drifts.
 """VideoReward checkpoints in the VideoAlign release's layout, and the inference API.
 
 Layout (``KwaiVGI/VideoReward``, as VideoAlign's ``train_reward.py`` / ``VideoVLMRewardTrainer`` write it)::
@@ -50,16 +52,15 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from rlhf.artefacts import verify_manifest as _verify
 from rlhf.artefacts import write_manifest
-from rlhf.device import DeviceConfig, as_device_config, module_device, module_dtype
+from rlhf.device import module_device
 from rlhf.dims import DIMS
 
 from .model import TrainableParts, VideoRewardModel, apply_trainable_parts, build_model
-from .processor import RELEASE_SAMPLING, FrameSampling, RewardProcessor, VisionGeometry
+from .processor import RELEASE_SAMPLING, FrameSampling
 
 # VideoReward's own normalisation constants (VideoAlign inference config).
 VIDEOREWARD_NORM = {
@@ -524,84 +525,3 @@ def export_checkpoint(run_dir: str | Path, dest: str | Path, step: int = -1, met
 def verify_manifest(path: str | Path) -> dict:
     """Check every file listed in ``path/MANIFEST.json`` (size and sha256); raises CheckpointError."""
     return _verify(path, CheckpointError)
-
-
-class VideoReward:
-    """Inference: ``reward(videos, prompts)`` -> one ``{"VQ", "MQ", "TA", "Overall"}`` per video.
-
-    Videos are file paths or ``uint8 (T, H, W, 3)`` arrays (with ``fps``). Normalised values are
-    ``(raw - mean) / std`` per dimension; Overall is the sum of the three (VideoAlign semantics).
-    ``device`` is a DeviceConfig (or a device string, meaning fp32): the model runs there in its
-    precision, and the scores come back as fp32 numbers whatever the precision.
-    """
-
-    def __init__(
-        self, model: VideoRewardModel, tokenizer, info: RewardCheckpointInfo, device: DeviceConfig | str = "cpu"
-    ):
-        self.device_config = as_device_config(device)
-        self.model = model.place(self.device_config).eval()
-        self.processor = RewardProcessor(
-            tokenizer,
-            info.sampling,
-            info.separate_tokens,
-            geometry=VisionGeometry.of(self.model.base_model()),
-            template=info.template,
-        )
-        self.info = info
-        self.device = module_device(self.model)
-        self.dtype = module_dtype(self.model)
-        # (2, 3) mean and std per dimension, on the model's device in fp32: normalised where the raw
-        # scores are computed, one transfer per batch.
-        self._norm = torch.tensor(
-            [[info.norm[f"{d}_{s}"] for d in DIMS] for s in ("mean", "std")], dtype=torch.float32, device=self.device
-        )
-
-    @classmethod
-    def default(cls, device: DeviceConfig | str = "cpu") -> VideoReward:
-        """The shipped moving-shapes reward model (``artefacts/reward_default``), checked against its manifest."""
-        verify_manifest(DEFAULT_REWARD)
-        return cls.from_checkpoint(DEFAULT_REWARD, device=device)
-
-    @classmethod
-    def from_checkpoint(
-        cls, path: str | Path, step: int = -1, device: DeviceConfig | str = "cpu", cache_dir: str | Path | None = None
-    ) -> VideoReward:
-        """A checkpoint directory or hub id (``KwaiVGI/VideoReward``) in the release's layout."""
-        model, tok, info, _ = load_checkpoint(path, step, cache_dir)
-        return cls(model, tok, info, device)
-
-    @torch.no_grad()
-    def _raw(self, videos: list, prompts: list[str], fps: float | list[float]) -> torch.Tensor:
-        """(N, 3) fp32 raw rewards on the model's device."""
-        from rlhf.video import read_video_fps
-
-        frames, rates = [], []
-        for i, v in enumerate(videos):
-            if isinstance(v, (str, Path)):
-                arr, r = read_video_fps(v)
-            else:
-                arr, r = v, (fps[i] if isinstance(fps, (list, tuple)) else fps)
-            frames.append(arr)
-            rates.append(r)
-        batch = {
-            k: t.to(self.device, self.dtype) if t.is_floating_point() else t.to(self.device)
-            for k, t in self.processor(frames, prompts, rates).items()
-        }
-        return self.model(**batch).float()
-
-    def raw(self, videos: list, prompts: list[str], fps: float | list[float] = 8.0) -> np.ndarray:
-        """(N, 3) float32 raw VQ, MQ, TA."""
-        return self._raw(videos, prompts, fps).cpu().numpy()
-
-    def reward(
-        self, videos: list, prompts: list[str], fps: float | list[float] = 8.0, use_norm: bool = True
-    ) -> list[dict]:
-        raw = self._raw(videos, prompts, fps)
-        if use_norm:
-            raw = (raw - self._norm[0]) / self._norm[1]
-        out = []
-        for row in raw.cpu().tolist():
-            r = dict(zip(DIMS, row))
-            r["Overall"] = r["VQ"] + r["MQ"] + r["TA"]
-            out.append(r)
-        return out

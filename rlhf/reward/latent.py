@@ -1,3 +1,5 @@
+# Long on purpose: the latent reward model of Flow-NRG, its noised-pair training and its accuracy at fixed noise
+# levels share the noising convention and the pair sampling.
 """Latent reward model for Flow-NRG (VideoAlign, Section 4.3): VQ/MQ/TA read from noised latents.
 
 Reward guidance needs ``grad_x r(x_t, t)`` at every guided sampling step, so the reward must read

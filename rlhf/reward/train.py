@@ -195,9 +195,9 @@ def accuracy_table(records: list[dict], r_a: torch.Tensor, r_b: torch.Tensor, no
     for i, d in enumerate(DIMS):
         keep = np.isin(labels[:, i], (-1, 0, 1))
         table[d] = _accuracies(labels[keep, i], margins[keep, i])
-    mean = np.array([norm[f"{d}_mean"] for d in DIMS])
-    std = np.array([norm[f"{d}_std"] for d in DIMS])
-    overall_margin = ((r_a.numpy() - mean) / std).sum(1) - ((r_b.numpy() - mean) / std).sum(1)
+    from .inference import normalise
+
+    overall_margin = normalise(r_a.numpy(), norm).sum(1) - normalise(r_b.numpy(), norm).sum(1)
     overall = label_tensor(records, ("Overall",)).numpy()[:, 0]
     keep = np.isin(overall, (-1, 0, 1))
     table["Overall"] = _accuracies(overall[keep], overall_margin[keep])

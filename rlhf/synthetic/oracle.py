@@ -1,3 +1,5 @@
+# Long on purpose: the oracle's measurements and its per-dimension scores for single and pair prompts must agree
+# with each other; every claim of the world is measured against this one file.
 """Oracle annotator: VQ, MQ and TA of any moving-shapes video, from its pixels and its prompt alone.
 
 It never reads render parameters, so it judges generated videos exactly as it judges renders.
