@@ -46,12 +46,13 @@ class GeneratorActorConfig:
     device: DeviceConfig = field(default_factory=DeviceConfig)  # the generator's device and precision
     init_adapter: str = ""  # the run's initial LoRA (trainer.init_adapter): policy version 0; "" = zero LoRA
     lora_rank: int = 8  # of a zero LoRA (init_adapter brings its own)
-    lora_alpha: float = 8.0
+    lora_alpha: float = 8.0  # of a zero LoRA: scale alpha / rank
     threads: int = 1  # torch threads per actor
     reward_app: str = "reward"  # Serve app that scores the clips
-    reward_timeout_s: float = 120.0
+    reward_timeout_s: float = 120.0  # seconds a scoring call may take before it is retried (reward_retries)
     reward_retries: int = 6  # with backoff 0.5 s doubling to 8 s: rides out a replica restart (~24 s)
     oracle: bool = True  # also score with the moving-shapes oracle (metrics, evaluation)
+    # how rollouts are sampled (Euler steps, guidance, shift)
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     guidance_model: str = ""  # latent reward model directory for Flow-NRG ("" = none)
     guidance: GuidanceConfig = field(default_factory=GuidanceConfig)  # scale 0 = unguided

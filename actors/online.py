@@ -364,6 +364,7 @@ class OnlineRun:
                 break
             except TrainerError as e:
                 state = self.recover_trainer(e)
+                metrics.tracker.purge_from(state["next_iteration"] if state else 0)
                 bar.n = state["next_iteration"] if state else 0
                 bar.refresh()
         bar.close()

@@ -38,39 +38,39 @@ class OnlineConfig:
     # a joined cluster with an autoscaler (cluster.yaml): wait up to cluster_wait_s for the nodes the roles need;
     # without one a job that does not fit stops at once, naming each role's demand
     autoscaling: bool = False
-    cluster_wait_s: float = 600.0
+    cluster_wait_s: float = 600.0  # seconds to wait for the autoscaler's nodes (autoscaling=true)
     generator: str = ""  # pretrained generator ("" = artefacts/generator_default)
     # Wan checkpoints only (the world layout records its own): clip shape, frame rate, prompt tokens
     video_shape: list[int] = field(default_factory=lambda: [81, 480, 832])  # frames, height, width
     fps: float = 16.0  # carried into the mp4s, so the reward's fps-based frame sampling sees the true duration
-    text_tokens: int = 512
+    text_tokens: int = 512  # prompt tokens of Wan checkpoints (the world layout records its own)
     # device and precision of the generator actors (cuda needs generator_gpus > 0); trainer.device and
     # reward.device set the other roles
     generator_device: DeviceConfig = field(default_factory=DeviceConfig)
     mode: str = "sync"  # sync (strictly on-policy) | one_step_off (staleness 1)
-    iterations: int = 8
+    iterations: int = 8  # loop iterations: sample, score, train steps_per_iter steps
     # the moving-shapes world: its oracle also scores every rollout (metrics) and judges the final evaluation.
     # world=false: free-text prompts (a prompt file), no oracle anywhere, the served reward judges
     world: bool = True
     prompts: str = "train"  # train | heldout | all (the world's splits) | a prompt file (one per line)
-    prompts_per_iter: int = 16
+    prompts_per_iter: int = 16  # prompts drawn per iteration (seeded by seed and the iteration), group clips each
     group: int = 4  # clips per prompt (G)
     steps_per_iter: int = 16  # trainer optimiser steps per iteration (K)
     generators: int = 2  # generator actors
-    generator_cpus: float = 1.0
-    generator_gpus: float = 0.0
-    generator_threads: int = 1
+    generator_cpus: float = 1.0  # CPUs Ray reserves per generator actor
+    generator_gpus: float = 0.0  # GPUs Ray reserves per generator actor (a fraction shares one; 0 = CPU actors)
+    generator_threads: int = 1  # torch threads per generator actor
     # custom resources each generator actor asks for (cluster.yaml: {"generator": 1} puts it on a generator node)
     generator_resources: dict[str, float] = field(default_factory=dict)
     max_restarts: int = 3  # generator actor restarts
     trainer_restarts: int = 2  # times a failed trainer group is restarted from the last checkpoint
     checkpoint_every: int = 2  # iterations (a checkpoint is also written at the end)
-    resume: bool = False
-    seed: int = 0
+    resume: bool = False  # continue from the latest checkpoint in storage
+    seed: int = 0  # each iteration's prompts, rollout noise and pairs, and the raters (trainer.seed: the workers')
     # final evaluation, same seeds for both policies: "" = the world's held-out prompts, or `prompts` with world=false
     eval_prompts: str = ""
     eval_n_prompts: int = 58  # 0 = no final evaluation
-    eval_seeds: int = 2
+    eval_seeds: int = 2  # clips per evaluation prompt (>= 2 for the reward's on-policy accuracy)
     progress: bool = True  # a progress bar on the console
     wandb_project: str = ""  # also log to this wandb project (or set WANDB_PROJECT); TensorBoard always
     report_clips: int = 4  # report.html: held-out prompts shown pretrained vs aligned (-1 = no report)
@@ -81,8 +81,11 @@ class OnlineConfig:
     sampler: SamplerConfig = field(default_factory=lambda: SamplerConfig(steps=10))
     guidance_model: str = ""  # latent reward model (jobs/train_latent_reward.py) for Flow-NRG in rollouts
     guidance: GuidanceConfig = field(default_factory=GuidanceConfig)  # scale 0 = off
+    # a group's scored clips -> training rows: DPO pairs (mode, margin), VQ:MQ:TA reward weights
     pairs: PairConfig = field(default_factory=lambda: PairConfig(mode="margin", margin=0.03))
+    # the trainer group: Ray Train workers training the LoRA with DeepSpeed
     trainer: TrainerConfig = field(default_factory=lambda: TrainerConfig(lr=3e-4))
+    # the served reward (Ray Serve deployment) that scores the rollouts
     reward: RewardServiceConfig = field(default_factory=lambda: RewardServiceConfig(model="default"))
     # online reward refresh (actors/refresh.py): every refresh.every iterations, refresh.pairs pairs of the policy's
     # clips are labelled by the raters, the reward is fine-tuned on them and the deployment rolls to it

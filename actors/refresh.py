@@ -10,7 +10,7 @@ policy has just sampled and
    run storage, ``refresh/iter_NNNNN``;
 3. measures the served reward's on-policy accuracy on these pairs *before* it learns from them (the
    scores the policy was trained on are the ones the rollouts carry);
-4. fine-tunes the current reward model on them (Ray Train + DeepSpeed: ``jobs/train_reward.fit`` with
+4. fine-tunes the current reward model on them (Ray Train + DeepSpeed: ``actors.reward_trainer.fit`` with
    ``init_from``), mixing in fresh rendered pairs so that what it knew is not forgotten, into
    ``reward/v{N}`` under the run storage;
 5. rolls the Serve deployment to the new model with version ``N`` (``serve.run`` of the changed app:
@@ -45,7 +45,7 @@ class RefreshConfig:
     steps: int = 40  # fine-tuning steps per refresh
     batch_size: int = 8  # pairs per step
     generated_fraction: float = 0.5  # share of each batch from the labelled pairs; the rest fresh rendered pairs
-    lr: float = 1e-4
+    lr: float = 1e-4  # learning rate of each refresh's fine-tuning (constant, no warm-up)
     caption_weight: float = 1.0  # the shipped recipe's caption auxiliary loss (keeps the TA signal)
     workers: int = 1  # Ray Train workers of a refresh
     replay: bool = True  # also learn every pair labelled by the run's earlier refreshes (False: only the new ones)

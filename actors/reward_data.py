@@ -24,13 +24,13 @@ class TrainRewardJob(RewardTrainConfig):
     # 127.0.0.1; "auto" joins the cluster of this node
     ray_address: str = ""
     autoscaling: bool = False  # the joined cluster has an autoscaler: wait up to cluster_wait_s for the workers' nodes
-    cluster_wait_s: float = 600.0
+    cluster_wait_s: float = 600.0  # seconds to wait for the autoscaler's nodes (autoscaling=true)
     hub_cache: str = ""  # Hugging Face cache for hub ids (HF_HUB_CACHE on every worker of the job)
     eval_data: str = ""  # dataset dir or parquet for the held-out evaluation (default: data)
     # data=synthetic only: dataset dirs (make_dataset generated.*; several: comma-separated) whose train-split
     # pairs fill generated_fraction of every batch, the rest being fresh rendered pairs
     generated_data: str = ""
-    generated_fraction: float = 0.5
+    generated_fraction: float = 0.5  # share of every batch taken from generated_data's pairs (0 < share <= 1)
     grammar: str = "single"  # data=synthetic: prompts of the fresh rendered pairs (single | pair | mixed)
     pair_share: float = 0.5  # data=synthetic, grammar=mixed: share of the rendered pairs drawn from pair prompts
     contrast_prob: float = 0.0  # data=synthetic: share of rendered pairs that differ in one TA defect alone

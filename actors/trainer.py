@@ -60,14 +60,15 @@ class TrainerConfig:
     lr: float = 1e-4  # AdamW on the LoRA parameters
     micro_batch: int = 4  # pairs (DPO) or samples (RWR) per worker per step
     zero_stage: int = 0  # DeepSpeed ZeRO stage (0-3)
-    num_workers: int = 2
+    num_workers: int = 2  # Ray Train workers (DeepSpeed data-parallel ranks)
     # cpu/fp32 here; cuda/bf16 (+ gradient_checkpointing) on GPU nodes: each worker gets one GPU from Ray Train
     device: DeviceConfig = field(default_factory=DeviceConfig)
     threads: int = 1  # torch threads per worker
     # custom resources per worker besides 1 CPU (cluster.yaml: {"trainer": 1} puts it on a trainer node)
     resources_per_worker: dict[str, float] = field(default_factory=dict)
-    seed: int = 0
-    grad_clip: float = 1.0
+    seed: int = 0  # a fresh LoRA's A, and each step's noise and timesteps (with the iteration and rank)
+    grad_clip: float = 1.0  # DeepSpeed gradient clipping: max gradient norm (0 = none)
+    # the objective: Flow-DPO or Flow-RWR, its beta and timestep distribution
     algo: AlgoConfig = field(default_factory=AlgoConfig)
 
     def validate(self) -> None:

@@ -36,7 +36,9 @@ class AlignTableConfig:
     reevaluate: bool = False  # rows trained by the same row config keep their adapter and are evaluated again
     algos: str = "sft,rwr,dpo_timestep,dpo"  # rows, in order
     weightings: str = "1:1:1,0:0:1"  # VQ:MQ:TA reward weights; one table per weighting
+    # the offline alignment of every row (train.algo.algo and train.pairs.weights set per row)
     align: AlignOfflineConfig = field(default_factory=AlignOfflineConfig)
+    # the evaluation of every row (adapter, generator and weights set per row)
     eval: EvaluateConfig = field(default_factory=lambda: EvaluateConfig(adapter="-"))
 
     def weight_list(self) -> list[RewardWeights]:

@@ -51,7 +51,7 @@ ABLATION = {  # row name -> overrides of the training config
 class EvaluateRewardConfig:
     out: str = "runs/reward_eval"  # where table.md / table.json go
     data: str = "runs/eval_heldout"  # dataset dir (make_dataset output) with the evaluation pairs
-    split: str = "heldout"
+    split: str = "heldout"  # split of data's pairs evaluated (also the defect probe's prompt split)
     checkpoints: list[str] = field(default_factory=list)  # run directories to evaluate (name = folder)
     ablation: bool = False  # train the four ablation variants into out/<variant> (skipped when done)
     probe: bool = False  # also run the caption probe on every checkpoint trained with the caption loss
@@ -72,6 +72,7 @@ class EvaluateRewardConfig:
     )
     policy: str = ""  # on-policy evaluation: the generator (dir or hub id) whose samples are compared
     adapter: str = ""  # its LoRA (adapter dir or hub id); "" = the generator as it is
+    # which policy samples the on-policy evaluation compares (with policy)
     onpolicy: OnPolicyConfig = field(default_factory=OnPolicyConfig)
     defects: str = ""  # minimal-pair probe on prompts of this grammar (single | pair | mixed; "" = off)
     defect_prompts: int = 48  # prompts of the probe (held-out split)

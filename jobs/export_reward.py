@@ -23,9 +23,9 @@ from rlhf.config import parse_cli  # noqa: E402
 @dataclass
 class ExportRewardConfig:
     run: str = "runs/reward_default"  # a train_reward run directory
-    out: str = "artefacts/reward_default"
+    out: str = "artefacts/reward_default"  # artefact directory (the checkpoint and MANIFEST.json)
     step: int = -1  # -1: the latest checkpoint
-    command: str = (
+    command: str = (  # the command that reproduces the run (recorded in MANIFEST.json)
         "python jobs/make_dataset.py --pairs 1000 --out runs/eval_heldout sampling.heldout_fraction=1.0 "
         "seed=99 && python jobs/train_reward.py --config jobs/configs/train_reward.yaml"
     )

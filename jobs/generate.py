@@ -43,11 +43,12 @@ class GenerateConfig:
     seed: int = 0  # clip i uses seed + i
     crf: int = 12  # H.264 quality of the written mp4s
     oracle: bool = True  # score clips with the moving-shapes oracle when the prompt parses
-    threads: int = 2
+    threads: int = 2  # torch intra-op threads
     device: DeviceConfig = field(default_factory=DeviceConfig)  # generator and latent reward (cuda/bf16 on a GPU)
     guidance_model: str = ""  # latent reward model directory (jobs/train_latent_reward.py)
     guidance_weights: str = ""  # VQ:MQ:TA weights, e.g. 0.1:0.1:0.8 (sets guidance.weights)
     guidance: GuidanceConfig = field(default_factory=GuidanceConfig)  # scale 0 = unguided
+    # how the clips are sampled (Euler steps, guidance, shift, batch)
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
 
     def validate(self) -> None:

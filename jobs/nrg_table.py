@@ -36,19 +36,19 @@ from rlhf.generator.sampler import SamplerConfig  # noqa: E402
 
 @dataclass
 class NRGTableConfig:
-    out: str = "runs/nrg"
-    generator: str = str(DEFAULT_GENERATOR)
+    out: str = "runs/nrg"  # run directory: rows/*.json, table.json, table.md
+    generator: str = str(DEFAULT_GENERATOR)  # the generator every row samples (dir or hub id)
     noise_model: str = ""  # latent reward trained on noised latents ("w/ noise")
     clean_model: str = ""  # latent reward trained on clean latents ("w/o noise"); "" = no Table 7 row
     prompts: str = "heldout"  # heldout | all | a text file, optionally :single|pair|mixed (tuning: train of it)
     n_prompts: int = 0  # the first N of those prompts (0 = all; pair listings are in a fixed shuffled order)
-    per_prompt: int = 2
+    per_prompt: int = 2  # clips per prompt
     seed: int = 0  # clip i uses seed + i, in every row
     rows: str = "0:0:1,0.1:0.1:0.8,0.1:0.1:0.6,0.5:0.5:0"  # Table 6 weights VQ:MQ:TA
     table7_rows: str = "0:1:0"  # Table 7 weights (comma-separated VQ:MQ:TA rows)
     scale: float = 1.0  # guidance scale w (ignored when tune_scales is set)
     start: float = 0.0  # guided steps: start <= i / steps < end
-    end: float = 1.0
+    end: float = 1.0  # end of the guided steps, a fraction of them (tune_ends can choose it)
     control: bool = False  # Table 7 rows also with the noise model's *untrained* initialisation (a control)
     control_rows: str = ""  # weights of the control rows (default: every Table 7 row)
     tune_scales: str = ""  # e.g. 0.5,1,2: choose the scale on training prompts first
@@ -57,8 +57,9 @@ class NRGTableConfig:
     tune_rows: str = ""  # weights rows tried per scale (default: the Table 6 and Table 7 rows)
     cost_reps: int = 3  # interleaved timing rounds of unguided / guided sampling (0 = skip)
     cost_clips: int = 16  # clips per timed batch
-    threads: int = 2
-    resume: bool = False
+    threads: int = 2  # torch intra-op threads
+    resume: bool = False  # keep the rows already drawn in out/rows
+    # how every row samples (guided rows add the latent reward's gradient)
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
 
     def validate(self) -> None:

@@ -41,10 +41,12 @@ ROWS = {
 class RefreshTableConfig:
     out: str = "docs/results/refresh_table"  # writes out.md and out.json
     run_dir: str = "runs/refresh_table"  # one online run directory per row
-    reuse: bool = True
-    rows: str = "oracle,frozen,refresh"
+    reuse: bool = True  # reuse a row whose run holds a summary.json of the same config and reward (false: run it again)
+    rows: str = "oracle,frozen,refresh"  # rows, in order: oracle | frozen | refresh (comma-separated)
     learned: str = "default"  # the learned reward of rows (b) and (c)
+    # the online run of every row (out, storage, progress, reward.model and refresh set per row)
     online: OnlineConfig = field(default_factory=OnlineConfig)
+    # the reward refresh of the refresh row (the other rows run without)
     refresh: RefreshConfig = field(default_factory=lambda: RefreshConfig(every=2, pairs=48, steps=40))
 
     def row_list(self) -> list[str]:

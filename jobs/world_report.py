@@ -27,9 +27,10 @@ class WorldReportConfig:
     prompts: int = 24  # prompts (one seed each) per cell of the defect table
     pairs: int = 1000  # fresh pairs for tie rate and ceiling (ignored with dataset)
     dataset: str = ""  # a make_dataset output directory to report on instead of fresh pairs
-    seed: int = 0
+    seed: int = 0  # seeds the defect table, the reference scores and the fresh pairs and their labels
     out: str = ""  # optional JSON file for the numbers
-    sampling: PairSampling = field(default_factory=PairSampling)
+    sampling: PairSampling = field(default_factory=PairSampling)  # how the fresh pairs are drawn (ignored with dataset)
+    # the simulated raters (tie rate and ceiling of the labels)
     annotator: AnnotatorConfig = field(default_factory=AnnotatorConfig)
 
 

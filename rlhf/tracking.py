@@ -57,6 +57,14 @@ class Tracker:
         if project:
             self.wandb = self._wandb_run(project, name, config, resumed=resume_step is not None)
 
+    def purge_from(self, step: int) -> None:
+        """A restart from a checkpoint redoes ``step`` and later: TensorBoard drops their events (wandb keeps
+        the first ones: it takes no step lower than one it has)."""
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.tb.close()
+        self.tb = SummaryWriter(str(self.dir / TB_DIR), purge_step=step)
+
     def _wandb_run(self, project: str, name: str, config: dict | None, resumed: bool):
         try:
             import wandb
@@ -88,12 +96,16 @@ class Tracker:
         from tensorboard.compat.proto.summary_pb2 import Summary
 
         t, h, w, _ = frames.shape
-        image = Summary.Image(height=h, width=w, colorspace=3, encoded_image_string=gif_bytes(frames, fps))
+        gif = gif_bytes(frames, fps)
+        image = Summary.Image(height=h, width=w, colorspace=3, encoded_image_string=gif)
         self.tb._get_file_writer().add_summary(Summary(value=[Summary.Value(tag=tag, image=image)]), step)
-        if self.wandb is not None:
+        if self.wandb is not None:  # from a file: wandb.Video of raw frames needs moviepy
             import wandb
 
-            self.wandb.log({tag: wandb.Video(np.moveaxis(frames, -1, 1), fps=int(fps), format="gif")}, step=step)
+            path = self.dir / "wandb_media" / f"{step}_{len(list((self.dir / 'wandb_media').glob('*.gif')))}.gif"
+            path.parent.mkdir(exist_ok=True)
+            path.write_bytes(gif)
+            self.wandb.log({tag: wandb.Video(str(path), format="gif")}, step=step)
         self.tb.flush()
 
     def close(self) -> None:

@@ -31,25 +31,27 @@ class RewardServiceConfig:
     batch_wait_timeout_s: float = 0.02  # how long a batch's first request waits for others to join
     max_ongoing_requests: int = 32  # per replica; below max_batch_size a batch could never fill
     min_replicas: int = 1  # autoscaling bounds; 0 scales to zero (the next request waits for a replica)
-    max_replicas: int = 1
+    max_replicas: int = 1  # autoscaling upper bound (>= 1 and >= min_replicas)
     target_ongoing_requests: float = 8  # autoscaling adds replicas above this many ongoing requests each
     num_cpus: float = 1  # CPUs Ray reserves per replica
     num_gpus: float = 0  # GPUs Ray reserves per replica: > 0 needs device.device=cuda, a cuda device needs > 0
     # Custom Ray resources per replica: {"reward": 1} puts each replica on cluster.yaml's reward node type (and
     # makes the autoscaler launch one); a resource no node offers leaves the replica pending.
     resources: dict[str, float] = field(default_factory=dict)
-    memory_gib: float = 0  # host memory Ray reserves per replica (GiB; 0 reserves none): keeps Ray from packing
-    # more replicas onto a node than its RAM holds
+    # host memory Ray reserves per replica (GiB; 0 reserves none): keeps Ray from packing more replicas onto a
+    # node than its RAM holds
+    memory_gib: float = 0
     # Where and in what precision a replica runs the learned model (bf16 is for GPUs: slower on CPUs);
     # scores come back in fp32 either way. The oracle ignores it.
     device: DeviceConfig = field(default_factory=DeviceConfig)
     threads: int = 1  # torch intra-op threads per replica
     request_timeout_s: float = 30  # a request not scored by then fails (HTTP 504; RewardClient retries)
-    health_check_period_s: float = 10  # Serve's health check (a forward pass on a canned clip); a dead replica is
-    # noticed and replaced within about this long
+    # Serve's health check (a forward pass on a canned clip); a dead replica is noticed and replaced within about
+    # this long
+    health_check_period_s: float = 10
     max_body_bytes: int = 8 * 2**20  # larger HTTP bodies, mp4s and server-side files are refused (413)
     http_host: str = "127.0.0.1"  # Serve's HTTP proxy address (cluster-wide); keep it on loopback
-    http_port: int = 8123
+    http_port: int = 8123  # Serve's HTTP proxy port (cluster-wide; fixed when Serve starts)
     route_prefix: str = "/reward"  # the JSON API lives under this path
     app_name: str = "reward"  # Serve application name; RewardClient finds the service by it
     # Absolute directory the JSON API's {"path": ...} form may read under (403 outside it); "" refuses

@@ -179,8 +179,8 @@ SERVE_KEYS = {
 def app(args: dict):
     """Application builder: the reward service on its own, without the online job.
 
-    ``serve run serve.reward_service:app num_gpus=1 device.device=cuda resources='{"reward": 1}'``
-    or ``import_path: serve.reward_service:app`` with an ``args:`` mapping in a Serve config file
+    ``serve run serve.deployment:app num_gpus=1 device.device=cuda resources='{"reward": 1}'``
+    or ``import_path: serve.deployment:app`` with an ``args:`` mapping in a Serve config file
     (``serve/reward_config.yaml``). ``args`` holds RewardServiceConfig keys, nested ones dotted
     (``device.precision``) or as a mapping (``device: {...}``); string values are read as YAML, like the
     jobs' ``key=value`` overrides, since ``serve run`` passes every value as a string. The four keys

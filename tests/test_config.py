@@ -229,32 +229,46 @@ def _uncommented(roots: list[type]) -> dict[str, list[str]]:
     }
 
 
-def test_real_job_configs_describe_every_key_and_report_their_comment_share(capsys):
-    from actors.generator import GeneratorActorConfig
-    from actors.online import OnlineConfig
-    from actors.reward_data import TrainRewardJob
-    from rlhf.align.offline_job import AlignOfflineConfig
-    from rlhf.eval.policy_job import EvaluateConfig
-    from rlhf.generator.pretrain_job import PretrainConfig
-    from rlhf.reward.latent_job import LatentRewardJobConfig
-    from rlhf.synthetic.dataset_job import MakeDatasetConfig
+def test_real_job_configs_describe_every_key_with_a_meaning():
+    """Every job that reads a config (a ``parse_cli`` call under actors/, jobs/, rlhf/, serve/), plus the
+    generator actors' config the online job builds: its valid keys are the leaf rows of ``describe_keys``,
+    and every row, nested ones included, has a meaning (the field's comment), so ``--help`` explains it."""
+    import ast
+    import importlib
+    from pathlib import Path
 
-    roots = [
-        OnlineConfig,
-        GeneratorActorConfig,
-        TrainRewardJob,
-        PretrainConfig,
-        AlignOfflineConfig,
-        EvaluateConfig,
-        MakeDatasetConfig,
-        LatentRewardJobConfig,
-    ]
+    from actors.generator import GeneratorActorConfig
+
+    repo = Path(__file__).resolve().parents[1]
+    roots = [GeneratorActorConfig]
+    for path in sorted(p for d in ("actors", "jobs", "rlhf", "serve") for p in (repo / d).rglob("*.py")):
+        calls = [
+            node
+            for node in ast.walk(ast.parse(path.read_text()))
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "parse_cli"
+        ]
+        if not calls or path == repo / "rlhf" / "config.py":
+            continue
+        module = importlib.import_module(".".join(path.relative_to(repo).with_suffix("").parts))
+        roots += [getattr(module, call.args[0].id) for call in calls]
+    names = {root.__name__ for root in roots}
+    expected = {"OnlineConfig", "TrainRewardJob", "PretrainConfig", "AlignOfflineConfig", "EvaluateConfig"}
+    expected |= {"MakeDatasetConfig", "LatentRewardJobConfig", "GenerateConfig", "NRGTableConfig"}
+    expected |= {"AlignTableConfig", "RefreshTableConfig", "EvaluateRewardConfig", "BenchConfig", "ImportConfig"}
+    expected |= {"ExportRewardConfig", "WorldReportConfig"}
+    assert expected <= names, f"job configs not found: {sorted(expected - names)}"
+    missing = []
     for root in roots:
         with pytest.raises(ConfigError) as e:
             load_config(root, None, ["no_such_key=1"])
         valid = str(e.value).split("valid keys: ")[1].split(", ")
-        assert [key for key, _t, default, _m in describe_keys(root) if default] == valid, root.__name__
-    with capsys.disabled():
-        print()
-        for name, missing in _uncommented(roots).items():
-            print(f"{name}; without a comment: {', '.join(missing) or '-'}")
+        rows = describe_keys(root)
+        assert [key for key, _t, default, _m in rows if default] == valid, root.__name__
+        missing += [f"{root.__name__}: {key}" for key, _t, _d, meaning in rows if not meaning]
+    by_class = {name: fields for name, fields in _uncommented(roots).items() if fields}
+    assert not missing, (
+        "keys without a meaning (give the field a comment):\n  "
+        + "\n  ".join(missing)
+        + "\nby declaring class:\n  "
+        + "\n  ".join(f"{name}: {', '.join(fields)}" for name, fields in by_class.items())
+    )

@@ -365,6 +365,13 @@ def test_driver_killed_then_resumed(full, killed):
     assert [r["batch_digest"] for r in got] == [r["batch_digest"] for r in ref]  # the same pairs, same order
     assert got[2]["loss"] == pytest.approx(ref[2]["loss"], abs=1e-6)
     assert _same_weights(full[0], out) < 1e-6
+    # TensorBoard holds each iteration once, as its record (the resumed run and the trainer restart purged
+    # the events of the iterations they redid)
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(out / "tensorboard"), size_guidance={"scalars": 0})
+    acc.Reload()
+    assert [(e.step, pytest.approx(e.value)) for e in acc.Scalars("loss")] == [(r["iteration"], r["loss"]) for r in got]
 
 
 def test_trainer_worker_killed_mid_training(full, killed):
@@ -379,6 +386,13 @@ def test_trainer_worker_killed_mid_training(full, killed):
     ref, got = records(full[0]), records(out)
     assert got[2]["loss"] == pytest.approx(ref[2]["loss"], abs=1e-6)
     assert _same_weights(full[0], out) < 1e-6
+    # TensorBoard holds each iteration once, as its record (the resumed run and the trainer restart purged
+    # the events of the iterations they redid)
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(out / "tensorboard"), size_guidance={"scalars": 0})
+    acc.Reload()
+    assert [(e.step, pytest.approx(e.value)) for e in acc.Scalars("loss")] == [(r["iteration"], r["loss"]) for r in got]
 
 
 def _kill_reward_replica_while_scoring(chaos) -> None:

@@ -57,12 +57,14 @@ class TrainConfig:
     # (lora_rank / lora_alpha are set to them, with a line saying so when they differed).
     init_adapter: str = ""
     lora_rank: int = 8  # of a fresh LoRA
-    lora_alpha: float = 8.0
+    lora_alpha: float = 8.0  # of a fresh LoRA: scale alpha / rank
     lr: float = 2e-4  # AdamW on the LoRA parameters
     steps: int = 150  # optimiser steps
     batch: int = 8  # pairs per step (DPO) or 2 x batch samples per step (RWR, SFT): equal policy compute
-    seed: int = 0
+    seed: int = 0  # a fresh LoRA's A, the batch draws and each step's noise and timesteps
+    # the objective: Flow-DPO, Flow-RWR or SFT, its beta and timestep distribution
     algo: AlgoConfig = field(default_factory=AlgoConfig)
+    # scored samples -> training rows: DPO pairs (mode, margin), VQ:MQ:TA reward weights
     pairs: PairConfig = field(default_factory=PairConfig)
 
     def validate(self) -> None:

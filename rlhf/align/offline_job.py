@@ -37,12 +37,13 @@ class AlignOfflineConfig:
     group: int = 4  # samples per prompt (G)
     seed: int = 0  # sample i of the set uses seed + i
     samples: str = ""  # sample-set cache (default: out/samples.pt); rows of a table share one
-    threads: int = 2
+    threads: int = 2  # torch intra-op threads
     device: DeviceConfig = field(
         default_factory=DeviceConfig
     )  # cpu/fp32; cuda/bf16 (+ gradient_checkpointing) on a GPU
+    # how the training sample set is drawn from the initial policy
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)  # the LoRA training: algorithm, pairs, steps, lr
 
     def validate(self) -> None:
         if self.group < 2:

@@ -37,7 +37,7 @@ class AlgoConfig:
     rwr_beta: float = 1.0  # Flow-RWR temperature on the weighted reward, z-scored over the sample set
     rwr_normalize: bool = True  # softmax weights over the batch (bounded) instead of exp(r / beta)
     t_mean: float = 0.0  # logit-normal timestep distribution: sigmoid(t_mean + t_std z)
-    t_std: float = 1.0
+    t_std: float = 1.0  # spread of the logit-normal timesteps (> 0; see t_mean)
 
     def validate(self) -> None:
         if self.algo not in ALGORITHMS:

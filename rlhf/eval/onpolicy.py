@@ -38,7 +38,7 @@ class OnPolicyConfig:
     seeds: int = 4  # samples per prompt: seeds * (seeds - 1) / 2 pairs per prompt
     seed0: int = 30_000  # clip k gets noise seed seed0 + k
     label_seed: int = 7  # seeds the raters' draws
-    split: str = "heldout"
+    split: str = "heldout"  # prompt split the samples' prompts come from
     grammar: str = "single"  # single | pair | mixed (the first N of the mixed listing alternate the kinds)
 
     def validate(self) -> None:

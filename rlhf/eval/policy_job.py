@@ -32,9 +32,9 @@ class EvaluateConfig:
     seed: int = 100_000  # sample i uses seed + i (disjoint from training seeds)
     reward: str = "default"  # learned judge: default | checkpoint dir | none
     base_cache: str = "runs/eval_base.pt"  # pretrained samples, reused across policies
-    threads: int = 2
-    weights: RewardWeights = field(default_factory=RewardWeights)
-    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    threads: int = 2  # torch intra-op threads
+    weights: RewardWeights = field(default_factory=RewardWeights)  # VQ:MQ:TA weights of the weighted win rate
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)  # how the pretrained and the policy samples are drawn
 
     def validate(self) -> None:
         if not self.adapter:

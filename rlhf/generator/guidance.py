@@ -31,7 +31,7 @@ class GuidanceConfig:
     scale: float = 0.0  # w; 0 = unguided
     weights: RewardWeights = field(default_factory=lambda: RewardWeights(0.0, 0.0, 1.0))  # VQ:MQ:TA of r
     start: float = 0.0  # guide steps i with start <= i / steps < end
-    end: float = 1.0
+    end: float = 1.0  # end of the guided steps, a fraction of them (see start; 1 = through the last step)
 
     def validate(self) -> None:
         if self.scale < 0:

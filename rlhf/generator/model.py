@@ -78,14 +78,14 @@ class GeneratorConfig:
     layout_channels: int = 8  # prompt-conditioned input maps (0 = none, as real Wan T2V)
     text_dim: int = 64  # UMT5 width
     text_layers: int = 2  # UMT5 blocks
-    text_heads: int = 2
-    text_ffn: int = 128
+    text_heads: int = 2  # UMT5 attention heads
+    text_ffn: int = 128  # UMT5 feed-forward width
     max_text_tokens: int = 16  # prompt length after padding / truncation (pair prompts take 17: use 20)
     grammar: str = "single"  # prompts its tokenizer is built for: single | pair | mixed (rlhf.synthetic.prompts)
     codec_factor: int = 4  # space-to-depth block size: 32x32 RGB -> 8x8x48 latents
-    frames: int = 8
-    height: int = 32
-    width: int = 32
+    frames: int = 8  # frames per clip
+    height: int = 32  # clip height in pixels (divisible by codec_factor)
+    width: int = 32  # clip width in pixels (divisible by codec_factor)
     fps: float = 8.0  # frame rate of the clips (written into the mp4s the reward reads)
     seed: int = 0  # initial weights
 

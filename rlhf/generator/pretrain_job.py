@@ -34,20 +34,22 @@ class PretrainConfig:
     lr: float = 1e-3  # peak AdamW learning rate
     warmup: int = 200  # linear warm-up steps
     lr_floor: float = 0.1  # cosine decay to lr x lr_floor at the last step
-    weight_decay: float = 0.01
+    weight_decay: float = 0.01  # AdamW weight decay
     ema: float = 0.998  # EMA decay of the exported weights
     t_shift: float = 3.0  # training-time shift toward high noise (matches sampler.shift)
     bf16: bool = False  # bf16 autocast: measured 10x *slower* on this CPU (torch 2.13), for GPUs
     checkpoint_every: int = 250  # steps between state.pt saves
-    seed: int = 0
+    seed: int = 0  # training clips, noise and timesteps (generator.seed: the initial weights)
     threads: int = 2  # torch intra-op threads
     resume: bool = False  # continue from out/state.pt
     eval_prompts: int = 58  # held-out prompts evaluated at the end (0 = skip)
     eval_seeds: int = 2  # samples per evaluated prompt
     export: str = ""  # also copy the EMA generator here with a MANIFEST.json (e.g. artefacts/generator_default)
+    # architecture of the generator trained from scratch
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
+    # what the training clips show: defects, prompt dropout, grammar
     data: PretrainData = field(default_factory=PretrainData)
-    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)  # how the final evaluation samples
 
     def validate(self) -> None:
         for k in ("steps", "batch", "checkpoint_every", "threads"):

@@ -309,13 +309,13 @@ def merge_pairs(*sets: LatentPairs) -> LatentPairs:
 @dataclass
 class LatentTrainConfig:
     noise: bool = True  # "w/ noise": a noised x_t per pair; False: clean latents only (t = 0)
-    steps: int = 1500
+    steps: int = 1500  # optimiser steps
     batch: int = 32  # pairs per step
-    lr: float = 3e-4
-    weight_decay: float = 0.01
+    lr: float = 3e-4  # AdamW learning rate
+    weight_decay: float = 0.01  # AdamW weight decay
     tie_k: float = 5.0  # Rao-Kupper k of the BTT loss
     t_shift: float = 3.0  # t ~ the sampler's shifted distribution (shift u / (1 + (shift - 1) u))
-    seed: int = 0
+    seed: int = 0  # batch order, noise and t of every step
 
     def validate(self) -> None:
         for k in ("steps", "batch"):

@@ -39,7 +39,7 @@ class LatentRewardJobConfig:
     n_prompts: int = 0  # the first N training prompts (0 = all; pair listings are in a fixed shuffled order)
     group: int = 4  # clips per training prompt (pairs come from within a group)
     eval_prompts: str = "heldout"  # evaluation prompts ("" = no evaluation)
-    eval_group: int = 4
+    eval_group: int = 4  # clips per evaluation prompt
     eval_n_prompts: int = 0  # the first N evaluation prompts (0 = all)
     seed: int = 0  # clip i of the training set uses seed + i; evaluation clips seed + 1000000 + i
     samples: str = ""  # training sample-set cache (default out/samples_train.pt)
@@ -47,17 +47,18 @@ class LatentRewardJobConfig:
     tie_margin: float = 0.01  # |oracle score difference| at or under this is a tie
     dataset: str = ""  # also train on a preference dataset's train split (jobs/make_dataset.py output)
     eval_times: str = "0,0.25,0.5,0.75"  # noise levels t of the held-out accuracy table
-    checkpoint_every: int = 250
-    log_every: int = 25
-    threads: int = 2
-    resume: bool = False
+    checkpoint_every: int = 250  # steps between state.pt saves (also at the end)
+    log_every: int = 25  # steps between log.jsonl lines (mean loss)
+    threads: int = 2  # torch intra-op threads
+    resume: bool = False  # continue from out/state.pt
     # Where the generator draws the clips and the latent reward model trains (cpu | cuda; precision fp32:
     # see validate; gradient_checkpointing for the copied blocks). The training latents stay on the CPU,
     # each batch is moved and its noise drawn on the device.
     device: DeviceConfig = field(default_factory=DeviceConfig)
-    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)  # how the training and evaluation clips are drawn
+    # the latent reward model: copied generator blocks and a head
     model: LatentRewardConfig = field(default_factory=LatentRewardConfig)
-    train: LatentTrainConfig = field(default_factory=LatentTrainConfig)
+    train: LatentTrainConfig = field(default_factory=LatentTrainConfig)  # its training: steps, batch, lr, noise
 
     def validate(self) -> None:
         if self.group < 2 or (self.eval_prompts and self.eval_group < 2):

@@ -24,14 +24,14 @@ from rlhf.device import DeviceConfig, place
 class BackboneConfig:
     """Size of a Qwen2-VL built from scratch (the tiny default suits the moving-shapes world on CPU)."""
 
-    text_hidden: int = 128
-    text_layers: int = 4
-    text_heads: int = 4
-    text_kv_heads: int = 2
-    text_intermediate: int = 256
-    vision_depth: int = 2
-    vision_embed: int = 64
-    vision_heads: int = 2
+    text_hidden: int = 128  # language model width (text_hidden / text_heads a multiple of 4)
+    text_layers: int = 4  # language model layers
+    text_heads: int = 4  # language model attention heads
+    text_kv_heads: int = 2  # its key/value heads (grouped-query attention; divides text_heads)
+    text_intermediate: int = 256  # language model MLP width
+    vision_depth: int = 2  # vision tower blocks
+    vision_embed: int = 64  # vision tower width
+    vision_heads: int = 2  # vision tower attention heads
     patch_size: int = 14  # pixels per patch side (Qwen2-VL: 14)
     temporal_patch_size: int = 2  # frames per patch (Qwen2-VL: 2)
     vocab_size: int = 512  # of the locally trained tokenizer
@@ -61,8 +61,8 @@ class TrainableParts:
     """What the optimiser updates (VideoAlign's recipe by default)."""
 
     lora_rank: int = 16  # 0 = full fine-tuning of the language model
-    lora_alpha: int = 32
-    lora_dropout: float = 0.0
+    lora_alpha: int = 32  # LoRA scale alpha / rank
+    lora_dropout: float = 0.0  # dropout on the LoRA inputs
     vision: bool = True  # the vision tower (and its merger)
     special_token_embeddings: bool = True  # only the rows of the added special tokens
     lm_head: bool = False  # the language-model head (the caption auxiliary loss trains it)

@@ -54,9 +54,9 @@ class FrameSampling:
     [128 * 28 * 28, ``max_frame_pixels``] pixels (the maximum wins when the two conflict)."""
 
     fps: float = 8.0  # VideoAlign samples real videos at 2.0
-    min_pixels: int = 56 * 56
+    min_pixels: int = 56 * 56  # fewest pixels of a resized frame (VideoAlign: 128 * 28 * 28)
     max_pixels: int = 56 * 56  # VideoAlign: 448 * 448
-    max_frames: int = 64
+    max_frames: int = 64  # most frames read per clip (fps sampling; the release: 768)
     min_frames: int = 2  # the release: 4
     num_frames: int = 0  # > 0: exactly this many frames instead of fps (the release's ``num_frames``)
 

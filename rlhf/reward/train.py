@@ -34,6 +34,7 @@ class RewardTrainConfig:
     data: str = "runs/dataset"  # dataset directory with prefs.parquet, or a parquet file
     root: str = ""  # video root (default: the parquet file's folder)
     out: str = "runs/reward"  # run directory: checkpoints (VideoAlign layout), metrics, tables
+    # btt (Bradley-Terry with ties) | bt (ties left out) | regression (per-video scores)
     loss: Literal["btt", "bt", "regression"] = "btt"
     tie_k: float = 5.0  # Rao-Kupper k of the BTT loss (VideoAlign: 5)
     separate_tokens: bool = True  # False: one shared token at the end (ablation)
@@ -41,27 +42,30 @@ class RewardTrainConfig:
     caption_min_ta: float = 0.9  # videos captioned: per-video TA score >= this (without scores: the TA winner)
     caption_warmup_steps: int = 0  # first steps train the caption loss alone (video-to-text pretraining)
     batch_size: int = 8  # pairs per step per worker
-    lr: float = 5e-4
+    lr: float = 5e-4  # peak AdamW learning rate
     lr_schedule: Literal["constant", "cosine"] = "constant"  # cosine: to lr_floor x lr at max_steps
     warmup_steps: int = 0  # linear warm-up of the learning rate
-    lr_floor: float = 0.1
-    weight_decay: float = 0.0
-    epochs: int = 3
+    lr_floor: float = 0.1  # lr_schedule=cosine ends at lr_floor x lr
+    weight_decay: float = 0.0  # AdamW weight decay
+    epochs: int = 3  # passes over the training pairs (data=synthetic streams until max_steps instead)
     max_steps: int = 0  # > 0 caps the run
     eval_every: int = 0  # steps between held-out evaluations (0: only at the end)
     checkpoint_every: int = 100  # steps between checkpoints
     eval_pairs: int = 0  # > 0 evaluates on that many held-out pairs only
-    seed: int = 0
-    train_split: str = "train"
-    eval_split: str = "heldout"
+    seed: int = 0  # initial weights, data order and the synthetic pair stream
+    train_split: str = "train"  # split of data's pairs that trains (also the normalisation pairs' split)
+    eval_split: str = "heldout"  # split of eval_data's pairs evaluated
     num_workers: int = 2  # Ray Train workers
     zero_stage: int = 0  # DeepSpeed ZeRO stage 0-3
     # Each worker's device and precision: cuda gives every Ray Train worker one GPU (use_gpu) and NCCL,
     # bf16 turns on DeepSpeed's bf16 (fp32 on CPU: bf16 is slower there), gradient_checkpointing
     # transformers' own activation checkpointing of the Qwen2-VL backbone.
     device: DeviceConfig = field(default_factory=DeviceConfig)
+    # size of a Qwen2-VL built from scratch (init_from keeps its own)
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    # what the optimiser updates (init_from keeps its own)
     parts: TrainableParts = field(default_factory=TrainableParts)
+    # frames and frame size the reward model reads (init_from keeps its own)
     sampling: FrameSampling = field(default_factory=FrameSampling)
 
     def validate(self) -> None:

@@ -29,8 +29,8 @@ class PairSampling:
     heldout_fraction: float = 0.2  # share of pairs drawn from held-out prompts
     clean_prob: float = 0.2  # chance that a video has no defect
     max_defects: int = 2  # defects per video: 1..max_defects when not clean
-    min_strength: float = 0.15
-    max_strength: float = 1.0
+    min_strength: float = 0.15  # defect strengths are drawn uniformly in [min_strength, max_strength]
+    max_strength: float = 1.0  # upper end of the defect strengths (<= 1)
     same_kind_prob: float = 0.3  # B gets A's defect kinds at other strengths
     grammar: str = "single"  # prompts drawn: single | pair | mixed (see rlhf.synthetic.prompts)
     pair_share: float = 0.5  # with grammar "mixed": share of pairs drawn from pair prompts

@@ -31,9 +31,11 @@ class MakeDatasetConfig:
     seed: int = 0  # pair i depends only on (seed, i)
     workers: int = 2  # worker processes (1 = in-process)
     crf: int = 12  # H.264 quality, 0..51, lower is better
-    render: RenderSpec = field(default_factory=RenderSpec)
+    render: RenderSpec = field(default_factory=RenderSpec)  # geometry and frame rate of the clips
+    # how the rendered pairs are drawn (prompts, defects, split)
     sampling: PairSampling = field(default_factory=PairSampling)
-    annotator: AnnotatorConfig = field(default_factory=AnnotatorConfig)
+    annotator: AnnotatorConfig = field(default_factory=AnnotatorConfig)  # the simulated raters that label every pair
+    # pairs of generated clips (on when generated.prompts > 0)
     generated: GeneratedSampling = field(default_factory=GeneratedSampling)
 
     def validate(self) -> None:

@@ -60,11 +60,12 @@ class GeneratedSampling:
     """How generated pairs are drawn (make_dataset's ``generated`` section)."""
 
     prompts: int = 0  # prompt slots (0 = no generated pairs); each gets clips_per_prompt clips
-    clips_per_prompt: int = 4
+    clips_per_prompt: int = 4  # clips sampled per prompt slot (>= 2)
     pairs_per_prompt: int = 6  # within-prompt pairs kept per slot (at most clips * (clips - 1) / 2)
     split: str = "train"  # prompts of this split ("heldout" for an evaluation set)
     grammar: str = "single"  # single | pair | mixed (slots alternate single and pair prompts)
     generator: str = ""  # generator dir of every member that names none ("" = the shipped generator)
+    # the generator family (name, generator, adapter, steps, guidance, weight each); a clip's member is drawn by weight
     members: list[Member] = field(default_factory=default_family)
     batch_size: int = 64  # clips per sampling call
 

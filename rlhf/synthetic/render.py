@@ -90,10 +90,10 @@ def path_length(prompt, speed: str) -> float:
 class RenderSpec:
     """Clip geometry. 8 x 32 x 32 suits the generator on CPU; the reward model resizes as VideoAlign does."""
 
-    frames: int = 8
-    height: int = 32
-    width: int = 32
-    fps: float = 8.0
+    frames: int = 8  # frames per clip
+    height: int = 32  # pixels (even, >= 16)
+    width: int = 32  # pixels (even, >= 16)
+    fps: float = 8.0  # frame rate written into the mp4s (what the reward's frame sampling reads)
 
     def validate(self) -> None:
         if self.frames < 2 or self.height < 16 or self.width < 16:
