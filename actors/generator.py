@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from rlhf.device import DeviceConfig
+from rlhf.dims import DIMS
 from rlhf.generator.guidance import GuidanceConfig
 from rlhf.generator.sampler import SamplerConfig
 
@@ -173,8 +174,8 @@ class GeneratorActor:
         out = self.client.score(mp4s, prompts)
         self.replica_pids = sorted({o.get("replica_pid", -1) for o in out})
         self.reward_versions = [int(o.get("reward_version", 0)) for o in out]
-        norm = np.array([[o["normalised"][d] for d in ("VQ", "MQ", "TA")] for o in out])
-        raw = np.array([[o["raw"][d] for d in ("VQ", "MQ", "TA")] for o in out])
+        norm = np.array([[o["normalised"][d] for d in DIMS] for o in out])
+        raw = np.array([[o["raw"][d] for d in DIMS] for o in out])
         return norm, raw
 
     def _encode(self, videos: np.ndarray) -> list[bytes]:
@@ -215,9 +216,9 @@ class GeneratorActor:
                 "iteration": np.full(n, iteration, np.int64),
                 "policy_version": np.full(n, version, np.int64),
                 "actor": np.full(n, self.index, np.int64),
-                **{f"r_{d}": reward[:, i] for i, d in enumerate(("VQ", "MQ", "TA"))},
-                **{f"raw_{d}": raw[:, i] for i, d in enumerate(("VQ", "MQ", "TA"))},
-                **{f"oracle_{d}": oracle[:, i] for i, d in enumerate(("VQ", "MQ", "TA"))},
+                **{f"r_{d}": reward[:, i] for i, d in enumerate(DIMS)},
+                **{f"raw_{d}": raw[:, i] for i, d in enumerate(DIMS)},
+                **{f"oracle_{d}": oracle[:, i] for i, d in enumerate(DIMS)},
                 "reward_version": np.asarray(self.reward_versions, np.int64),  # the reward model that scored each clip
                 "latent": ArrowTensorArray.from_numpy(batch.latents.numpy().astype(np.float32)),
                 "mp4": pa.array(mp4s, pa.binary()),

@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from rlhf.align.offline_job import AlignOfflineConfig, run, training_samples  # noqa: E402
 from rlhf.artefacts import repo_relative, table_files  # noqa: E402
 from rlhf.config import parse_cli, to_dict  # noqa: E402
-from rlhf.dims import RewardWeights  # noqa: E402
+from rlhf.dims import DIMS, RewardWeights  # noqa: E402
 from rlhf.eval.policy_job import EvaluateConfig, evaluate  # noqa: E402
 
 ROW_NAMES = {"sft": "SFT", "rwr": "Flow-RWR", "dpo_timestep": "Flow-DPO (beta_t)", "dpo": "Flow-DPO (constant beta)"}
@@ -77,8 +77,8 @@ def markdown(result: dict) -> str:
         ]
         for row in sorted(table["rows"], key=lambda r: list(ROW_NAMES).index(r["algo"])):
             o, lr = row["eval"]["oracle"]["win_rate"], row["eval"].get("learned", {}).get("win_rate", {})
-            cells = [pct(o[d]) for d in ("VQ", "MQ", "TA", "weighted")]
-            cells += [pct(lr[d]) if d in lr else "-" for d in ("VQ", "MQ", "TA", "weighted")]
+            cells = [pct(o[d]) for d in (*DIMS, "weighted")]
+            cells += [pct(lr[d]) if d in lr else "-" for d in (*DIMS, "weighted")]
             flag = ", ".join(row["eval"].get("reward_hacking", [])) or "no"
             lines.append(
                 f"| {ROW_NAMES[row['algo']]} | "

@@ -43,6 +43,7 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 
 from rlhf.config import parse_cli  # noqa: E402
+from rlhf.dims import DIMS  # noqa: E402
 
 
 @dataclass
@@ -472,7 +473,7 @@ def single_process_loop(ocfg, iterations: int) -> dict:
         mp4s = [encode_video(v, fps=gen.fps, crf=12) for v in batch.videos]
         t1 = time.time()
         scores = backend.score([read_video(m) for m in mp4s], texts)
-        reward = np.array([[s["normalised"][d] for d in ("VQ", "MQ", "TA")] for s in scores])
+        reward = np.array([[s["normalised"][d] for d in DIMS] for s in scores])
         t2 = time.time()
         oracle = _oracle_scores(mp4s, texts)
         t3 = time.time()
@@ -480,7 +481,7 @@ def single_process_loop(ocfg, iterations: int) -> dict:
             "prompt": np.array(texts, dtype=object),
             "seed": np.asarray(seeds, np.int64),
             "policy_version": np.full(len(texts), it, np.int64),
-            **{f"r_{d}": reward[:, i] for i, d in enumerate(("VQ", "MQ", "TA"))},
+            **{f"r_{d}": reward[:, i] for i, d in enumerate(DIMS)},
             "latent": batch.latents.numpy().astype(np.float32),
         }
         data = to_tensors(shuffled(block_rows(cols, ocfg.pairs, algo, ocfg.seed, it)), algo)

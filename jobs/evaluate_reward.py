@@ -35,10 +35,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from rlhf.artefacts import repo_relative  # noqa: E402
 from rlhf.config import parse_cli, save_config  # noqa: E402
+from rlhf.dims import DIMS  # noqa: E402
 from rlhf.eval.onpolicy import OnPolicyConfig  # noqa: E402
 from rlhf.generator.sampler import SamplerConfig  # noqa: E402
 
-DIMS4 = ("Overall", "VQ", "MQ", "TA")
+DIMS4 = ("Overall", *DIMS)  # the table's column order: Overall first
 ABLATION = {  # row name -> overrides of the training config
     "regression": {"loss": "regression", "separate_tokens": False},
     "BT": {"loss": "bt", "separate_tokens": False},

@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from rlhf.config import parse_cli, run_job, save_config  # noqa: E402
 from rlhf.device import DeviceConfig  # noqa: E402
-from rlhf.dims import RewardWeights  # noqa: E402
+from rlhf.dims import DIMS, RewardWeights  # noqa: E402
 from rlhf.generator.guidance import GuidanceConfig  # noqa: E402
 from rlhf.generator.model import DEFAULT_GENERATOR  # noqa: E402
 from rlhf.generator.sampler import SamplerConfig  # noqa: E402
@@ -121,7 +121,7 @@ def run(cfg: GenerateConfig) -> dict:
                 if cfg.oracle:
                     sc = oracle_row(frames, p)
                     if sc is not None:
-                        row["oracle"] = {d: sc[d] for d in ("VQ", "MQ", "TA")}
+                        row["oracle"] = {d: sc[d] for d in DIMS}
                         scores.append([sc["VQ"], sc["MQ"], sc["TA"]])
                 log.write(json.dumps(row) + "\n")
                 rows.append(row)
@@ -134,7 +134,7 @@ def run(cfg: GenerateConfig) -> dict:
         "lora": cfg.lora or None,
     }
     if scores:
-        summary["oracle_mean"] = dict(zip(("VQ", "MQ", "TA"), np.mean(scores, 0).round(4).tolist()))
+        summary["oracle_mean"] = dict(zip(DIMS, np.mean(scores, 0).round(4).tolist()))
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     print(
         f"{len(rows)} clips in {out / 'videos'} ({summary['seconds_per_clip']:.2f} s/clip sampling)"

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 DIMS = ("VQ", "MQ", "TA")
+LABEL_DIMS = (*DIMS, "Overall")  # what raters label and VideoReward reports: the three and their sum
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from rlhf.dims import RewardWeights
+from rlhf.dims import DIMS, RewardWeights
 
 from .judges import TIE_MARGINS
 from .winrate import reward_hacking, win_rates
@@ -17,8 +17,8 @@ def compare(base, policy, judges, weights: RewardWeights) -> dict:
         b, p = base.score(judge), policy.score(judge)
         out[judge.name] = {
             "win_rate": win_rates(p, b, weights, TIE_MARGINS[judge.name]),
-            "mean_policy": dict(zip(("VQ", "MQ", "TA"), p.mean(0).round(4).tolist())),
-            "mean_pretrained": dict(zip(("VQ", "MQ", "TA"), b.mean(0).round(4).tolist())),
+            "mean_policy": dict(zip(DIMS, p.mean(0).round(4).tolist())),
+            "mean_pretrained": dict(zip(DIMS, b.mean(0).round(4).tolist())),
         }
     if "oracle" in out and "learned" in out:
         out["reward_hacking"] = reward_hacking(out["learned"]["win_rate"], out["oracle"]["win_rate"], out["n"])

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-LABEL_DIMS = ("VQ", "MQ", "TA", "Overall")
+from rlhf.dims import LABEL_DIMS
 
 
 @dataclass(frozen=True)
