@@ -124,7 +124,7 @@ class Rows:
                 bar.update(len(b.seeds))
         row = {
             "name": name,
-            "weights": list(weights) if weights else None,
+            "weights": weights.as_list() if weights else None,
             "scale": scale,
             "prompts": self.prompts,
             "seeds": self.seeds,

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from rlhf.dims import DIMS, RewardWeights
 from rlhf.generator.guidance import GuidanceConfig, guided_velocity
 from rlhf.generator.model import DEFAULT_GENERATOR, load_generator
 from rlhf.generator.sampler import SamplerConfig, initial_noise, sample, schedule
@@ -119,7 +120,7 @@ def test_guided_steps_raise_the_chosen_latent_reward(generator):
     fn = model.reward_fn([PROMPT] * 2)
     params_before = [p.detach().clone() for p in generator.parameters()]
     for d, name in enumerate(("VQ", "MQ", "TA")):
-        g = GuidanceConfig(scale=0.05, **{k: float(k == name) for k in ("VQ", "MQ", "TA")})
+        g = GuidanceConfig(scale=0.05, weights=RewardWeights(*(float(k == name) for k in DIMS)))
         x = initial_noise([0, 1], generator.latent_shape)
         for i in range(3):
             t, t_next = sig[i], sig[i + 1]
@@ -193,7 +194,7 @@ def test_generate_job_writes_guided_mp4s(tmp_path):
         assert read_video(tmp_path / "gen" / r["file"]).shape == (8, 32, 32, 3)
         assert set(r["oracle"]) == {"VQ", "MQ", "TA"}
     summary = json.loads((tmp_path / "gen" / "summary.json").read_text())
-    assert summary["guidance"]["TA"] == 0.8 and summary["clips"] == 4
+    assert summary["guidance"]["weights"]["TA"] == 0.8 and summary["clips"] == 4
     bad = subprocess.run(
         [sys.executable, str(ROOT / "jobs" / "generate.py"), "--out", str(tmp_path / "bad"), "--guidance-scale", "1"],
         capture_output=True,
