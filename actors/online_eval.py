@@ -150,16 +150,16 @@ def evaluate(job, version: int, keep_clips: int = 0) -> dict:
     keep = varied_clips(texts, cfg.eval_seeds, keep_clips)
 
     def judged(v: int, clips: list[int] = ()) -> dict:
-        n = len(job.gens)
-        chunks = zip(job.gens, split_even(texts, n), split_even(seeds, n), _starts(len(texts), n))
-        chunks = [c for c in chunks if c[1]]
+        """Scores of version ``v`` on every evaluation clip, and the mp4 of those at ``clips``."""
+        chunks = [idx for idx in split_even(list(range(len(texts))), len(job.gens)) if idx]
         refs = [
-            g.evaluate.remote(ps, ss, v, learned, [i - lo for i in clips if lo <= i < lo + len(ps)])
-            for g, ps, ss, lo in chunks
-        ]
+            g.evaluate.remote([texts[i] for i in idx], [seeds[i] for i in idx], v, learned,
+                              [k for k, i in enumerate(idx) if i in clips])
+            for g, idx in zip(job.gens, chunks)
+        ]  # fmt: skip
         parts = get(refs)
         out = {k: np.concatenate([p[k] for p in parts]) for k in ("oracle", "reward") if k in parts[0]}
-        out["clips"] = {c[3] + i: mp4 for c, p in zip(chunks, parts) for i, mp4 in p["clips"].items()}
+        out["clips"] = {idx[k]: mp4 for idx, p in zip(chunks, parts) for k, mp4 in p["clips"].items()}
         return out
 
     res = {name: judged(v, keep) for name, v in (("policy", version), ("pretrained", 0))}
@@ -190,12 +190,6 @@ def evaluate(job, version: int, keep_clips: int = 0) -> dict:
     out["seconds"] = round(time.time() - t0, 1)
     job.rundir.write_json("evaluation.json", out)
     return out
-
-
-def _starts(total: int, n: int) -> list[int]:
-    """The first index of each of ``split_even``'s ``n`` chunks of ``total`` items."""
-    sizes = [len(c) for c in split_even(list(range(total)), n)]
-    return [sum(sizes[:i]) for i in range(n)]
 
 
 def write_clips(out, texts: list[str], seeds: list[int], keep: list[int], res: dict) -> list[dict]:

@@ -246,14 +246,15 @@ class Metrics:
         self.tracker = Tracker(run.out, name, config, resume_step=resume_step, wandb_project=wandb_project)
 
     def record(self, rec: IterationRecord) -> None:
-        for tag, v in rec.scalars().items():
+        scalars = rec.scalars()
+        for tag, v in scalars.items():
             if v is None or v != v:  # None or NaN (every pair a tie) is not a reading
                 continue
             name, _, sub = tag.partition("/")
             tags = {"phase": sub} if name == "phase_seconds" else {"dimension": sub} if sub else None
             self.g[name].set(float(v), tags=tags)
         self.videos.inc(rec.videos)
-        self.tracker.scalars(rec.iteration, rec.scalars())
+        self.tracker.scalars(rec.iteration, scalars)
         with open(self.path, "a") as fh:
             fh.write(json.dumps(rec.to_dict()) + "\n")
 

@@ -55,9 +55,9 @@ class RewardWeights:
 
     def weighted(self, scores):
         """``scores[..., 3]`` (VQ, MQ, TA last; a numpy array or a torch tensor) -> ``scores @ w``."""
-        if isinstance(scores, np.ndarray) or not hasattr(scores, "new_tensor"):
-            return np.asarray(scores, np.float64) @ np.asarray(self.as_list())
-        return scores @ scores.new_tensor(self.as_list())
+        if hasattr(scores, "new_tensor"):  # a torch tensor: stays on its device, in its dtype, with its graph
+            return scores @ scores.new_tensor(self.as_list())
+        return np.asarray(scores, np.float64) @ np.asarray(self.as_list())
 
     def combine(self, scores: dict[str, float]) -> float:
         """The weighted sum of per-dimension ``scores`` given by name."""

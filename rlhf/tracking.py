@@ -102,7 +102,7 @@ class Tracker:
         if self.wandb is not None:  # from a file: wandb.Video of raw frames needs moviepy
             import wandb
 
-            path = self.dir / "wandb_media" / f"{step}_{len(list((self.dir / 'wandb_media').glob('*.gif')))}.gif"
+            path = self.dir / "wandb_media" / f"{step}_{''.join(c if c.isalnum() else '_' for c in tag)}.gif"
             path.parent.mkdir(exist_ok=True)
             path.write_bytes(gif)
             self.wandb.log({tag: wandb.Video(str(path), format="gif")}, step=step)
