@@ -1,5 +1,5 @@
 # Long on purpose: every benchmark's figure is a ratio against a baseline measured in the same run (these machines are
-# noisy), so the benchmarks and their baselines run from one job; issue 21 reworks it.
+# noisy), so the benchmarks and their baselines run from one job (the scaling model lives in actors/scaling.py).
 """Benchmarks: figures measured side by side in one run, written as JSON and Markdown and printed as a table.
 
     python jobs/bench.py                          # every benchmark (about 20 minutes on 2 cores)
@@ -17,8 +17,13 @@ Benchmarks (every figure that is compared is a ratio of two measurements taken i
   loop     the online loop (the ``make run`` config, ``loop_iterations`` iterations, no final evaluation):
            the Ray system in sync and one-step-off mode against a single-process baseline doing the same
            work sequentially in one Python process (sample, encode, score, pairs, K AdamW steps on the
-           same global batch); throughput, time share of each phase, and peak memory (RSS) of each role
-           and of the whole run, sampled from the process tree every 0.5 s.
+           same global batch; run in a child process, so that the Ray runs' driver starts clean); throughput
+           over the whole loop (iteration 0 included) and in steady state, start-up (the job's start to its
+           first iteration's launch), time share of each phase, and peak memory (RSS) of each role and of
+           the whole run, sampled from the process tree every ``memory_interval_s``.
+  scaling  the online job at 1-2 generator actors x 1-2 trainer workers (``scaling_runs``), the per-role costs
+           read from them and the scaling model's prediction for each (actors/scaling.py; ``python -m
+           actors.scaling`` then writes docs/results/scaling.md with the GPU table).
   gpu      the plain-PyTorch hot paths at Wan-1.3B / Qwen2-VL-2B size (jobs/bench_gpu.py) where CUDA is
            available; elsewhere the figures of the last GPU run committed in docs/results/bench_gpu_*.json.
 """
@@ -60,7 +65,12 @@ class BenchConfig:
     service_batch: int = 16  # service: max_batch_size of the batching variant
     loop_iterations: int = 4  # loop: online iterations per variant
     loop_overrides: list[str] = field(default_factory=list)  # loop: OnlineConfig key=value for every variant
-    memory_interval_s: float = 0.5  # loop: process-tree RSS sampling period
+    memory_interval_s: float = 1.0  # loop: process-tree RSS sampling period (each sample reads ~40 processes)
+    scaling_iterations: int = 3  # scaling: online iterations per (generator actors, trainer workers, mode) run
+    # scaling: the (generator actors, trainer workers, mode) runs; (1, 1, sync) is required (costs are read from it)
+    scaling_runs: list[str] = field(
+        default_factory=lambda: ["1,1,sync", "2,1,sync", "1,2,sync", "2,2,sync", "2,2,one_step_off"]
+    )
 
 
 def bench_dataset(cfg: BenchConfig) -> dict:
@@ -141,18 +151,34 @@ def _stop_local_ray() -> None:
 ROLES = (
     ("GeneratorActor", "generator actors"),
     ("ServeReplica", "reward replica"),
+    ("RayTrainWorker", "trainer workers"),
     ("TrainWorker", "trainer workers"),
-    ("TrainerCoordinator", "ray system"),
+    # the trainer group's own actors: ours (coordinator) and Ray Train's (controller, barrier, placement group
+    # cleaner, dataset manager, preemption watcher)
+    ("TrainerCoordinator", "trainer system"),
+    ("TrainController", "trainer system"),
+    ("SynchronizationActor", "trainer system"),
+    ("PlacementGroupCleaner", "trainer system"),
+    ("DatasetManager", "trainer system"),
+    ("PreemptionWatcher", "trainer system"),
     ("ServeController", "serve system"),
     ("ProxyActor", "serve system"),
-    ("WeightStore", "ray system"),
+    ("WeightStore", "weight store"),
+    # Ray Data's tasks (MapBatches, ReadRange...) and its actors
+    ("_StatsActor", "Ray Data"),
+    ("AutoscalingCoordinator", "Ray Data"),
+    ("MapBatches", "Ray Data"),
+    ("ray::IDLE", "idle Ray workers"),
     ("gcs_server", "ray system"),
     ("raylet", "ray system"),
     ("dashboard", "ray system"),
+    ("DashboardAgent", "ray system"),
+    ("RuntimeEnvAgent", "ray system"),
     ("runtime_env", "ray system"),
     ("log_monitor", "ray system"),
     ("monitor.py", "ray system"),
-    ("ray::", "other ray workers (Ray Data, idle)"),
+    ("forkserver", "ray system"),
+    ("ray::", "other Ray workers"),
 )
 
 
@@ -165,6 +191,7 @@ class MemorySampler:
         self.interval_s = interval_s
         self.peak: dict[str, int] = defaultdict(int)
         self.peak_process: dict[str, int] = defaultdict(int)
+        self.other: dict[str, int] = defaultdict(int)  # peak RSS per title of the processes no role claims
         self.peak_total = 0
         self.samples = 0
         self._stop = threading.Event()
@@ -190,6 +217,9 @@ class MemorySampler:
                 continue
             per[role] += rss
             self.peak_process[role] = max(self.peak_process[role], rss)
+            if role.startswith("other"):
+                title = (" ".join(p.cmdline()) or p.name())[:60]
+                self.other[title] = max(self.other[title], rss)
         for role, v in per.items():
             self.peak[role] = max(self.peak[role], v)
         self.peak_total = max(self.peak_total, sum(per.values()))
@@ -215,6 +245,7 @@ class MemorySampler:
             "samples": self.samples,
             "peak_by_role_mib": {k: mib(v) for k, v in sorted(self.peak.items())},
             "peak_process_by_role_mib": {k: mib(v) for k, v in sorted(self.peak_process.items())},
+            "other_processes_mib": {k: mib(v) for k, v in sorted(self.other.items(), key=lambda kv: -kv[1])[:8]},
         }
 
 
@@ -508,6 +539,24 @@ def single_process_loop(ocfg, iterations: int) -> dict:
     return {"startup_s": round(startup, 1), "records": recs}
 
 
+def _child(queue, fn, args) -> None:
+    queue.put(fn(*args))
+
+
+def _in_child(fn, *args):
+    """``fn(*args)`` in a fresh (spawned) process; its result."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_child, args=(queue, fn, args))
+    proc.start()
+    try:
+        return queue.get()
+    finally:
+        proc.join()
+
+
 def _loop_summary(recs: list[dict], startup_s: float) -> dict:
     wall = sum(r["phases"]["iteration"] for r in recs)
     videos = sum(r["videos"] for r in recs)
@@ -549,18 +598,17 @@ def bench_loop(cfg: BenchConfig) -> dict:
         ocfg = load_config(OnlineConfig, overrides=[*base, f"out={tmp / 'single'}"])
         ocfg.validate()
         print("  single-process baseline ...", flush=True)
-        with MemorySampler(cfg.memory_interval_s) as mem:
-            res = single_process_loop(ocfg, cfg.loop_iterations)
+        with MemorySampler(cfg.memory_interval_s) as mem:  # a child process: the driver's memory stays the Ray runs'
+            res = _in_child(single_process_loop, ocfg, cfg.loop_iterations)
         out["single_process"] = {**_loop_summary(res["records"], res["startup_s"]), "memory": mem.result()}
         for mode in ("sync", "one_step_off"):
             print(f"  Ray system, {mode} ...", flush=True)
             ocfg = load_config(OnlineConfig, overrides=[*base, f"out={tmp / mode}", f"mode={mode}"])
-            t0 = time.time()
             with MemorySampler(cfg.memory_interval_s) as mem:
                 summary = run(ocfg)
             recs = [json.loads(ln) for ln in (tmp / mode / "metrics.jsonl").read_text().splitlines() if ln.strip()]
-            total = time.time() - t0
-            s = _loop_summary(recs, total - sum(r["phases"]["iteration"] for r in recs))
+            # start-up: from the job's start to its first iteration's launch (the job measures it)
+            s = _loop_summary(recs, summary["startup_s"])
             s["memory"] = mem.result()
             s["policy_version"] = summary["policy_version"]
             out[f"ray_{mode}"] = s
@@ -593,7 +641,22 @@ def bench_gpu(cfg: BenchConfig) -> dict:
     return {"measured_here": False, "source": str(runs[-1].relative_to(ROOT)), **json.loads(runs[-1].read_text())}
 
 
-BENCHES = {"dataset": bench_dataset, "hot": bench_hot, "service": bench_service, "loop": bench_loop, "gpu": bench_gpu}
+def bench_scaling_runs(cfg: BenchConfig) -> dict:
+    """The scaling model checked against this machine (actors/scaling.py)."""
+    from actors.scaling import bench_scaling
+
+    runs = [(int(n), int(m), mode) for n, m, mode in (r.split(",") for r in cfg.scaling_runs)]
+    return bench_scaling(cfg, configs=runs)
+
+
+BENCHES = {
+    "dataset": bench_dataset,
+    "hot": bench_hot,
+    "service": bench_service,
+    "loop": bench_loop,
+    "gpu": bench_gpu,
+    "scaling": bench_scaling_runs,
+}
 
 
 def table(results: dict) -> str:
@@ -649,6 +712,10 @@ def table(results: dict) -> str:
                 f"{k}: peak RSS MiB (whole run {v['memory']['peak_total_mib']})",
                 ", ".join(f"{p} {m}" for p, m in v["memory"]["peak_by_role_mib"].items()),
             )
+    if "scaling" in results:
+        r = results["scaling"]
+        for name, measured in r.get("measured", {}).items():
+            add("scaling", f"{name}: measured / model iteration s", f"{measured:.1f} / {r['predicted'][name]:.1f}")
     if "gpu" in results and "wan" in results["gpu"]:
         g = results["gpu"]
         w, rw = g["wan"], g["reward"]

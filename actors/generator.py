@@ -190,10 +190,10 @@ class GeneratorActor:
         import torch
         from ray.data.extensions import ArrowTensorArray
 
-        from actors.status import show
+        from actors.status import iteration_label, show
         from rlhf.generator.sampler import sample
 
-        show("GeneratorActor.rollout", f"sampling iteration {iteration}, v{version}")
+        show("GeneratorActor.rollout", f"sampling {iteration_label(iteration)}, v{version}")
         sync_s = self._use(version)
         t0 = time.time()
         batch = sample(self.gen, prompts, seeds, self.cfg.sampler, guidance=self.guide)
@@ -202,7 +202,7 @@ class GeneratorActor:
             text = pack_embeddings(uniq, self.gen.encode_prompts(uniq))
         mp4s = self._encode(batch.videos)
         t1 = time.time()
-        show("GeneratorActor.rollout", f"scoring iteration {iteration}, v{version}")
+        show("GeneratorActor.rollout", f"scoring {iteration_label(iteration)}, v{version}")
         retried = self.client.retried if self.client is not None else 0
         reward, raw = self._scores(mp4s, prompts)
         retried = self.client.retried - retried

@@ -37,10 +37,11 @@ from actors.console import console, quiet_console
 from actors.generator import GeneratorActorConfig, start_generators
 from actors.online_config import OnlineConfig, prompt_batch
 from actors.online_eval import describe, evaluate, iteration_record, progress_line, result_lines, summarize
-from actors.preferences import preference_dataset, stats_of
+from actors.preferences import preference_dataset, shard_keys, stats_of, worker_shard
 from actors.refresh import due, refresh_served, roll_deployment, state_of
 from actors.refresh import summary_line as refresh_line
 from actors.run import Metrics, RunDir, get, log_clips, quiet_ray_data, split_even, stop_on_sigterm
+from actors.status import WARM_UP, iteration_label
 from actors.trainer import COORDINATOR_NAME, TrainerError, TrainerGroup
 from actors.weights import ObjectStoreSync, weight_store
 from rlhf.config import parse_cli, to_dict
@@ -61,11 +62,14 @@ class OnlineRun:
         self.trainer_starts = 0
         self.trainer_failures: list[str] = []
         self.deployed = False
+        self.warmed = False  # every role ran once (finish_warm_up) before the first iteration
+        self.startup_s: float | None = None  # seconds from start() to the first iteration's launch
         self.reward_state = state_of(cfg.reward.model, cfg.reward.version, 0)  # what is served (refresh changes it)
 
     # ------------------------------------------------------------------ start-up
     def start(self) -> None:
         cfg = self.cfg
+        self.t_start = time.time()
         roles = cfg.roles()  # Ray is imported by connect: a local cluster must bind 127.0.0.1
         self.cluster = connect(
             cfg.ray_address, num_cpus=cfg.num_cpus or local_cpus(roles), env_vars=hub_env(cfg.hub_cache)
@@ -85,12 +89,6 @@ class OnlineRun:
         self.resume_state = self.rundir.latest_checkpoint() if cfg.resume else None
         if self.resume_state and self.resume_state.get("reward"):  # the reward the checkpointed run served
             self.reward_state = self.resume_state["reward"]
-        deploy(self.served_reward())
-        self.deployed = True
-        self.log(
-            f"reward service '{cfg.reward.app_name}' ({self.reward_state['model']}, version "
-            f"{self.reward_state['version']}) up in {time.time() - t0:.1f} s"
-        )
         gcfg = GeneratorActorConfig(
             generator=cfg.generator,
             video_shape=list(cfg.video_shape),
@@ -107,6 +105,13 @@ class OnlineRun:
             guidance_model=cfg.guidance_model,
             guidance=cfg.guidance,
         )
+        if cfg.resume and self.resume_state is None:
+            raise SystemExit(
+                f"error: --resume but {self.storage.location('latest.json')} does not exist: "
+                "run without --resume first (or give the storage the first run used)"
+            )
+        # Every role starts at once: the generator actors' and trainer workers' processes load their models
+        # while Serve deploys the reward (each takes 10-25 s alone on 2 cores).
         self.gens = start_generators(
             cfg.generators,
             gcfg,
@@ -116,19 +121,17 @@ class OnlineRun:
             cfg.max_restarts,
             cfg.generator_resources,
         )
-        if cfg.resume and self.resume_state is None:
-            raise SystemExit(
-                f"error: --resume but {self.storage.location('latest.json')} does not exist: "
-                "run without --resume first (or give the storage the first run used)"
-            )
         if self.resume_state:  # iterations after the checkpoint are run again: their records go
             self.rundir.truncate_metrics(self.resume_state["next_iteration"])
         self.start_trainer(self.resume_state)
-        get([g.info.remote() for g in self.gens])
+        deploy(self.served_reward())
+        self.deployed = True
         self.log(
-            f"{cfg.generators} generator actors and {cfg.trainer.num_workers} trainer workers started "
-            f"in {time.time() - t0:.1f} s"
+            f"reward service '{cfg.reward.app_name}' ({self.reward_state['model']}, version "
+            f"{self.reward_state['version']}) up in {time.time() - t0:.1f} s"
         )
+        get([g.info.remote() for g in self.gens])
+        self.log(f"{cfg.generators} generator actors up in {time.time() - t0:.1f} s")
 
     def served_reward(self):
         """The reward service's config for the reward being served (the configured one, or a refreshed one)."""
@@ -242,11 +245,42 @@ class OnlineRun:
                     if job["attempts"] > self.cfg.max_restarts:
                         raise
                     self.log(
-                        f"rollout of iteration {job['args'][3]} on generator {job['actor']} lost "
+                        f"rollout of {iteration_label(job['args'][3])} on generator {job['actor']} lost "
                         f"({type(e).__name__}); sending it again (attempt {job['attempts'] + 1})"
                     )
                     self._send(job)
         return metas, tables, texts
+
+    def launch_warm_up(self, prompts: list[str]) -> list[dict]:
+        """Queue one prompt group on every generator actor, ahead of the first iteration's batch (an actor
+        runs its calls in order): its first sampling call, H.264 encode, scoring through the Serve handle and
+        oracle run here, not in iteration 0."""
+        texts, seeds = prompt_batch(self.cfg, prompts, 0)
+        G = self.cfg.group
+        jobs = []
+        for a in range(len(self.gens)):
+            k = a % max(len(texts) // G, 1)
+            jobs.append(
+                {
+                    "actor": a,
+                    "args": (texts[k * G : (k + 1) * G], seeds[k * G : (k + 1) * G], 0, WARM_UP),
+                    "attempts": 0,
+                }
+            )
+            self._send(jobs[-1])
+        return jobs
+
+    def finish_warm_up(self, jobs: list[dict]) -> None:
+        """Ray Data's first execution (the warm-up clips' preference rows and shards) and a dry step of the
+        trainer group (every rank reads its shard, runs forward and backward at the step's batch shape and
+        the all-reduce; no weight or optimiser state changes), while the actors sample iteration 0."""
+        t0 = time.time()
+        metas, tables, texts = self.collect(jobs)
+        ds = preference_dataset(tables, self.cfg.pairs, self.cfg.trainer.algo.algo, self.cfg.seed, WARM_UP)
+        pstats = stats_of(ds, sum(m["n"] for m in metas), len(jobs))
+        shards = [worker_shard(ds, keys) for keys in shard_keys(pstats.order, self.cfg.trainer.num_workers)]
+        self.trainer.train(shards, WARM_UP, 1, None, text=texts, dry=True)
+        self.log(f"warm-up done in {time.time() - t0:.1f} s (overlapping iteration 0's sampling)")
 
     def iterations(self, prompts: list[str], state: dict | None, metrics: Metrics, bar) -> int:
         """Iterations from ``state``'s checkpoint (None = the first) to the end; returns the final version."""
@@ -258,13 +292,21 @@ class OnlineRun:
         one_off = cfg.mode == "one_step_off"
         # one-step-off: the batch of iteration i is sampled with version i - 1 (the version before training
         # on batch i - 1); sync: with version i.
+        warm = self.launch_warm_up(prompts) if not self.warmed and start_it < cfg.iterations else None
         pending = (
             self.launch(prompts, start_it, max(version - 1, 0) if (one_off and start_it > 0) else version)
             if start_it < cfg.iterations
             else None
         )
+        t_launch = time.time()  # the first iteration's clock starts with its sampling
+        if self.startup_s is None:
+            self.startup_s = t_launch - self.t_start
+            self.log(f"first iteration launched {self.startup_s:.1f} s after start-up began")
+        if warm is not None:
+            self.finish_warm_up(warm)
+            self.warmed = True
         for it in range(start_it, cfg.iterations):
-            t_it = time.time()
+            t_it = t_launch if it == start_it else time.time()
             metas, tables, texts = self.collect(pending)
             t_rolled = time.time()
             pending = None
@@ -276,22 +318,25 @@ class OnlineRun:
                 pending = self.launch(prompts, it + 1, version)
             t0 = time.time()
             ds = preference_dataset(tables, cfg.pairs, cfg.trainer.algo.algo, cfg.seed, it)
+            t_pairs = time.time() - t0
             n_samples = sum(m["n"] for m in metas)
             pstats = stats_of(ds, n_samples, n_samples // cfg.group)
+            shards = [worker_shard(ds, keys) for keys in shard_keys(pstats.order, cfg.trainer.num_workers)]
             t_data = time.time() - t0
+            log.info("iteration %d: pairs %.2f s, statistics and shards %.2f s", it, t_pairs, t_data - t_pairs)
             ckpt = None
             last = it + 1 == cfg.iterations
             if last or (cfg.checkpoint_every and (it + 1) % cfg.checkpoint_every == 0):
                 ckpt = f"iter_{it + 1:05d}"  # under the run storage
             sample_version = metas[0]["policy_version"]
             if pstats.rows:
-                res = self.trainer.train(ds, it, cfg.steps_per_iter, version + 1, ckpt, text=texts)
+                res = self.trainer.train(shards, it, cfg.steps_per_iter, version + 1, ckpt, text=texts)
                 version += 1
             else:
                 self.log(f"iteration {it}: every prompt group is a tie under the weights; no update")
                 res = {"loss": None, "implicit_accuracy": None, "train_s": 0.0, "publish": {"seconds": 0.0}}
                 if ckpt:  # nothing trained: still checkpoint (same weights)
-                    res = {**res, **self.trainer.train(ds, it, 0, None, ckpt)}
+                    res = {**res, **self.trainer.train(shards, it, 0, None, ckpt)}
             refresh = None
             if refresh_due:
                 refresh = self.refresh_reward(it, tables, sample_version)
@@ -383,6 +428,7 @@ class OnlineRun:
         metrics.close()
         recs = self.rundir.records()
         summary = summarize(cfg, recs, version, train_wall, evaluation, self.trainer_failures)
+        summary["startup_s"] = round(self.startup_s or 0.0, 1)
         self.rundir.write_json("summary.json", summary)
         return summary
 

@@ -77,8 +77,9 @@ class OnlineConfig:
     # The embedded default (what `make run` runs, measured in README.md): 10 Euler steps for rollouts and
     # evaluation alike, every pair of a group whose 1:1:1 reward differs by > 0.03, LoRA lr 3e-4, and the shipped
     # VideoReward as the served reward (the learned one: the oracle only judges; reward.model=oracle trains on the
-    # oracle itself).
-    sampler: SamplerConfig = field(default_factory=lambda: SamplerConfig(steps=10))
+    # oracle itself). A generator actor samples 8 clips per forward pass: as fast as 32 on CPU, and 40% less
+    # memory per actor (peak RSS 551 against 878 MiB, measured on 32 clips).
+    sampler: SamplerConfig = field(default_factory=lambda: SamplerConfig(steps=10, batch_size=8))
     guidance_model: str = ""  # latent reward model (jobs/train_latent_reward.py) for Flow-NRG in rollouts
     guidance: GuidanceConfig = field(default_factory=GuidanceConfig)  # scale 0 = off
     # a group's scored clips -> training rows: DPO pairs (mode, margin), VQ:MQ:TA reward weights

@@ -50,6 +50,7 @@ def iteration_record(
         "rollout_wait": roll_wait,  # driver time blocked on the rollouts
         "data": t_data,
         "train": float(res.get("train_s", 0.0)),
+        "train_read": float(res.get("read_s", 0.0)),  # of train: the trainer reading its shard (rank 0)
         "weight_sync": float(res.get("publish", {}).get("seconds", 0.0))
         + float(max(m["weight_sync_s"] for m in metas)),
         "checkpoint": float(res.get("checkpoint_s", 0.0)),

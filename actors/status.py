@@ -11,6 +11,13 @@ title set with the package never shows). Guarded: a Ray release without it loses
 
 from __future__ import annotations
 
+WARM_UP = 2**31 - 1  # the iteration number of the online job's warm-up (its clips' seeds and rows): no run reaches it
+
+
+def iteration_label(iteration: int) -> str:
+    """``iteration 3``, or ``warm-up`` for the warm-up's calls (titles, logs)."""
+    return "warm-up" if iteration == WARM_UP else f"iteration {iteration}"
+
 
 def show(base: str, status: str) -> None:
     """Set the title to ``ray::<base> [<status>]`` (a no-op outside a Ray worker)."""

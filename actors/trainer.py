@@ -5,9 +5,9 @@
 ``TorchTrainer.fit()`` costs ~20 s of start-up on this machine, so the group is started once per job
 (:class:`TrainerGroup`, ``fit()`` on a background thread) and lives across iterations: each worker
 runs :func:`trainer_loop`, which takes tasks from a small async coordinator actor until it is told to
-stop. An iteration's task carries the preference dataset (materialised Ray Data; each worker keeps
-every world-th row of its seeded order), the number of optimiser steps K and the policy version to
-publish.
+stop. An iteration's task carries the worker's shard of the preference dataset (a lazy Ray Data view of the
+materialised rows that keeps only this rank's: :func:`actors.preferences.worker_shard`), the number of
+optimiser steps K and the policy version to publish.
 
 Per step, every worker takes the next micro-batch of its rows (in the pipeline's seeded order) and
 draws noise and timesteps from a generator seeded by ``(seed, iteration, rank)``: no RNG state to
@@ -27,7 +27,6 @@ optimiser) and rank 0 an adapter directory (diffusers' LoRA format: :mod:`rlhf.g
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import threading
 import time
@@ -35,15 +34,10 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from actors.coordinator import COORDINATOR_NAME, TrainerCoordinator, TrainerError  # noqa: F401 (re-exported)
 from rlhf.align.step import AlgoConfig
 from rlhf.device import DeviceConfig
 from rlhf.reward.distributed import check_zero_stage
-
-COORDINATOR_NAME = "videoalign_trainer_coordinator"
-
-
-class TrainerError(RuntimeError):
-    """The trainer group failed or stopped answering."""
 
 
 @dataclass
@@ -89,58 +83,14 @@ class TrainerConfig:
             adopt_adapter_settings(self, "trainer.")
 
 
-class TrainerCoordinator:
-    """Async Ray actor: per-rank task queues and per-iteration results."""
-
-    def __init__(self, world: int):
-        self.world = world
-        self.queues = [asyncio.Queue() for _ in range(world)]
-        self.results: dict[int, dict] = {}
-        self.done: dict[int, asyncio.Event] = {}
-        self.ready: set[int] = set()
-
-    async def submit(self, tasks: list) -> None:
-        if len(tasks) != self.world:
-            raise TrainerError(f"{len(tasks)} tasks for {self.world} workers")
-        for q, t in zip(self.queues, tasks):
-            await q.put(t)
-
-    async def next_task(self, rank: int):
-        self.ready.add(rank)
-        return await self.queues[rank].get()
-
-    async def report(self, rank: int, key: int, result: dict) -> None:
-        self.results.setdefault(key, {})[rank] = result
-        if len(self.results[key]) == self.world:
-            self.done.setdefault(key, asyncio.Event()).set()
-
-    async def result(self, key: int, timeout_s: float) -> dict | None:
-        ev = self.done.setdefault(key, asyncio.Event())
-        try:
-            await asyncio.wait_for(ev.wait(), timeout_s)
-        except TimeoutError:
-            return None
-        return self.results.pop(key)
-
-    async def n_ready(self) -> int:
-        return len(self.ready)
-
-
-def _worker_rows(ds, algo: str, rank: int, world: int) -> dict | None:
-    """This worker's rows: the iteration's dataset in its seeded order, every ``world``-th row from ``rank``.
-
-    ``Dataset.split`` would hand out blocks as the streaming executor bundled them, which depends on
-    timing: two runs of the same iteration could give a worker different rows (and a resumed run other
-    weights). Preference batches are small next to the model, so every worker reads the whole
-    materialised dataset (zero-copy from the node's object store) and keeps its own rows."""
+def _worker_rows(shard, algo: str) -> dict | None:
+    """This worker's rows (:func:`actors.preferences.worker_shard`: only they are read) in the seeded order."""
     from actors.preferences import shuffled, to_tensors
 
-    parts = [p for p in ds.iter_batches(batch_size=None, batch_format="numpy") if len(p["prompt"])]
+    parts = [p for p in shard.iter_batches(batch_size=None, batch_format="numpy") if len(p["prompt"])]
     if not parts:
         return None
-    rows = shuffled({k: np.concatenate([p[k] for p in parts]) for k in parts[0]})
-    mine = {k: v[rank::world] for k, v in rows.items()}
-    return to_tensors(mine, algo) if len(mine["prompt"]) else None
+    return to_tensors(shuffled({k: np.concatenate([p[k] for p in parts]) for k in parts[0]}), algo)
 
 
 def trainer_loop(config: dict) -> None:
@@ -186,7 +136,8 @@ def trainer_loop(config: dict) -> None:
         show("RayTrainWorker", f"rank {rank} waiting for a task")
         task = ray.get(coord.next_task.remote(rank))
         if task["kind"] == "train":
-            show("RayTrainWorker", f"rank {rank} train iteration {task['iteration']}")
+            label = "warm-up" if task.get("dry") else f"train iteration {task['iteration']}"
+            show("RayTrainWorker", f"rank {rank} {label}")
         if task["kind"] == "stop":
             break
         if task["kind"] == "state":  # LoRA of the current policy and its LoraConfig (the final adapter, tests)
@@ -262,7 +213,25 @@ def _text_of(task: dict) -> dict:
     return out
 
 
+def _dummy_rows(gen, cfg: TrainerConfig, rng) -> dict:
+    import torch
+
+    shape = (cfg.micro_batch, *gen.latent_shape)
+    x = lambda: torch.randn(shape, generator=rng, device=rng.device).cpu()  # noqa: E731
+    if cfg.algo.pairwise:
+        return {"prompt": [""] * cfg.micro_batch, "x_w": x(), "x_l": x()}
+    return {"prompt": [""] * cfg.micro_batch, "x0": x(), "reward": torch.ones(cfg.micro_batch)}
+
+
+def _dummy_text(gen, rng):
+    import torch
+
+    dim = gen.transformer.config.text_dim
+    return torch.randn((8, dim), generator=rng, device=rng.device).cpu()
+
+
 def _train_iteration(engine, gen, cfg: TrainerConfig, task: dict, rank: int, world: int) -> dict:
+    import ray
     import torch
 
     from rlhf.align.step import train_step
@@ -270,7 +239,8 @@ def _train_iteration(engine, gen, cfg: TrainerConfig, task: dict, rank: int, wor
 
     t0 = time.time()
     algo = cfg.algo.algo
-    data = _worker_rows(task["data"], algo, rank, world)
+    data = _worker_rows(ray.get(task["data"]), algo)
+    read_s = time.time() - t0
     seed = [cfg.seed, task["iteration"], rank]
     trng = seeded_generator(int(np.random.default_rng(seed).integers(2**62)), gen.device)
     n = 0 if data is None else len(data["prompt"])
@@ -281,17 +251,25 @@ def _train_iteration(engine, gen, cfg: TrainerConfig, task: dict, rank: int, wor
             f"no prompt embedding shipped for {len(missing)} prompt(s) of iteration "
             f"{task['iteration']} (e.g. {missing[0]!r}): the rollouts' text refs must come with the task"
         )
+    dry = bool(task.get("dry"))
+    if dry and not n:  # the warm-up of a rank whose shard is empty: a batch of the iteration's shapes
+        data, emb, n = _dummy_rows(gen, cfg, trng), {"": _dummy_text(gen, trng)}, cfg.micro_batch
     order, pos = np.arange(max(n, 1)), 0  # rows come in the seeded order of the preference pipeline
     sums = torch.zeros(4, dtype=torch.float64)  # loss, implicit accuracy, steps with data, rows seen
     losses = []
+    lora = gen.lora_parameters()
 
     def update(loss):
+        if dry:  # warm-up: the whole forward and backward, but no gradient kept and no optimiser state touched
+            torch.autograd.grad(loss, lora, allow_unused=True)
+            return
         engine.backward(loss)
         engine.step()
 
     for _ in range(task["steps"]):
         if n:
-            idx = np.array([order[(pos + j) % n] for j in range(min(cfg.micro_batch, n))])
+            rows = cfg.micro_batch if dry else min(cfg.micro_batch, n)  # dry: the step's full batch shape
+            idx = np.array([order[(pos + j) % n] for j in range(rows)])
             pos += len(idx)
             batch = {k: v[idx] for k, v in data.items() if k != "prompt"}
             batch["text"] = torch.stack([emb[data["prompt"][i]] for i in idx])
@@ -312,6 +290,7 @@ def _train_iteration(engine, gen, cfg: TrainerConfig, task: dict, rank: int, wor
         "steps": task["steps"],
         "first_loss": losses[0] if losses else None,
         "train_s": time.time() - t0,
+        "read_s": read_s,  # of train_s: reading this rank's shard
         "rows": n,
     }
 
@@ -401,22 +380,31 @@ class TrainerGroup:
 
     def train(
         self,
-        data,
+        shards: list,
         iteration: int,
         steps: int,
         version: int | None,
         checkpoint: str | None = None,
         timeout_s: float = 3600.0,
         text: list | None = None,
+        dry: bool = False,
     ) -> dict:
-        """K optimiser steps on ``data`` (a materialised preference dataset) whose prompts' embeddings are in
-        ``text`` (object refs of the generator actors' packed embeddings); publishes ``version`` (rank 0);
-        returns rank 0's result."""
+        """K optimiser steps on ``shards`` (rank r's rows of the preference dataset at ``shards[r]``:
+        :func:`actors.preferences.worker_shard`) whose prompts' embeddings are in ``text`` (object refs of the generator actors' packed embeddings); publishes ``version`` (rank 0);
+        returns rank 0's result. ``dry``: the warm-up (one step's Ray Data read, forward, backward at the
+        step's batch shape and all-reduce on every rank; no weight, gradient or optimiser state changes)."""
+        if len(shards) != self.cfg.num_workers:
+            raise TrainerError(f"{len(shards)} data shards for {self.cfg.num_workers} trainer workers")
+        import ray
+
+        # by reference: the coordinator passes each task on without deserialising a Dataset (and importing Ray Data)
+        refs = [ray.put(s) for s in shards]
         res = self._submit(
             lambda r, key: {
                 "kind": "train",
+                "dry": dry,
                 "key": key,
-                "data": data,
+                "data": refs[r],
                 "iteration": iteration,
                 "steps": steps,
                 "version": version,

@@ -17,10 +17,12 @@ for GPUs. ``gradient_checkpointing`` switches on the libraries' own activation c
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # torch is imported where a tensor is made: configs travel to processes that never load it
+    import torch
 
-PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
+PRECISIONS = {"fp32": "float32", "bf16": "bfloat16"}  # precision -> torch dtype name
 
 
 class DeviceError(ValueError):
@@ -63,10 +65,14 @@ class DeviceConfig:
 
     @property
     def dtype(self) -> torch.dtype:
-        return PRECISIONS[self.precision]
+        import torch
+
+        return getattr(torch, PRECISIONS[self.precision])
 
     def torch_device(self) -> torch.device:
         """The device, checked against this machine: a clear error instead of a CUDA trace."""
+        import torch
+
         self.validate()
         if self.is_cuda:
             if not torch.cuda.is_available():
@@ -86,6 +92,8 @@ class DeviceConfig:
 def as_device_config(device: DeviceConfig | str | torch.device) -> DeviceConfig:
     """``device`` as a DeviceConfig; a plain string (``"cpu"``, ``"cuda:1"``, the older API) means that
     device in fp32."""
+    import torch
+
     if isinstance(device, DeviceConfig):
         return device
     if isinstance(device, (str, torch.device)):
@@ -100,6 +108,8 @@ def place(module: torch.nn.Module, cfg: DeviceConfig) -> torch.nn.Module:
 
 def module_device(module: torch.nn.Module) -> torch.device:
     """Where ``module``'s parameters live (the device every tensor made for it is made on)."""
+    import torch
+
     for p in module.parameters():
         return p.device
     for b in module.buffers():
@@ -110,6 +120,8 @@ def module_device(module: torch.nn.Module) -> torch.device:
 def module_dtype(module: torch.nn.Module) -> torch.dtype:
     """The floating-point dtype of ``module``'s weights (frozen base weights when a LoRA is attached:
     the first floating parameter that does not require grad, else the first floating one)."""
+    import torch
+
     first = None
     for p in module.parameters():
         if p.is_floating_point():
@@ -121,6 +133,8 @@ def module_dtype(module: torch.nn.Module) -> torch.dtype:
 
 def seeded_generator(seed: int, device: torch.device | str) -> torch.Generator:
     """A ``torch.Generator`` on ``device`` (noise is drawn where the model runs, not copied there)."""
+    import torch
+
     device = torch.device(device)
     gen = torch.Generator(device="cpu" if device.type == "meta" else device)
     return gen.manual_seed(int(seed))

@@ -76,3 +76,21 @@ def test_a_block_of_ties_gives_no_dpo_pair(algo):
     b = block(["a", "a"], vq=[0.5, 0.5], mq=[0.1, 0.1], ta=[0.2, 0.2])
     out = block_rows(b, PairConfig(), algo, 0, 0)
     assert len(out["prompt"]) == (0 if algo == "dpo" else 2)
+
+
+def test_each_rank_gets_every_world_th_row_of_the_seeded_order_by_hand():
+    from actors.preferences import _rows_with_keys, shard_keys
+
+    order = np.array([0.5, 0.1, 0.9, 0.3, 0.7])
+    # sorted 0.1 0.3 0.5 0.7 0.9 -> rank 0 at positions 0, 2, 4; rank 1 at 1, 3
+    r0, r1 = shard_keys(order, 2)
+    assert list(r0) == [0.1, 0.5, 0.9] and list(r1) == [0.3, 0.7]
+    assert [list(k) for k in shard_keys(order, 3)] == [[0.1, 0.7], [0.3, 0.9], [0.5]]
+    assert [len(k) for k in shard_keys(order[:1], 2)] == [1, 0]  # fewer rows than ranks: an empty shard
+    # a block filtered for rank 1 keeps exactly its rows, every column with them
+    blk = {"order": order, "seed_w": np.arange(5), "latent_w": np.arange(5.0).reshape(5, 1) * np.ones((1, 3))}
+    mine = _rows_with_keys(blk, r1)
+    assert list(mine["seed_w"]) == [3, 4] and mine["latent_w"].shape == (2, 3)
+    assert list(shuffled(mine)["order"]) == [0.3, 0.7]
+    with pytest.raises(ValueError, match="share an order key"):
+        shard_keys(np.array([0.2, 0.2, 0.4]), 2)

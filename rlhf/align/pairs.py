@@ -12,10 +12,12 @@ Groups whose best and worst are within ``margin`` (ties) give no pair.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-
-import torch
+from typing import TYPE_CHECKING
 
 from rlhf.dims import RewardWeights
+
+if TYPE_CHECKING:  # numpy only at import: Ray Data's workers build pairs without loading torch
+    import torch
 
 PAIR_MODES = ("best_worst", "margin")
 
@@ -76,6 +78,8 @@ def logit_normal_times(
 ) -> torch.Tensor:
     """``t = sigmoid(mean + std z)``, ``z`` standard normal (SD3's choice for flow-matching training),
     drawn on ``device`` (the generator's device when a generator is given)."""
+    import torch
+
     if device is None and generator is not None:
         device = generator.device
     return torch.sigmoid(mean + std * torch.randn(n, generator=generator, device=device))
