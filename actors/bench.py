@@ -458,6 +458,46 @@ def bench_service(cfg: BenchConfig) -> dict:
         _stop_local_ray()
     b = out[f"batch_{cfg.service_batch}"]
     out["batching_speedup"] = round(b["videos_per_s"] / out["batch_1"]["videos_per_s"], 3)
+    if cfg.service_model != "oracle":
+        out["profile"] = _replica_profile(cfg, mp4s, prompts)
+    return out
+
+
+def _processor_stages(reward, vids: list, ps: list[str]) -> dict:
+    import torch
+
+    b, proc = len(vids), reward.processor
+    res = {
+        "sample_resize_ms": _time_steps(lambda: [proc.sampling.sample(v, 8.0, proc.geometry) for v in vids], 3),
+        "processor_ms": _time_steps(lambda: proc(vids, ps, [8.0] * b), 3),
+    }
+    inputs = proc(vids, ps, [8.0] * b)
+    with torch.no_grad():
+        res["forward_ms"] = _time_steps(lambda: reward._forward(inputs), 3)
+    return {k: round(1000 * _median(v) / b, 2) for k, v in res.items()}
+
+
+def _replica_profile(cfg: BenchConfig, mp4s: list[bytes], prompts: list[str]) -> dict:
+    """Where a replica's time goes per clip, in-process with the replica's one thread: decode, the VideoAlign
+    processor (frame sampling and bicubic resize, patchify; tokenising the batch), the forward pass, at batch
+    1 and at the service's batch size."""
+    import torch
+
+    from rlhf.video import read_video_fps
+    from serve.backends import TransformersBackend
+
+    threads = torch.get_num_threads()
+    backend = TransformersBackend(cfg.service_model, threads=1)
+    reward = backend.reward
+    n = cfg.service_batch
+    frames = [read_video_fps(m)[0] for m in mp4s[:n]]
+    out = {"decode_ms": round(1000 * _median(_time_steps(lambda: [read_video_fps(m) for m in mp4s[:n]], 3)) / n, 2)}
+    for b in (1, n):
+        out[f"batch_{b}_per_clip"] = _processor_stages(reward, frames[:b], prompts[:b])
+    out["forward_batching_speedup"] = round(
+        out["batch_1_per_clip"]["forward_ms"] / out[f"batch_{n}_per_clip"]["forward_ms"], 3
+    )
+    torch.set_num_threads(threads)
     return out
 
 
@@ -690,6 +730,16 @@ def table(results: dict) -> str:
                 f"{v['videos_per_s']}, {v['p50_ms']} / {v['p99_ms']}",
             )
         add("service", "dynamic batching speed-up", f"{r['batching_speedup']}x")
+        if "profile" in r:
+            p, n = r["profile"], [k for k in r["profile"] if k.startswith("batch_") and k != "batch_1_per_clip"][0]
+            for k in ("batch_1_per_clip", n):
+                v = p[k]
+                add(
+                    "service",
+                    f"replica ms per clip, {k.split('_per')[0].replace('_', ' ')} (1 thread): decode / processor "
+                    "(of which sample+resize) / forward",
+                    f"{p['decode_ms']} / {v['processor_ms']} ({v['sample_resize_ms']}) / {v['forward_ms']}",
+                )
     if "loop" in results:
         r = results["loop"]
         for k in ("single_process", "ray_sync", "ray_one_step_off"):

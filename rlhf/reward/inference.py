@@ -99,9 +99,12 @@ class VideoReward:
                 arr, r = v, (fps[i] if isinstance(fps, (list, tuple)) else fps)
             frames.append(arr)
             rates.append(r)
+        return self._forward(self.processor(frames, prompts, rates))
+
+    def _forward(self, inputs: dict) -> torch.Tensor:
+        """(N, 3) fp32 raw rewards of a processed batch (``self.processor``'s output)."""
         batch = {
-            k: t.to(self.device, self.dtype) if t.is_floating_point() else t.to(self.device)
-            for k, t in self.processor(frames, prompts, rates).items()
+            k: t.to(self.device, self.dtype) if t.is_floating_point() else t.to(self.device) for k, t in inputs.items()
         }
         return self.model(**batch).float()
 
