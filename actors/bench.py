@@ -143,6 +143,12 @@ def _start_local_ray(num_cpus: int = 4) -> None:
 
 
 def _stop_local_ray() -> None:
+    """Stop Serve (its driver-side client polls the controller from a thread: after ``ray.shutdown`` that thread
+    would auto-start a new 2-CPU local Ray, which the next benchmark's job would then find and join), then the
+    cluster."""
+    from ray import serve
+
+    serve.shutdown()
     while _CLUSTER:
         _CLUSTER.pop().stop()
 
@@ -153,6 +159,7 @@ ROLES = (
     ("ServeReplica", "reward replica"),
     ("RayTrainWorker", "trainer workers"),
     ("TrainWorker", "trainer workers"),
+    ("_set_torch_distributed", "trainer workers"),  # a trainer worker's title while Ray Train sets it up
     # the trainer group's own actors: ours (coordinator) and Ray Train's (controller, barrier, placement group
     # cleaner, dataset manager, preemption watcher)
     ("TrainerCoordinator", "trainer system"),
@@ -168,6 +175,7 @@ ROLES = (
     ("_StatsActor", "Ray Data"),
     ("AutoscalingCoordinator", "Ray Data"),
     ("MapBatches", "Ray Data"),
+    ("get_table_block_metadata", "Ray Data"),
     ("ray::IDLE", "idle Ray workers"),
     ("gcs_server", "ray system"),
     ("raylet", "ray system"),
@@ -754,6 +762,11 @@ def table(results: dict) -> str:
             add("loop", f"{k}: videos/s over {v['iterations']} iterations", f"{v['videos_per_s']}{ratio}")
             add(
                 "loop",
+                f"{k}: start-up s (to iteration 0's launch); seconds per iteration",
+                f"{v['startup_seconds']}; {', '.join(str(x) for x in v['iteration_seconds'])}",
+            )
+            add(
+                "loop",
                 f"{k}: time share per phase",
                 ", ".join(f"{p} {100 * s:.1f}%" for p, s in v["phase_share"].items()),
             )
@@ -790,6 +803,8 @@ def table(results: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     cfg = parse_cli(BenchConfig, argv, __doc__.splitlines()[0])
+    # every benchmark starts and stops its own cluster: a Ray call after a stop must fail, not start another one
+    os.environ.setdefault("RAY_ENABLE_AUTO_CONNECT", "0")
     unknown = [b for b in cfg.only if b not in BENCHES]
     if unknown:
         print(f"error: unknown benchmark(s) {unknown}; available: {', '.join(BENCHES)}", file=sys.stderr)

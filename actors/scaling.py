@@ -520,6 +520,13 @@ def markdown(cpu: dict | None, gpu_costs: RoleCosts, rows: list[dict], weak: lis
             "",
             check_table(cpu["measured"], cpu["predicted"]),
             "",
+            "Where the model falls short here it underpredicts, most with the most busy processes per core (two actors,"
+            " two workers and the replica on 2 cores, more so in one-step-off where all of them run at once): it counts"
+            " each phase's CPU-seconds against the cores but not what oversubscribing them costs (context switches,"
+            " caches, the Ray system's, Serve's and Ray Train's own processes polling and reporting). On GPUs each"
+            " role has its own device and these costs do not arise; a one-step-off run here also has a single steady"
+            " iteration (iteration 0 and the last are left out), so its row carries one sample's noise.",
+            "",
             "Per-role costs measured here:",
             "",
             costs_table(costs),
