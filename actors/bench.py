@@ -190,6 +190,14 @@ ROLES = (
 )
 
 
+def process_title(cmd: str, width: int = 60) -> str:
+    """A process's command line as the benchmark records it: every absolute path cut to its file name (no machine's
+    paths in committed results), at most ``width`` characters."""
+    import re
+
+    return re.sub(r"(?<![\w.~-])/(?:[^/\s]+/)+([^/\s]*)", r"\1", cmd)[:width]
+
+
 class MemorySampler:
     """Resident memory of this process and its descendants (a local Ray cluster started by this process is
     one), sampled every ``interval_s`` on a thread; per role, the peak of the role's summed RSS.
@@ -226,7 +234,7 @@ class MemorySampler:
             per[role] += rss
             self.peak_process[role] = max(self.peak_process[role], rss)
             if role.startswith("other"):
-                title = (" ".join(p.cmdline()) or p.name())[:60]
+                title = process_title(" ".join(p.cmdline()) or p.name())
                 self.other[title] = max(self.other[title], rss)
         for role, v in per.items():
             self.peak[role] = max(self.peak[role], v)

@@ -32,3 +32,12 @@ from actors.bench import MemorySampler
 )
 def test_process_titles_map_to_roles(title, role):
     assert MemorySampler.role(title) == role
+
+
+def test_recorded_titles_hold_no_machine_paths():
+    from actors.bench import process_title
+
+    cmd = "/work/main/.venv/bin/python -B -c from multiprocessing.spawn import spawn_main; spawn_main(tracker_fd=5)"
+    assert process_title(cmd) == "python -B -c from multiprocessing.spawn import spawn_main; s"
+    assert process_title("ray::TrainController.run") == "ray::TrainController.run"
+    assert process_title("/usr/lib/prometheus/prometheus --config.file=/tmp/p.yml") == "prometheus --config.file=p.yml"
