@@ -276,17 +276,11 @@ class OnlineRun:
         the all-reduce; no weight or optimiser state changes), while the actors sample iteration 0."""
         t0 = time.time()
         metas, tables, texts = self.collect(jobs)
-        _, shards = self.preferences(metas, tables, WARM_UP)
+        ds = preference_dataset(tables, self.cfg.pairs, self.cfg.trainer.algo.algo, self.cfg.seed, WARM_UP)
+        pstats = stats_of(ds, sum(m["n"] for m in metas), len(jobs))
+        shards = [worker_shard(ds, keys) for keys in shard_keys(pstats.order, self.cfg.trainer.num_workers)]
         self.trainer.train(shards, WARM_UP, 1, None, text=texts, dry=True)
         self.log(f"warm-up done in {time.time() - t0:.1f} s (overlapping iteration 0's sampling)")
-
-    def preferences(self, metas: list[dict], tables: list, iteration: int) -> tuple:
-        """The iteration's preference rows (Ray Data, materialised), their statistics and each trainer rank's shard."""
-        cfg = self.cfg
-        ds = preference_dataset(tables, cfg.pairs, cfg.trainer.algo.algo, cfg.seed, iteration)
-        n_samples = sum(m["n"] for m in metas)
-        pstats = stats_of(ds, n_samples, n_samples // cfg.group)
-        return pstats, [worker_shard(ds, keys) for keys in shard_keys(pstats.order, cfg.trainer.num_workers)]
 
     def iterations(self, prompts: list[str], state: dict | None, metrics: Metrics, bar) -> int:
         """Iterations from ``state``'s checkpoint (None = the first) to the end; returns the final version."""
@@ -323,8 +317,13 @@ class OnlineRun:
             if one_off and it + 1 < cfg.iterations and not refresh_due:
                 pending = self.launch(prompts, it + 1, version)
             t0 = time.time()
-            pstats, shards = self.preferences(metas, tables, it)
+            ds = preference_dataset(tables, cfg.pairs, cfg.trainer.algo.algo, cfg.seed, it)
+            t_pairs = time.time() - t0
+            n_samples = sum(m["n"] for m in metas)
+            pstats = stats_of(ds, n_samples, n_samples // cfg.group)
+            shards = [worker_shard(ds, keys) for keys in shard_keys(pstats.order, cfg.trainer.num_workers)]
             t_data = time.time() - t0
+            log.info("iteration %d: pairs %.2f s, statistics and shards %.2f s", it, t_pairs, t_data - t_pairs)
             ckpt = None
             last = it + 1 == cfg.iterations
             if last or (cfg.checkpoint_every and (it + 1) % cfg.checkpoint_every == 0):
